@@ -1,0 +1,189 @@
+//! `weir demo`: the whole path on an embedded server, in one command. It creates a partitioned
+//! `ORDERS` stream and an `ENRICHED` output stream, deploys the orders example, publishes order
+//! events (some malformed, some with a pending payment), shows live counts, and ends with a
+//! summary that checks every customer's enriched events arrived in publish order.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, stream};
+use clap::Args;
+
+use crate::cli::{connect, progress_bar};
+use crate::deploy::{self, DeployRequest};
+use crate::deployment::{LimitsSpec, RetrySpec};
+use crate::embedded::{NatsServer, ServerOptions};
+use crate::host::Host;
+use crate::metrics::CountersSnapshot;
+use crate::node::{self, NodeConfig};
+use crate::partition::{self, StreamRequest};
+use crate::resources::DeploymentId;
+use crate::traffic::{self, Payload, Traffic};
+
+/// Every this many orders one is malformed, and is rejected.
+const MALFORMED_EVERY: u64 = 97;
+/// Every this many orders one has a pending payment, and is retried.
+const PENDING_EVERY: u64 = 41;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The orders example component
+    #[arg(long, default_value = "target/guests/wasm32-wasip2/release/orders.wasm")]
+    pub handler: PathBuf,
+    /// Order events to publish
+    #[arg(long, default_value_t = 2_000)]
+    pub messages: u64,
+    /// Distinct customers (keys)
+    #[arg(long, default_value_t = 50)]
+    pub customers: u64,
+    /// Partitions of the ORDERS stream
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Give up waiting for the handler after this long
+    #[arg(long, default_value = "120s", value_parser = crate::config::parse_duration)]
+    pub timeout: Duration,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let component = std::fs::read(&args.handler).with_context(|| {
+        format!("cannot read the orders example at {} (build it with `make guests`)", args.handler.display())
+    })?;
+    anyhow::ensure!(args.customers >= 1, "--customers must be at least 1");
+
+    let server = NatsServer::start(ServerOptions::default())?;
+    println!("▸ started an embedded {} at {}", server.version(), server.url());
+    let client = connect(&server.url(), None).await?;
+    let js = jetstream::new(client.clone());
+
+    let orders = StreamRequest {
+        name: "ORDERS".into(),
+        subjects: "orders.*.>".into(),
+        partitions: args.partitions,
+        key_tokens: vec![],
+        replicas: 1,
+    };
+    partition::create_stream(&js, &orders).await?;
+    js.create_stream(stream::Config {
+        name: "ENRICHED".into(),
+        subjects: vec!["enriched.>".into()],
+        ..Default::default()
+    })
+    .await
+    .context("failed to create stream ENRICHED")?;
+    println!("▸ created stream ORDERS (orders.<customer>.<event>, {} partitions) and ENRICHED", args.partitions);
+
+    let node = node::start(client.clone(), NodeConfig::default()).await?;
+    let id = DeploymentId::new("demo", "orders")?;
+    let spec = deploy::deploy(&js, &Host::new()?, DeployRequest {
+        id: id.clone(),
+        component,
+        stream: "ORDERS".into(),
+        limits: LimitsSpec::default(),
+        retry: RetrySpec { backoff: vec![Duration::from_millis(200)], ..RetrySpec::default() },
+        config: BTreeMap::from([("region".into(), "eu-west".into()), ("pending_delay".into(), "150".into())]),
+        outputs: vec!["enriched.>".into()],
+    })
+    .await?;
+    println!("▸ deployed {} version {} on node {}", id, spec.short_version(), node.id());
+
+    let traffic = Traffic {
+        subject: "orders.{key}.created".into(),
+        payload: Payload::Template(String::new()),
+        count: args.messages,
+        keys: args.customers,
+        headers: vec![],
+    };
+    let orders: Vec<_> = (0..args.messages).map(|n| order_event(&traffic, n)).collect();
+    let bar = progress_bar(args.messages, "publishing");
+    for (subject, payload) in &orders {
+        js.publish(subject.clone(), payload.clone().into()).await?.await.context("failed to publish an order")?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let malformed = (0..args.messages).filter(|n| is_malformed(*n)).count() as u64;
+    println!("▸ published {} orders for {} customers ({malformed} malformed)", args.messages, args.customers);
+
+    let started = Instant::now();
+    let counters = node.counters();
+    let mut last = CountersSnapshot::default();
+    while started.elapsed() < args.timeout {
+        last = counters.snapshot();
+        print!(
+            "\r  processed {:>6}  retried {:>4}  rejected {:>4}  failed {:>3}  outputs {:>6}",
+            last.acked, last.retried, last.rejected, last.failed, last.outputs
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if last.acked + last.rejected >= args.messages {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!();
+    let elapsed = started.elapsed();
+
+    let outputs = traffic::read_stream(&js, "ENRICHED").await?;
+    let report = check_order(&outputs, &traffic, args.messages);
+    node.shutdown().await?;
+    drop(server);
+
+    println!("▸ summary");
+    println!("  orders handled   {} in {:.1}s", last.acked + last.rejected, elapsed.as_secs_f64());
+    println!("  enriched events  {}", outputs.len());
+    println!("  retried          {} (pending payments wait and come back)", last.retried);
+    println!("  rejected         {} (malformed orders, now dead letters)", last.rejected);
+    match report {
+        Ok(checked) => {
+            println!("  per-customer order: OK ({checked} events over {} customers, each in publish order)", args.customers);
+            Ok(())
+        }
+        Err(problem) => anyhow::bail!("per-customer order check failed: {problem}"),
+    }
+}
+
+fn is_malformed(n: u64) -> bool {
+    n % MALFORMED_EVERY == MALFORMED_EVERY - 1
+}
+
+fn order_event(traffic: &Traffic, n: u64) -> (String, String) {
+    let message = traffic.render(n);
+    if is_malformed(n) {
+        return (message.subject, format!("{{\"order_id\": \"o-{n}\", \"customer\": \"{}\", oops", message.key));
+    }
+    let payment = if n % PENDING_EVERY == 0 { "pending" } else { "ok" };
+    let payload = format!(
+        r#"{{"order_id":"o-{n}","customer":"{key}","seq":{seq},"payment":"{payment}","items":[{{"sku":"A-{sku}","qty":{qty},"price_cents":{price}}}]}}"#,
+        key = message.key,
+        seq = message.seq,
+        sku = n % 13,
+        qty = 1 + n % 3,
+        price = 250 + (n * 37) % 20_000,
+    );
+    (message.subject, payload)
+}
+
+/// Checks that each customer's enriched events carry exactly the sequence numbers of its
+/// well-formed orders, in increasing order. Returns how many events were checked.
+fn check_order(outputs: &[async_nats::jetstream::message::StreamMessage], traffic: &Traffic, count: u64) -> Result<usize, String> {
+    let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for n in (0..count).filter(|n| !is_malformed(*n)) {
+        let message = traffic.render(n);
+        expected.entry(message.key).or_default().push(message.seq);
+    }
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for output in outputs {
+        let event: serde_json::Value =
+            serde_json::from_slice(&output.payload).map_err(|e| format!("unreadable enriched event: {e}"))?;
+        let customer = event["customer"].as_str().unwrap_or_default().to_owned();
+        seen.entry(customer).or_default().push(event["seq"].as_u64().unwrap_or_default());
+    }
+    for (customer, want) in &expected {
+        let got = seen.get(customer).map(Vec::as_slice).unwrap_or_default();
+        if got != want.as_slice() {
+            return Err(format!("customer {customer}: expected sequence {want:?}, got {got:?}"));
+        }
+    }
+    Ok(outputs.len())
+}

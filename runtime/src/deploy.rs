@@ -1,0 +1,108 @@
+//! `weir deploy`: validate a component, store it, and activate it.
+//!
+//! Nothing is stored until everything has been checked: the names, the stream (it must exist
+//! and be partitioned), the output patterns, the component (it must parse, satisfy the world
+//! and compile) and its `init` (it must accept the configuration).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, object_store::ObjectMetadata};
+
+use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
+use crate::host::{Host, HandlerInstance, InstanceContext};
+use crate::partition;
+use crate::resources::{ControlPlane, DeploymentId};
+use crate::subject;
+
+/// Everything `weir deploy` was given.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub id: DeploymentId,
+    pub component: Vec<u8>,
+    pub stream: String,
+    pub limits: LimitsSpec,
+    pub retry: RetrySpec,
+    pub config: BTreeMap<String, String>,
+    pub outputs: Vec<String>,
+}
+
+/// Validates, uploads and activates a handler version; returns the stored spec.
+pub async fn deploy(js: &jetstream::Context, host: &Host, request: DeployRequest) -> anyhow::Result<DeploymentSpec> {
+    let DeployRequest { id, component, stream, limits, retry, config, outputs } = request;
+    retry.validate()?;
+    for pattern in &outputs {
+        subject::validate_pattern(pattern).map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
+    }
+    let partitions = partition::stream_partitions(js, &stream).await?;
+
+    let compile_host = host.clone();
+    let version = tokio::task::spawn_blocking(move || compile_host.compile(&component).map(|v| (v, component)))
+        .await
+        .context("the compile task panicked")?;
+    let (version, component) = version?;
+
+    let context = Arc::new(InstanceContext {
+        tenant: id.tenant.clone(),
+        handler: id.handler.clone(),
+        partition: 0,
+        limits: (&limits).into(),
+        outputs: outputs.clone(),
+        config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    });
+    HandlerInstance::start(&version, context)
+        .await
+        .context("the handler failed to start with this configuration")?;
+
+    let control = ControlPlane::open(js).await?;
+    let artifact = id.artifact_name(version.digest());
+    if control.artifacts.info(&artifact).await.is_err() {
+        let metadata = ObjectMetadata {
+            name: artifact.clone(),
+            description: Some(format!("weir handler {id}")),
+            ..Default::default()
+        };
+        control
+            .artifacts
+            .put(metadata, &mut component.as_slice())
+            .await
+            .with_context(|| format!("failed to upload {artifact}"))?;
+    }
+    let spec = DeploymentSpec {
+        tenant: id.tenant.clone(),
+        handler: id.handler.clone(),
+        version: version.digest().to_owned(),
+        artifact,
+        stream,
+        partitions,
+        limits,
+        retry,
+        config,
+        outputs,
+        deployed_at: now_rfc3339(),
+    };
+    control
+        .deployments
+        .put(id.key(), serde_json::to_vec(&spec)?.into())
+        .await
+        .with_context(|| format!("failed to write deployment {}", id.key()))?;
+    Ok(spec)
+}
+
+/// Every deployment in `weir_deployments`, sorted by tenant and handler.
+pub async fn list(control: &ControlPlane) -> anyhow::Result<Vec<DeploymentSpec>> {
+    use futures::TryStreamExt as _;
+    let keys: Vec<String> = control.deployments.keys().await?.try_collect().await?;
+    let mut specs = Vec::new();
+    for key in keys {
+        if let Some(value) = control.deployments.get(&key).await? {
+            specs.push(
+                serde_json::from_slice::<DeploymentSpec>(&value)
+                    .with_context(|| format!("deployment {key} is unreadable"))?,
+            );
+        }
+    }
+    specs.sort_by(|a, b| (&a.tenant, &a.handler).cmp(&(&b.tenant, &b.handler)));
+    Ok(specs)
+}

@@ -1,0 +1,195 @@
+//! A deployment: what a user asked for with `weir deploy` (the stored `DeploymentSpec`), and
+//! the same spec joined with its compiled handler version on a node (`Deployment`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{duration_text, durations_text};
+use crate::host::{CallLimits, HandlerVersion};
+use crate::resources::DeploymentId;
+
+pub const DEFAULT_MAX_DELIVER: u32 = 5;
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BACKOFF: [Duration; 3] =
+    [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_OUTPUTS_PER_CALL: u32 = 1_000;
+pub const DEFAULT_MAX_OUTPUT_BYTES_PER_CALL: u64 = 8 << 20;
+
+/// A handler version as deployed: stored as JSON in `weir_deployments` under
+/// `<tenant>.<handler>`. Every node that sees it runs it; a new value replaces the old one at
+/// a message boundary on every partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub tenant: String,
+    pub handler: String,
+    /// SHA-256 of the component, in hex.
+    pub version: String,
+    /// The component's name in `weir_artifacts`.
+    pub artifact: String,
+    /// The partitioned input stream.
+    pub stream: String,
+    pub partitions: u32,
+    pub limits: LimitsSpec,
+    pub retry: RetrySpec,
+    /// Key/value pairs handed to the handler's `init`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Subject patterns the handler may publish to; empty means it may publish nothing.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// When the spec was written, RFC 3339.
+    pub deployed_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsSpec {
+    pub max_memory_bytes: u64,
+    #[serde(with = "duration_text")]
+    pub handler_timeout: Duration,
+    pub max_outputs_per_call: u32,
+    pub max_output_bytes_per_call: u64,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            max_outputs_per_call: DEFAULT_MAX_OUTPUTS_PER_CALL,
+            max_output_bytes_per_call: DEFAULT_MAX_OUTPUT_BYTES_PER_CALL,
+        }
+    }
+}
+
+impl From<&LimitsSpec> for CallLimits {
+    fn from(spec: &LimitsSpec) -> Self {
+        Self {
+            max_memory_bytes: spec.max_memory_bytes,
+            handler_timeout: spec.handler_timeout,
+            max_outputs_per_call: spec.max_outputs_per_call,
+            max_output_bytes_per_call: spec.max_output_bytes_per_call,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrySpec {
+    /// Deliveries before a message becomes a dead letter (the consumer's MaxDeliver).
+    pub max_deliver: u32,
+    /// How long the server waits for an answer before it redelivers (the consumer's AckWait).
+    #[serde(with = "duration_text")]
+    pub ack_wait: Duration,
+    /// Delay before the next delivery after a retry without a delay, or a failure, indexed by
+    /// delivery attempt (the last entry repeats).
+    #[serde(with = "durations_text")]
+    pub backoff: Vec<Duration>,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_deliver: DEFAULT_MAX_DELIVER,
+            ack_wait: DEFAULT_ACK_WAIT,
+            backoff: DEFAULT_BACKOFF.to_vec(),
+        }
+    }
+}
+
+impl RetrySpec {
+    /// The delay after delivery `attempt` (1-based) when the handler named none.
+    pub fn backoff_for(&self, attempt: u32) -> Duration {
+        let index = (attempt.max(1) - 1) as usize;
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_deliver >= 1, "--max-deliver must be at least 1");
+        anyhow::ensure!(
+            self.ack_wait >= Duration::from_secs(1),
+            "--ack-wait must be at least 1s, not {}",
+            humantime::format_duration(self.ack_wait)
+        );
+        Ok(())
+    }
+}
+
+impl DeploymentSpec {
+    pub fn id(&self) -> anyhow::Result<DeploymentId> {
+        DeploymentId::new(&self.tenant, &self.handler)
+    }
+
+    /// The first 12 hex digits of the version, for people.
+    pub fn short_version(&self) -> &str {
+        &self.version[..self.version.len().min(12)]
+    }
+}
+
+/// A spec with its compiled handler version, as a node runs it.
+#[derive(Debug)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub spec: DeploymentSpec,
+    pub version: HandlerVersion,
+}
+
+pub type SharedDeployment = Arc<Deployment>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_indexed_by_attempt_and_the_last_step_repeats() {
+        let retry = RetrySpec::default();
+        assert_eq!(retry.backoff_for(1), Duration::from_secs(1));
+        assert_eq!(retry.backoff_for(2), Duration::from_secs(5));
+        assert_eq!(retry.backoff_for(3), Duration::from_secs(30));
+        assert_eq!(retry.backoff_for(9), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn specs_round_trip_through_json_with_readable_durations() -> anyhow::Result<()> {
+        let spec = DeploymentSpec {
+            tenant: "acme".into(),
+            handler: "orders".into(),
+            version: "ab".repeat(32),
+            artifact: "acme/orders/abab".into(),
+            stream: "ORDERS".into(),
+            partitions: 8,
+            limits: LimitsSpec::default(),
+            retry: RetrySpec::default(),
+            config: BTreeMap::from([("region".into(), "eu".into())]),
+            outputs: vec!["enriched.>".into()],
+            deployed_at: "2026-11-22T12:00:00Z".into(),
+        };
+        let json = serde_json::to_value(&spec)?;
+        assert_eq!(json["retry"]["ack_wait"], "30s");
+        assert_eq!(json["retry"]["backoff"][2], "30s");
+        assert_eq!(serde_json::from_value::<DeploymentSpec>(json)?, spec);
+        Ok(())
+    }
+}
+
+/// What one node made of one deployment, stored in `weir_status` under
+/// `<tenant>.<handler>.<node-id>`: the partitions it runs, or why it could not load it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// The version this node runs (or failed to load).
+    pub version: String,
+    pub partitions: Vec<u32>,
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+/// The current time as RFC 3339, for records people read.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

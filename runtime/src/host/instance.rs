@@ -1,0 +1,189 @@
+//! One warm instance of a handler version, serving one partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wasmtime::{Store, UpdateDeadline};
+
+use super::bindings::Handler;
+use super::bindings::weir::handler::types::{Header, Level, Message, Outcome};
+use super::console::Channel;
+use super::limits::CallLimits;
+use super::state::{CallState, HostState};
+use super::version::HandlerVersion;
+
+/// Who an instance works for: fixed for its lifetime, and attached to everything it logs.
+#[derive(Debug, Clone)]
+pub struct InstanceContext {
+    pub tenant: String,
+    pub handler: String,
+    pub partition: u32,
+    pub limits: CallLimits,
+    /// Subject patterns the handler may publish to.
+    pub outputs: Vec<String>,
+    /// The deployment's configuration, handed to `init`.
+    pub config: Vec<(String, String)>,
+}
+
+impl InstanceContext {
+    pub(crate) fn log_guest_line(&self, level: Level, stream_seq: u64, line: &str) {
+        let (tenant, handler, partition) = (&self.tenant, &self.handler, self.partition);
+        macro_rules! guest_event {
+            ($level:expr) => {
+                tracing::event!(target: "weir::guest", $level, tenant, handler, partition, stream_seq, "{line}")
+            };
+        }
+        match level {
+            Level::Trace => guest_event!(tracing::Level::TRACE),
+            Level::Debug => guest_event!(tracing::Level::DEBUG),
+            Level::Info => guest_event!(tracing::Level::INFO),
+            Level::Warn => guest_event!(tracing::Level::WARN),
+            Level::Error => guest_event!(tracing::Level::ERROR),
+        }
+    }
+}
+
+/// A message a handler published during a call that ended in `ack`.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub subject: String,
+    pub payload: Bytes,
+    pub headers: Vec<Header>,
+}
+
+/// A call that returned normally.
+#[derive(Debug)]
+pub struct Handled {
+    pub outcome: Outcome,
+    /// What the call published; to be sent only if `outcome` is `ack`.
+    pub outputs: Vec<Output>,
+}
+
+/// Why a call produced no outcome. Every kind discards the instance and the call's outputs and
+/// is retried with the deployment's backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerFailure {
+    #[error("trap: {0}")]
+    Trap(String),
+    #[error("deadline of {} exceeded", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    #[error("memory limit of {limit_bytes} bytes exceeded (the guest asked for {requested_bytes})")]
+    MemoryLimit { limit_bytes: u64, requested_bytes: u64 },
+    #[error("init refused the configuration: {0}")]
+    InitRefused(String),
+    #[error("publish refused: {0}")]
+    OutputRefused(String),
+}
+
+/// A handler instance with its store. Not reusable after a `HandlerFailure`.
+pub struct HandlerInstance {
+    store: Store<HostState>,
+    bindings: Handler,
+}
+
+impl std::fmt::Debug for HandlerInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerInstance").field("context", &self.store.data().context).finish()
+    }
+}
+
+impl HandlerInstance {
+    /// Instantiates `version` and runs its `init` with the deployment's configuration, both
+    /// under the call deadline and the memory limit.
+    pub async fn start(
+        version: &HandlerVersion,
+        context: Arc<InstanceContext>,
+    ) -> Result<Self, HandlerFailure> {
+        let limits = context.limits.clone();
+        let mut store = Store::new(version.pre.engine(), HostState::new(context, &limits));
+        store.limiter(|state| &mut state.memory);
+        // Yield to the async runtime at every epoch tick; the deadline is a timer around the
+        // call, so it also covers a guest waiting inside a host call.
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store.set_epoch_deadline(1);
+
+        let instantiated =
+            tokio::time::timeout(limits.handler_timeout, version.pre.instantiate_async(&mut store))
+                .await;
+        let bindings = settle(&mut store, limits.handler_timeout, instantiated)?;
+        let mut instance = Self { store, bindings };
+
+        let config = instance.store.data().context.config.clone();
+        let init = tokio::time::timeout(
+            limits.handler_timeout,
+            instance.bindings.call_init(&mut instance.store, &config),
+        )
+        .await;
+        settle(&mut instance.store, limits.handler_timeout, init)?
+            .map_err(HandlerFailure::InitRefused)?;
+        Ok(instance)
+    }
+
+    /// Hands `message` to the handler. On `Ok`, the outputs are those of this call only.
+    pub async fn handle(&mut self, message: &Message) -> Result<Handled, HandlerFailure> {
+        self.store.data_mut().call =
+            CallState { stream_seq: message.stream_seq, ..CallState::default() };
+        let timeout = self.store.data().context.limits.handler_timeout;
+        let called =
+            tokio::time::timeout(timeout, self.bindings.call_handle(&mut self.store, message))
+                .await;
+        let outcome = settle(&mut self.store, timeout, called)?;
+        let call = std::mem::take(&mut self.store.data_mut().call);
+        if let Some(refusal) = call.refusal {
+            return Err(HandlerFailure::OutputRefused(refusal));
+        }
+        Ok(Handled { outcome, outputs: call.outputs })
+    }
+}
+
+/// Turns the end of a bounded call into a result, after logging what the guest printed.
+fn settle<T>(
+    store: &mut Store<HostState>,
+    timeout: Duration,
+    result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+) -> Result<T, HandlerFailure> {
+    let state = store.data_mut();
+    let captured = state.console.take();
+    let mut last_stderr = None;
+    for (channel, line) in &captured.lines {
+        if channel == &Channel::Stderr {
+            last_stderr = Some(line.as_str());
+        }
+        if state.log_budget.take() {
+            let level = if channel == &Channel::Stderr { Level::Warn } else { Level::Info };
+            state.context.log_guest_line(level, state.call.stream_seq, line);
+        }
+    }
+    if captured.dropped_bytes > 0 {
+        let context = &state.context;
+        tracing::warn!(
+            tenant = context.tenant,
+            handler = context.handler,
+            partition = context.partition,
+            stream_seq = state.call.stream_seq,
+            "guest output over the per-call limit: {} bytes dropped",
+            captured.dropped_bytes
+        );
+    }
+    match result {
+        Err(_elapsed) => Err(HandlerFailure::Deadline(timeout)),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            if let Some(requested) = state.memory.refused_at {
+                return Err(HandlerFailure::MemoryLimit {
+                    limit_bytes: state.context.limits.max_memory_bytes,
+                    requested_bytes: requested as u64,
+                });
+            }
+            let mut detail = match error.downcast_ref::<wasmtime::Trap>() {
+                Some(trap) => trap.to_string(),
+                None => error.root_cause().to_string(),
+            };
+            if let Some(line) = last_stderr {
+                detail = format!("{detail} (guest stderr: {line})");
+            }
+            Err(HandlerFailure::Trap(detail))
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The data a `Store` carries for one instance: WASI, limits, and what the current call buffered.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::weir::handler::{host, types};
+use super::console::Console;
+use super::instance::{InstanceContext, Output};
+use super::limits::{CallLimits, MemoryLimiter};
+use crate::subject;
+
+/// Guest log lines allowed per second, per instance, with a burst of the same size.
+const LOG_LINES_PER_SECOND: u32 = 100;
+
+/// The host side of one instance. Owned by its `Store`; reset at the start of every call.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) memory: MemoryLimiter,
+    pub(crate) console: Console,
+    pub(crate) context: Arc<InstanceContext>,
+    pub(crate) call: CallState,
+    pub(crate) log_budget: LogBudget,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").field("context", &self.context).finish_non_exhaustive()
+    }
+}
+
+/// What the current call has buffered so far.
+#[derive(Debug, Default)]
+pub(crate) struct CallState {
+    /// The stream sequence of the message in hand (0 during `init`), for log lines.
+    pub(crate) stream_seq: u64,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) output_bytes: u64,
+    /// Why a `publish` was refused. A refused publish fails the whole call.
+    pub(crate) refusal: Option<String>,
+}
+
+impl HostState {
+    pub(crate) fn new(context: Arc<InstanceContext>, limits: &CallLimits) -> Self {
+        let console = Console::default();
+        // No preopened directories, no environment, no arguments and no network: the guest gets
+        // clocks, random, and a stdout/stderr that land in the node's log.
+        let wasi = WasiCtx::builder()
+            .stdout(console.stdout())
+            .stderr(console.stderr())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryLimiter::new(limits.max_memory_bytes),
+            console,
+            context,
+            call: CallState::default(),
+            log_budget: LogBudget::new(LOG_LINES_PER_SECOND),
+        }
+    }
+
+    fn refuse(&mut self, reason: String) -> Result<(), String> {
+        self.call.refusal.get_or_insert_with(|| reason.clone());
+        Err(reason)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn publish(
+        &mut self,
+        subject: String,
+        payload: Vec<u8>,
+        headers: Vec<types::Header>,
+    ) -> Result<(), String> {
+        let limits = &self.context.limits;
+        if let Err(problem) = subject::validate_publish_subject(&subject) {
+            return self.refuse(format!("cannot publish to {subject:?}: {problem}"));
+        }
+        if !self.context.outputs.iter().any(|pattern| subject::matches(pattern, &subject)) {
+            return self.refuse(format!(
+                "subject {subject:?} is not among the deployment's allowed outputs {:?}",
+                self.context.outputs
+            ));
+        }
+        if self.call.outputs.len() >= limits.max_outputs_per_call as usize {
+            return self.refuse(format!(
+                "limit of {} outputs per call reached",
+                limits.max_outputs_per_call
+            ));
+        }
+        let size = payload.len()
+            + subject.len()
+            + headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        let total = self.call.output_bytes + size as u64;
+        if total > limits.max_output_bytes_per_call {
+            return self.refuse(format!(
+                "limit of {} output bytes per call exceeded: this call would buffer {total}",
+                limits.max_output_bytes_per_call
+            ));
+        }
+        self.call.output_bytes = total;
+        self.call.outputs.push(Output { subject, payload: payload.into(), headers });
+        Ok(())
+    }
+
+    fn log(&mut self, level: types::Level, message: String) {
+        if self.log_budget.take() {
+            self.context.log_guest_line(level, self.call.stream_seq, &message);
+        }
+    }
+}
+
+/// A token bucket for guest log lines; lines past it are dropped and counted.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    per_second: u32,
+    tokens: f64,
+    refilled_at: Instant,
+    pub(crate) dropped: u64,
+}
+
+impl LogBudget {
+    fn new(per_second: u32) -> Self {
+        Self { per_second, tokens: f64::from(per_second), refilled_at: Instant::now(), dropped: 0 }
+    }
+
+    pub(crate) fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(self.per_second);
+        let earned = now.duration_since(self.refilled_at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + earned).min(rate);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_budget_allows_a_burst_then_drops_and_counts() {
+        let mut budget = LogBudget::new(10);
+        let allowed = (0..25).filter(|_| budget.take()).count();
+        assert!((10..=11).contains(&allowed), "allowed {allowed}");
+        assert_eq!(budget.dropped, 25 - allowed as u64);
+    }
+}

@@ -1,0 +1,110 @@
+//! A handler version: a component compiled and linked once, checked against the world.
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::HandlerPre;
+use super::state::HostState;
+
+/// The world every handler must satisfy.
+pub const WORLD: &str = "weir:handler/handler@0.1.0";
+
+/// Why a file cannot be a handler. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("not a WebAssembly file (it does not start with the \\0asm header)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component: build a Rust handler with \
+         `cargo build --release --target wasm32-wasip2`"
+    )]
+    CoreModule,
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Invalid(wasmtime::Error),
+    #[error("the component does not satisfy the world {WORLD}: {0}")]
+    WorldMismatch(String),
+}
+
+/// A compiled and linked handler, ready to instantiate many times.
+#[derive(Clone)]
+pub struct HandlerVersion {
+    digest: String,
+    pub(crate) pre: HandlerPre<HostState>,
+}
+
+impl std::fmt::Debug for HandlerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerVersion").field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+impl HandlerVersion {
+    pub(crate) fn compile(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        bytes: &[u8],
+    ) -> Result<Self, ComponentError> {
+        match wasm_layer(bytes) {
+            None => return Err(ComponentError::NotWasm),
+            Some(Layer::Core) => return Err(ComponentError::CoreModule),
+            Some(Layer::Component) => {}
+        }
+        // Only ever compiled from Wasm bytes: precompiled native code is never loaded.
+        let component = Component::new(engine, bytes).map_err(ComponentError::Invalid)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
+        let pre = HandlerPre::new(instance_pre)
+            .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
+        Ok(Self { digest: digest(bytes), pre })
+    }
+
+    /// The SHA-256 of the component's bytes, in hex: the version's identity.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// The SHA-256 of `bytes` in lowercase hex.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Layer {
+    Core,
+    Component,
+}
+
+/// Reads the preamble: magic, then a 16-bit version and a 16-bit layer (0 core, 1 component).
+fn wasm_layer(bytes: &[u8]) -> Option<Layer> {
+    let preamble = bytes.get(..8)?;
+    if &preamble[..4] != b"\0asm" {
+        return None;
+    }
+    match u16::from_le_bytes([preamble[6], preamble[7]]) {
+        0 => Some(Layer::Core),
+        _ => Some(Layer::Component),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preamble_tells_core_modules_from_components() {
+        assert!(matches!(wasm_layer(b"\0asm\x01\0\0\0"), Some(Layer::Core)));
+        assert!(matches!(wasm_layer(b"\0asm\x0d\0\x01\0"), Some(Layer::Component)));
+        assert!(wasm_layer(b"#!/bin/sh\n").is_none());
+        assert!(wasm_layer(b"\0as").is_none());
+    }
+
+    #[test]
+    fn digest_is_lowercase_hex_sha256() {
+        assert_eq!(
+            digest(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Keeps a node's running deployments in step with `weir_deployments`.
+//!
+//! The registry task owns the map of running deployments. For each one it loads the component
+//! (object store → digest check → compile and link once), then starts a partition worker for
+//! every partition this node owns and hands new versions to them through a watch channel, so a
+//! redeploy is taken at the next message boundary of each partition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_nats::jetstream::kv::{Entry, Operation};
+use futures::StreamExt as _;
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::deployment::{Deployment, DeploymentSpec, NodeStatus, SharedDeployment, now_rfc3339};
+use crate::node::NodeContext;
+use crate::ownership;
+use crate::resources::DeploymentId;
+use crate::worker::PartitionWorker;
+
+struct Running {
+    updates: watch::Sender<SharedDeployment>,
+    partitions: Vec<u32>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+pub(crate) struct Registry {
+    node: NodeContext,
+    running: HashMap<DeploymentId, Running>,
+}
+
+impl Registry {
+    pub(crate) fn new(node: NodeContext) -> Self {
+        Self { node, running: HashMap::new() }
+    }
+
+    /// Follows `weir_deployments` until `shutdown`, then stops every deployment, letting each
+    /// worker finish the message in hand.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut entries = self
+            .node
+            .control
+            .deployments
+            .watch_with_history(">")
+            .await
+            .context("failed to watch weir_deployments")?;
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                entry = entries.next() => match entry {
+                    Some(Ok(entry)) => self.apply(entry).await,
+                    Some(Err(error)) => tracing::warn!(node = self.node.id, "deployment watch: {error}"),
+                    None => break Err(anyhow::anyhow!("the watch on weir_deployments ended")),
+                },
+            }
+        };
+        let ids: Vec<DeploymentId> = self.running.keys().cloned().collect();
+        for id in ids {
+            self.stop(&id).await;
+        }
+        result
+    }
+
+    async fn apply(&mut self, entry: Entry) {
+        let id = match DeploymentId::from_key(&entry.key) {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::warn!(node = self.node.id, "ignoring deployment entry: {error:#}");
+                return;
+            }
+        };
+        match entry.operation {
+            Operation::Delete | Operation::Purge => self.stop(&id).await,
+            Operation::Put => {
+                let spec: DeploymentSpec = match serde_json::from_slice(&entry.value) {
+                    Ok(spec) => spec,
+                    Err(error) => {
+                        let message = format!("unreadable deployment spec: {error}");
+                        self.report_error(&id, "", message).await;
+                        return;
+                    }
+                };
+                if self.running.get(&id).is_some_and(|r| r.updates.borrow().spec == spec) {
+                    return;
+                }
+                match self.load(&id, spec.clone()).await {
+                    Ok(deployment) => self.start_or_swap(Arc::new(deployment)).await,
+                    Err(error) => self.report_error(&id, &spec.version, format!("{error:#}")).await,
+                }
+            }
+        }
+    }
+
+    async fn load(&self, id: &DeploymentId, spec: DeploymentSpec) -> anyhow::Result<Deployment> {
+        let mut object = self
+            .node
+            .control
+            .artifacts
+            .get(&spec.artifact)
+            .await
+            .with_context(|| format!("failed to fetch artifact {}", spec.artifact))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .with_context(|| format!("failed to read artifact {}", spec.artifact))?;
+        let host = self.node.host.clone();
+        let version = tokio::task::spawn_blocking(move || host.compile(&bytes))
+            .await
+            .context("the compile task panicked")?
+            .with_context(|| format!("failed to load artifact {}", spec.artifact))?;
+        anyhow::ensure!(
+            version.digest() == spec.version,
+            "artifact {} has digest {}, not the deployed version {}",
+            spec.artifact,
+            version.digest(),
+            spec.version
+        );
+        Ok(Deployment { id: id.clone(), spec, version })
+    }
+
+    async fn start_or_swap(&mut self, deployment: SharedDeployment) {
+        let id = deployment.id.clone();
+        let partitions = match self.running.get(&id) {
+            Some(running) => {
+                running.updates.send_replace(deployment.clone());
+                running.partitions.clone()
+            }
+            None => {
+                let node = &self.node;
+                let members = [node.id.clone()];
+                let partitions =
+                    ownership::owned_partitions(&id, deployment.spec.partitions, &members, &node.id);
+                let (updates, _) = watch::channel(deployment.clone());
+                let shutdown = CancellationToken::new();
+                let workers = TaskTracker::new();
+                for &partition in &partitions {
+                    let worker = PartitionWorker::new(
+                        partition,
+                        updates.subscribe(),
+                        node.js.clone(),
+                        node.counters.clone(),
+                        shutdown.clone(),
+                    );
+                    workers.spawn(worker.run());
+                }
+                workers.close();
+                let task = tokio::spawn(async move { workers.wait().await });
+                self.running.insert(
+                    id.clone(),
+                    Running { updates, partitions: partitions.clone(), shutdown, task },
+                );
+                partitions
+            }
+        };
+        tracing::info!(
+            node = self.node.id,
+            tenant = id.tenant,
+            handler = id.handler,
+            version = deployment.spec.short_version(),
+            "running {} partition(s) of stream {}",
+            partitions.len(),
+            deployment.spec.stream
+        );
+        self.report(&id, NodeStatus {
+            node: self.node.id.clone(),
+            version: deployment.spec.version.clone(),
+            partitions,
+            error: None,
+            updated_at: now_rfc3339(),
+        })
+        .await;
+    }
+
+    async fn stop(&mut self, id: &DeploymentId) {
+        if let Some(running) = self.running.remove(id) {
+            running.shutdown.cancel();
+            if let Err(error) = running.task.await {
+                tracing::error!(node = self.node.id, deployment = %id, "worker task failed: {error}");
+            }
+            tracing::info!(node = self.node.id, tenant = id.tenant, handler = id.handler, "stopped");
+        }
+        if let Err(error) = self.node.control.status.delete(id.status_key(&self.node.id)).await {
+            tracing::warn!(node = self.node.id, deployment = %id, "failed to clear status: {error}");
+        }
+    }
+
+    async fn report_error(&self, id: &DeploymentId, version: &str, error: String) {
+        tracing::error!(node = self.node.id, tenant = id.tenant, handler = id.handler, "cannot run deployment: {error}");
+        self.report(id, NodeStatus {
+            node: self.node.id.clone(),
+            version: version.to_owned(),
+            partitions: Vec::new(),
+            error: Some(error),
+            updated_at: now_rfc3339(),
+        })
+        .await;
+    }
+
+    async fn report(&self, id: &DeploymentId, status: NodeStatus) {
+        let put = match serde_json::to_vec(&status) {
+            Ok(json) => self.node.control.status.put(id.status_key(&self.node.id), json.into()).await.map_err(anyhow::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = put {
+            tracing::warn!(node = self.node.id, deployment = %id, "failed to write status: {error:#}");
+        }
+    }
+}

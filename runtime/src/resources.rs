@@ -1,0 +1,161 @@
+//! The names weir gives things in NATS, and the control-plane buckets every node and command
+//! shares. See the control-plane table in DESIGN.md.
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv, object_store};
+
+/// Object store of uploaded components, keyed `<tenant>/<handler>/<sha256>`.
+pub const ARTIFACTS_BUCKET: &str = "weir_artifacts";
+/// KV of deployment specs, keyed `<tenant>.<handler>`.
+pub const DEPLOYMENTS_BUCKET: &str = "weir_deployments";
+/// KV of what each node made of each deployment, keyed `<tenant>.<handler>.<node-id>`.
+pub const STATUS_BUCKET: &str = "weir_status";
+/// The priority group every partition consumer belongs to.
+pub const PRIORITY_GROUP: &str = "weir";
+
+/// How many past specs the deployments bucket keeps per handler.
+const DEPLOYMENT_HISTORY: i64 = 16;
+
+/// A handler's identity: `<tenant>.<handler>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeploymentId {
+    pub tenant: String,
+    pub handler: String,
+}
+
+impl DeploymentId {
+    /// Validates both names: 1–32 characters of `a-z`, `0-9` and `-`, starting with a letter or
+    /// digit, so that they fit unambiguously in subjects, KV keys and consumer names.
+    pub fn new(tenant: &str, handler: &str) -> anyhow::Result<Self> {
+        validate_name("tenant", tenant)?;
+        validate_name("handler", handler)?;
+        Ok(Self { tenant: tenant.to_owned(), handler: handler.to_owned() })
+    }
+
+    /// Parses a `weir_deployments` key.
+    pub fn from_key(key: &str) -> anyhow::Result<Self> {
+        let (tenant, handler) = key
+            .split_once('.')
+            .with_context(|| format!("deployment key {key:?} is not <tenant>.<handler>"))?;
+        Self::new(tenant, handler)
+    }
+
+    /// The key in `weir_deployments`.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.tenant, self.handler)
+    }
+
+    /// The durable consumer for one partition: `weir_<tenant>_<handler>_p<NNN>`.
+    pub fn consumer_name(&self, partition: u32) -> String {
+        format!("weir_{}_{}_p{partition:03}", self.tenant, self.handler)
+    }
+
+    /// The object name of a component in `weir_artifacts`.
+    pub fn artifact_name(&self, digest: &str) -> String {
+        format!("{}/{}/{digest}", self.tenant, self.handler)
+    }
+
+    /// The key of a node's status for this deployment in `weir_status`.
+    pub fn status_key(&self, node: &str) -> String {
+        format!("{}.{}.{node}", self.tenant, self.handler)
+    }
+
+    /// The `Nats-Msg-Id` of output `n` of the message at `stream_seq`: the same on every
+    /// redelivery, so the output stream drops what was already stored.
+    pub fn output_msg_id(&self, stream: &str, stream_seq: u64, n: usize) -> String {
+        format!("weir:{}:{}:{stream}:{stream_seq}:{n}", self.tenant, self.handler)
+    }
+}
+
+impl std::fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.handler)
+    }
+}
+
+fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let valid = (1..=32).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-');
+    anyhow::ensure!(
+        valid,
+        "invalid {what} name {name:?}: use 1 to 32 characters of a-z, 0-9 and '-', \
+         not starting with '-'"
+    );
+    Ok(())
+}
+
+/// The control-plane buckets, created on first use by whichever node or command comes first.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub artifacts: object_store::ObjectStore,
+    pub deployments: kv::Store,
+    pub status: kv::Store,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
+        let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: ARTIFACTS_BUCKET.to_owned(),
+                    description: Some("weir: uploaded handler components".to_owned()),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("failed to create object store {ARTIFACTS_BUCKET}"))?,
+        };
+        let deployments = open_kv(js, DEPLOYMENTS_BUCKET, "weir: deployment specs", DEPLOYMENT_HISTORY).await?;
+        let status = open_kv(js, STATUS_BUCKET, "weir: what each node made of each deployment", 1).await?;
+        Ok(Self { artifacts, deployments, status })
+    }
+}
+
+async fn open_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    history: i64,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: bucket.to_owned(),
+        description: description.to_owned(),
+        history,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("failed to create KV bucket {bucket}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design() -> anyhow::Result<()> {
+        let id = DeploymentId::new("acme", "orders")?;
+        assert_eq!(id.key(), "acme.orders");
+        assert_eq!(id.consumer_name(3), "weir_acme_orders_p003");
+        assert_eq!(id.artifact_name("ab12"), "acme/orders/ab12");
+        assert_eq!(id.output_msg_id("ORDERS", 42, 1), "weir:acme:orders:ORDERS:42:1");
+        assert_eq!(DeploymentId::from_key("acme.orders")?, id);
+        Ok(())
+    }
+
+    #[test]
+    fn names_that_would_be_ambiguous_are_refused() {
+        for bad in ["", "Acme", "a_b", "a.b", "-a", "a b", &"x".repeat(33)] {
+            assert!(DeploymentId::new(bad, "h").is_err(), "{bad:?} accepted");
+        }
+    }
+}

