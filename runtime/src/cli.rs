@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{parse_duration, parse_durations, parse_size};
+use crate::config::{parse_duration, parse_size};
 use crate::deploy::{self, DeployRequest};
 use crate::deployment::{LimitsSpec, NodeStatus, RetrySpec};
 use crate::embedded::{NatsServer, ServerOptions};
@@ -71,7 +71,8 @@ pub struct NodeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StreamCommand {
-    /// Create a partitioned stream: the partition number becomes the first subject token
+    /// Create an input stream partitioned by key (with --partitions), or a plain stream, e.g.
+    /// for a handler's outputs (without)
     Create(StreamCreateArgs),
 }
 
@@ -82,9 +83,9 @@ pub struct StreamCreateArgs {
     /// The subjects publishers use, with the key as a `*` token, e.g. `orders.*.>`
     #[arg(long)]
     pub subjects: String,
-    /// Number of partitions (fixed for the stream's life)
+    /// Number of partitions (fixed for the stream's life); omit for a plain output stream
     #[arg(long)]
-    pub partitions: u32,
+    pub partitions: Option<u32>,
     /// Which `*` tokens form the key, 1-based, comma-separated [default: 1]
     #[arg(long, value_delimiter = ',')]
     pub key_tokens: Vec<u32>,
@@ -119,7 +120,7 @@ pub struct DeployArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub ack_wait: Duration,
     /// Delays after a retry without delay or a failure, by delivery attempt
-    #[arg(long, default_value = "1s,5s,30s", value_parser = parse_durations)]
+    #[arg(long, default_value = "1s,5s,30s", value_delimiter = ',', value_parser = parse_duration)]
     pub backoff: Vec<Duration>,
     /// Linear memory per instance
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
@@ -181,7 +182,10 @@ pub async fn connect(url: &str, creds: Option<&Path>) -> anyhow::Result<async_na
             .await
             .with_context(|| format!("failed to read credentials {}", creds.display()))?;
     }
-    options.connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))
+    options
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
 }
 
 impl NatsArgs {
@@ -214,8 +218,13 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         None => match connect(DEFAULT_NATS_URL, nats.creds.as_deref()).await {
             Ok(client) => (client, None),
             Err(_) => {
-                let server = NatsServer::start(ServerOptions { port: Some(4222), data_dir: Some(args.data_dir.clone()) })
-                    .context("no NATS server at the default URL, and the embedded one failed to start")?;
+                let server = NatsServer::start(ServerOptions {
+                    port: Some(4222),
+                    data_dir: Some(args.data_dir.clone()),
+                })
+                .context(
+                    "no NATS server at the default URL, and the embedded one failed to start",
+                )?;
                 eprintln!(
                     "weir: no NATS server at {DEFAULT_NATS_URL}; started an embedded {} at {} (JetStream data in {})",
                     server.version(),
@@ -226,7 +235,9 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
             }
         },
     };
-    let config = NodeConfig { node_id: args.node_id.unwrap_or_else(node::default_node_id) };
+    let config = NodeConfig {
+        node_id: args.node_id.unwrap_or_else(node::default_node_id),
+    };
     let mut node = node::start(client, config).await?;
     eprintln!("weir: node {} running; Ctrl-C to stop", node.id());
     tokio::select! {
@@ -250,15 +261,37 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 
 async fn stream_create(nats: &NatsArgs, args: StreamCreateArgs) -> anyhow::Result<()> {
     let js = jetstream::new(nats.connect().await?);
+    let Some(partitions) = args.partitions else {
+        anyhow::ensure!(
+            args.key_tokens.is_empty(),
+            "--key-tokens needs --partitions"
+        );
+        crate::subject::validate_pattern(&args.subjects)
+            .map_err(|e| anyhow::anyhow!("invalid --subjects {:?}: {e}", args.subjects))?;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: args.name.clone(),
+            subjects: vec![args.subjects.clone()],
+            num_replicas: args.replicas,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("failed to create stream {}", args.name))?;
+        println!("created stream {} capturing {}", args.name, args.subjects);
+        return Ok(());
+    };
     let request = StreamRequest {
         name: args.name,
         subjects: args.subjects,
-        partitions: args.partitions,
+        partitions,
         key_tokens: args.key_tokens,
         replicas: args.replicas,
     };
     let info = partition::create_stream(&js, &request).await?;
-    let transform = info.config.subject_transform.map(|t| t.destination).unwrap_or_default();
+    let transform = info
+        .config
+        .subject_transform
+        .map(|t| t.destination)
+        .unwrap_or_default();
     println!(
         "created stream {} with {} partitions: {} is stored as {}",
         request.name, request.partitions, request.subjects, transform
@@ -268,7 +301,8 @@ async fn stream_create(nats: &NatsArgs, args: StreamCreateArgs) -> anyhow::Resul
 
 async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
     let id = DeploymentId::new(&args.tenant, &args.name)?;
-    let component = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let component = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let js = jetstream::new(nats.connect().await?);
     let host = Host::new()?;
     let request = DeployRequest {
@@ -281,13 +315,18 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
             max_outputs_per_call: args.max_outputs,
             max_output_bytes_per_call: args.max_output_bytes,
         },
-        retry: RetrySpec { max_deliver: args.max_deliver, ack_wait: args.ack_wait, backoff: args.backoff },
+        retry: RetrySpec {
+            max_deliver: args.max_deliver,
+            ack_wait: args.ack_wait,
+            backoff: args.backoff,
+        },
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
         outputs: args.outputs,
     };
     let spec = deploy::deploy(&js, &host, request)
         .await
-        .with_context(|| format!("cannot deploy {} as {id}", args.file.display()))?;
+        .with_context(|| format!("cannot deploy {} as {id}", args.file.display()))?
+        .spec;
     println!(
         "deployed {id} version {} on stream {} ({} partitions); running nodes pick it up now",
         spec.short_version(),
@@ -300,15 +339,14 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
 async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     let js = jetstream::new(nats.connect().await?);
     let control = ControlPlane::open(&js).await?;
-    let specs = deploy::list(&control).await?;
     let mut rows = Vec::new();
-    for spec in specs {
-        let nodes = node_statuses(&control, &spec.tenant, &spec.handler).await?;
-        rows.push((spec, nodes));
+    for deployed in deploy::list(&control).await? {
+        let nodes = node_statuses(&control, &deployed.spec.tenant, &deployed.spec.handler).await?;
+        rows.push((deployed, nodes));
     }
     if args.json {
         let json: Vec<_> =
-            rows.iter().map(|(spec, nodes)| serde_json::json!({ "deployment": spec, "nodes": nodes })).collect();
+            rows.iter().map(|(d, nodes)| serde_json::json!({ "deployment": d.spec, "revision": d.revision, "nodes": nodes })).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
@@ -316,8 +354,12 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
         println!("no deployments (deploy one with `weir deploy`)");
         return Ok(());
     }
-    println!("{:<12} {:<16} {:<12} {:<12} {:>10}  {:<20} NODES", "TENANT", "HANDLER", "VERSION", "STREAM", "PARTITIONS", "OUTPUTS");
-    for (spec, nodes) in rows {
+    println!(
+        "{:<12} {:<16} {:<12} {:<12} {:>10}  {:<20} NODES",
+        "TENANT", "HANDLER", "VERSION", "STREAM", "PARTITIONS", "OUTPUTS"
+    );
+    for (deployed, nodes) in rows {
+        let spec = &deployed.spec;
         let nodes = if nodes.is_empty() {
             "none yet".to_owned()
         } else {
@@ -325,7 +367,9 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| match &s.error {
                     Some(error) => format!("{}: error: {error}", s.node),
-                    None if s.version != spec.version => format!("{}: still on {}", s.node, &s.version[..12.min(s.version.len())]),
+                    None if s.revision != deployed.revision => {
+                        format!("{}: switching (on revision {})", s.node, s.revision)
+                    }
                     None => format!("{}: {} partitions", s.node, s.partitions.len()),
                 })
                 .collect::<Vec<_>>()
@@ -345,7 +389,11 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
 }
 
 /// What every node reported for one deployment.
-pub async fn node_statuses(control: &ControlPlane, tenant: &str, handler: &str) -> anyhow::Result<Vec<NodeStatus>> {
+pub async fn node_statuses(
+    control: &ControlPlane,
+    tenant: &str,
+    handler: &str,
+) -> anyhow::Result<Vec<NodeStatus>> {
     use futures::TryStreamExt as _;
     let prefix = format!("{tenant}.{handler}.");
     let keys: Vec<String> = control.status.keys().await?.try_collect().await?;
@@ -362,18 +410,28 @@ pub async fn node_statuses(control: &ControlPlane, tenant: &str, handler: &str) 
 
 async fn publish(nats: &NatsArgs, args: PublishArgs) -> anyhow::Result<()> {
     let payload = match (&args.payload_file, &args.template) {
-        (Some(file), _) => {
-            Payload::Fixed(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?.into())
-        }
+        (Some(file), _) => Payload::Fixed(
+            std::fs::read(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .into(),
+        ),
         (None, Some(template)) => Payload::Template(template.clone()),
         (None, None) => Payload::Template("message {n} for {key}".to_owned()),
     };
     anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
-    let traffic = Traffic { subject: args.subject, payload, count: args.count, keys: args.keys, headers: args.headers };
+    let traffic = Traffic {
+        subject: args.subject,
+        payload,
+        count: args.count,
+        keys: args.keys,
+        headers: args.headers,
+    };
     let js = jetstream::new(nats.connect().await?);
     let bar = progress_bar(args.count, "publishing");
     let started = Instant::now();
-    traffic.publish(&js, |stored| bar.set_position(stored)).await?;
+    traffic
+        .publish(&js, |stored| bar.set_position(stored))
+        .await?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
     println!(
@@ -389,7 +447,9 @@ async fn publish(nats: &NatsArgs, args: PublishArgs) -> anyhow::Result<()> {
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, {eta})") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(message);

@@ -12,7 +12,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size in bytes: a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -22,7 +24,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        _ => return Err(format!("invalid size {text:?}: use a unit of B, KB, MB, GB, KiB, MiB or GiB")),
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: use a unit of B, KB, MB, GB, KiB, MiB or GiB"
+            ));
+        }
     };
     number
         .parse::<u64>()
@@ -58,11 +64,20 @@ pub mod durations_text {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(durations: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(durations.iter().map(|d| humantime::format_duration(*d).to_string()))
+    pub fn serialize<S: Serializer>(
+        durations: &[Duration],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            durations
+                .iter()
+                .map(|d| humantime::format_duration(*d).to_string()),
+        )
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
         Vec::<String>::deserialize(deserializer)?
             .iter()
             .map(|text| super::parse_duration(text).map_err(serde::de::Error::custom))
@@ -79,7 +94,10 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("30").is_err());
-        assert_eq!(parse_durations("1s,5s"), Ok(vec![Duration::from_secs(1), Duration::from_secs(5)]));
+        assert_eq!(
+            parse_durations("1s,5s"),
+            Ok(vec![Duration::from_secs(1), Duration::from_secs(5)])
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! summary that checks every customer's enriched events arrived in publish order.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,10 @@ const PENDING_EVERY: u64 = 41;
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The orders example component
-    #[arg(long, default_value = "target/guests/wasm32-wasip2/release/orders.wasm")]
+    #[arg(
+        long,
+        default_value = "target/guests/wasm32-wasip2/release/orders.wasm"
+    )]
     pub handler: PathBuf,
     /// Order events to publish
     #[arg(long, default_value_t = 2_000)]
@@ -48,12 +52,19 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let component = std::fs::read(&args.handler).with_context(|| {
-        format!("cannot read the orders example at {} (build it with `make guests`)", args.handler.display())
+        format!(
+            "cannot read the orders example at {} (build it with `make guests`)",
+            args.handler.display()
+        )
     })?;
     anyhow::ensure!(args.customers >= 1, "--customers must be at least 1");
 
     let server = NatsServer::start(ServerOptions::default())?;
-    println!("▸ started an embedded {} at {}", server.version(), server.url());
+    println!(
+        "▸ started an embedded {} at {}",
+        server.version(),
+        server.url()
+    );
     let client = connect(&server.url(), None).await?;
     let js = jetstream::new(client.clone());
 
@@ -72,21 +83,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await
     .context("failed to create stream ENRICHED")?;
-    println!("▸ created stream ORDERS (orders.<customer>.<event>, {} partitions) and ENRICHED", args.partitions);
+    println!(
+        "▸ created stream ORDERS (orders.<customer>.<event>, {} partitions) and ENRICHED",
+        args.partitions
+    );
 
     let node = node::start(client.clone(), NodeConfig::default()).await?;
     let id = DeploymentId::new("demo", "orders")?;
-    let spec = deploy::deploy(&js, &Host::new()?, DeployRequest {
-        id: id.clone(),
-        component,
-        stream: "ORDERS".into(),
-        limits: LimitsSpec::default(),
-        retry: RetrySpec { backoff: vec![Duration::from_millis(200)], ..RetrySpec::default() },
-        config: BTreeMap::from([("region".into(), "eu-west".into()), ("pending_delay".into(), "150".into())]),
-        outputs: vec!["enriched.>".into()],
-    })
-    .await?;
-    println!("▸ deployed {} version {} on node {}", id, spec.short_version(), node.id());
+    let spec = deploy::deploy(
+        &js,
+        &Host::new()?,
+        DeployRequest {
+            id: id.clone(),
+            component,
+            stream: "ORDERS".into(),
+            limits: LimitsSpec::default(),
+            retry: RetrySpec {
+                backoff: vec![Duration::from_millis(200)],
+                ..RetrySpec::default()
+            },
+            config: BTreeMap::from([
+                ("region".into(), "eu-west".into()),
+                ("pending_delay".into(), "150".into()),
+            ]),
+            outputs: vec!["enriched.>".into()],
+        },
+    )
+    .await?
+    .spec;
+    println!(
+        "▸ deployed {} version {} on node {}",
+        id,
+        spec.short_version(),
+        node.id()
+    );
 
     let traffic = Traffic {
         subject: "orders.{key}.created".into(),
@@ -95,33 +125,50 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         keys: args.customers,
         headers: vec![],
     };
-    let orders: Vec<_> = (0..args.messages).map(|n| order_event(&traffic, n)).collect();
+    let orders: Vec<_> = (0..args.messages)
+        .map(|n| order_event(&traffic, n))
+        .collect();
     let bar = progress_bar(args.messages, "publishing");
     for (subject, payload) in &orders {
-        js.publish(subject.clone(), payload.clone().into()).await?.await.context("failed to publish an order")?;
+        js.publish(subject.clone(), payload.clone().into())
+            .await?
+            .await
+            .context("failed to publish an order")?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     let malformed = (0..args.messages).filter(|n| is_malformed(*n)).count() as u64;
-    println!("▸ published {} orders for {} customers ({malformed} malformed)", args.messages, args.customers);
+    println!(
+        "▸ published {} orders for {} customers ({malformed} malformed)",
+        args.messages, args.customers
+    );
 
     let started = Instant::now();
     let counters = node.counters();
+    let live = std::io::stdout().is_terminal();
+    let line = |c: &CountersSnapshot| {
+        format!(
+            "  processed {:>6}  retried {:>4}  rejected {:>4}  failed {:>3}  outputs {:>6}",
+            c.acked, c.retried, c.rejected, c.failed, c.outputs
+        )
+    };
     let mut last = CountersSnapshot::default();
     while started.elapsed() < args.timeout {
         last = counters.snapshot();
-        print!(
-            "\r  processed {:>6}  retried {:>4}  rejected {:>4}  failed {:>3}  outputs {:>6}",
-            last.acked, last.retried, last.rejected, last.failed, last.outputs
-        );
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
+        if live {
+            print!("\r{}", line(&last));
+            let _ = std::io::stdout().flush();
+        }
         if last.acked + last.rejected >= args.messages {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!();
+    if live {
+        println!();
+    } else {
+        println!("{}", line(&last));
+    }
     let elapsed = started.elapsed();
 
     let outputs = traffic::read_stream(&js, "ENRICHED").await?;
@@ -130,13 +177,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     drop(server);
 
     println!("▸ summary");
-    println!("  orders handled   {} in {:.1}s", last.acked + last.rejected, elapsed.as_secs_f64());
+    println!(
+        "  orders handled   {} in {:.1}s",
+        last.acked + last.rejected,
+        elapsed.as_secs_f64()
+    );
     println!("  enriched events  {}", outputs.len());
-    println!("  retried          {} (pending payments wait and come back)", last.retried);
-    println!("  rejected         {} (malformed orders, now dead letters)", last.rejected);
+    println!(
+        "  retried          {} (pending payments wait and come back)",
+        last.retried
+    );
+    println!(
+        "  rejected         {} (malformed orders, now dead letters)",
+        last.rejected
+    );
     match report {
         Ok(checked) => {
-            println!("  per-customer order: OK ({checked} events over {} customers, each in publish order)", args.customers);
+            println!(
+                "  per-customer order: OK ({checked} events over {} customers, each in publish order)",
+                args.customers
+            );
             Ok(())
         }
         Err(problem) => anyhow::bail!("per-customer order check failed: {problem}"),
@@ -150,9 +210,19 @@ fn is_malformed(n: u64) -> bool {
 fn order_event(traffic: &Traffic, n: u64) -> (String, String) {
     let message = traffic.render(n);
     if is_malformed(n) {
-        return (message.subject, format!("{{\"order_id\": \"o-{n}\", \"customer\": \"{}\", oops", message.key));
+        return (
+            message.subject,
+            format!(
+                "{{\"order_id\": \"o-{n}\", \"customer\": \"{}\", oops",
+                message.key
+            ),
+        );
     }
-    let payment = if n % PENDING_EVERY == 0 { "pending" } else { "ok" };
+    let payment = if n % PENDING_EVERY == 0 {
+        "pending"
+    } else {
+        "ok"
+    };
     let payload = format!(
         r#"{{"order_id":"o-{n}","customer":"{key}","seq":{seq},"payment":"{payment}","items":[{{"sku":"A-{sku}","qty":{qty},"price_cents":{price}}}]}}"#,
         key = message.key,
@@ -166,7 +236,11 @@ fn order_event(traffic: &Traffic, n: u64) -> (String, String) {
 
 /// Checks that each customer's enriched events carry exactly the sequence numbers of its
 /// well-formed orders, in increasing order. Returns how many events were checked.
-fn check_order(outputs: &[async_nats::jetstream::message::StreamMessage], traffic: &Traffic, count: u64) -> Result<usize, String> {
+fn check_order(
+    outputs: &[async_nats::jetstream::message::StreamMessage],
+    traffic: &Traffic,
+    count: u64,
+) -> Result<usize, String> {
     let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for n in (0..count).filter(|n| !is_malformed(*n)) {
         let message = traffic.render(n);
@@ -174,15 +248,19 @@ fn check_order(outputs: &[async_nats::jetstream::message::StreamMessage], traffi
     }
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for output in outputs {
-        let event: serde_json::Value =
-            serde_json::from_slice(&output.payload).map_err(|e| format!("unreadable enriched event: {e}"))?;
+        let event: serde_json::Value = serde_json::from_slice(&output.payload)
+            .map_err(|e| format!("unreadable enriched event: {e}"))?;
         let customer = event["customer"].as_str().unwrap_or_default().to_owned();
-        seen.entry(customer).or_default().push(event["seq"].as_u64().unwrap_or_default());
+        seen.entry(customer)
+            .or_default()
+            .push(event["seq"].as_u64().unwrap_or_default());
     }
     for (customer, want) in &expected {
         let got = seen.get(customer).map(Vec::as_slice).unwrap_or_default();
         if got != want.as_slice() {
-            return Err(format!("customer {customer}: expected sequence {want:?}, got {got:?}"));
+            return Err(format!(
+                "customer {customer}: expected sequence {want:?}, got {got:?}"
+            ));
         }
     }
     Ok(outputs.len())

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, object_store::ObjectMetadata};
 
 use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
-use crate::host::{Host, HandlerInstance, InstanceContext};
+use crate::host::{HandlerInstance, Host, InstanceContext};
 use crate::partition;
 use crate::resources::{ControlPlane, DeploymentId};
 use crate::subject;
@@ -28,19 +28,42 @@ pub struct DeployRequest {
     pub outputs: Vec<String>,
 }
 
-/// Validates, uploads and activates a handler version; returns the stored spec.
-pub async fn deploy(js: &jetstream::Context, host: &Host, request: DeployRequest) -> anyhow::Result<DeploymentSpec> {
-    let DeployRequest { id, component, stream, limits, retry, config, outputs } = request;
+/// A spec as stored, with its revision in `weir_deployments`: every deploy of a handler, even
+/// one that only changes its configuration, gets a new revision.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub spec: DeploymentSpec,
+    pub revision: u64,
+}
+
+/// Validates, uploads and activates a handler version; returns what was stored.
+pub async fn deploy(
+    js: &jetstream::Context,
+    host: &Host,
+    request: DeployRequest,
+) -> anyhow::Result<Deployed> {
+    let DeployRequest {
+        id,
+        component,
+        stream,
+        limits,
+        retry,
+        config,
+        outputs,
+    } = request;
     retry.validate()?;
     for pattern in &outputs {
-        subject::validate_pattern(pattern).map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
+        subject::validate_pattern(pattern)
+            .map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
     }
     let partitions = partition::stream_partitions(js, &stream).await?;
 
     let compile_host = host.clone();
-    let version = tokio::task::spawn_blocking(move || compile_host.compile(&component).map(|v| (v, component)))
-        .await
-        .context("the compile task panicked")?;
+    let version = tokio::task::spawn_blocking(move || {
+        compile_host.compile(&component).map(|v| (v, component))
+    })
+    .await
+    .context("the compile task panicked")?;
     let (version, component) = version?;
 
     let context = Arc::new(InstanceContext {
@@ -82,27 +105,30 @@ pub async fn deploy(js: &jetstream::Context, host: &Host, request: DeployRequest
         outputs,
         deployed_at: now_rfc3339(),
     };
-    control
+    let revision = control
         .deployments
         .put(id.key(), serde_json::to_vec(&spec)?.into())
         .await
         .with_context(|| format!("failed to write deployment {}", id.key()))?;
-    Ok(spec)
+    Ok(Deployed { spec, revision })
 }
 
 /// Every deployment in `weir_deployments`, sorted by tenant and handler.
-pub async fn list(control: &ControlPlane) -> anyhow::Result<Vec<DeploymentSpec>> {
+pub async fn list(control: &ControlPlane) -> anyhow::Result<Vec<Deployed>> {
     use futures::TryStreamExt as _;
     let keys: Vec<String> = control.deployments.keys().await?.try_collect().await?;
-    let mut specs = Vec::new();
+    let mut deployed = Vec::new();
     for key in keys {
-        if let Some(value) = control.deployments.get(&key).await? {
-            specs.push(
-                serde_json::from_slice::<DeploymentSpec>(&value)
-                    .with_context(|| format!("deployment {key} is unreadable"))?,
-            );
+        if let Some(entry) = control.deployments.entry(&key).await? {
+            let spec = serde_json::from_slice::<DeploymentSpec>(&entry.value)
+                .with_context(|| format!("deployment {key} is unreadable"))?;
+            deployed.push(Deployed {
+                spec,
+                revision: entry.revision,
+            });
         }
     }
-    specs.sort_by(|a, b| (&a.tenant, &a.handler).cmp(&(&b.tenant, &b.handler)));
-    Ok(specs)
+    deployed
+        .sort_by(|a, b| (&a.spec.tenant, &a.spec.handler).cmp(&(&b.spec.tenant, &b.spec.handler)));
+    Ok(deployed)
 }

@@ -13,8 +13,11 @@ use crate::resources::DeploymentId;
 
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
-pub const DEFAULT_BACKOFF: [Duration; 3] =
-    [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(30)];
+pub const DEFAULT_BACKOFF: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
 pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTPUTS_PER_CALL: u32 = 1_000;
@@ -104,7 +107,11 @@ impl RetrySpec {
     /// The delay after delivery `attempt` (1-based) when the handler named none.
     pub fn backoff_for(&self, attempt: u32) -> Duration {
         let index = (attempt.max(1) - 1) as usize;
-        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or_default()
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or_default()
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -180,7 +187,9 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: String,
-    /// The version this node runs (or failed to load).
+    /// The revision of the `weir_deployments` entry this node runs (or failed to load).
+    pub revision: u64,
+    /// The component version of that revision.
     pub version: String,
     pub partitions: Vec<u32>,
     pub error: Option<String>,

@@ -46,7 +46,13 @@ impl NatsServer {
         };
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("failed to create {}", data_dir.display()))?;
-        let mut server = Self { binary, data_dir, port: options.port.unwrap_or(0), child: None, _temp: temp };
+        let mut server = Self {
+            binary,
+            data_dir,
+            port: options.port.unwrap_or(0),
+            child: None,
+            _temp: temp,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -88,7 +94,11 @@ impl NatsServer {
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir)?;
         let log = self.data_dir.join("nats-server.log");
-        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new(&self.binary)
             .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port])
             .arg("--store_dir")
@@ -112,7 +122,10 @@ impl NatsServer {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                anyhow::bail!("nats-server exited with {status} at start: {}", log_tail(log));
+                anyhow::bail!(
+                    "nats-server exited with {status} at start: {}",
+                    log_tail(log)
+                );
             }
             if self.port == 0 {
                 self.port = read_ports_file(ports_dir).unwrap_or(0);
@@ -122,7 +135,10 @@ impl NatsServer {
             }
             if Instant::now() > deadline {
                 self.stop();
-                anyhow::bail!("nats-server did not start listening within {START_TIMEOUT:?}: {}", log_tail(log));
+                anyhow::bail!(
+                    "nats-server did not start listening within {START_TIMEOUT:?}: {}",
+                    log_tail(log)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -140,17 +156,22 @@ impl Drop for NatsServer {
 pub fn find_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         let path = PathBuf::from(path);
-        anyhow::ensure!(path.is_file(), "NATS_SERVER_BIN points at {}, which is not a file", path.display());
+        anyhow::ensure!(
+            path.is_file(),
+            "NATS_SERVER_BIN points at {}, which is not a file",
+            path.display()
+        );
         return Ok(path);
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .map(|dir| dir.join("nats-server"));
-    let in_venv = std::env::current_dir()
-        .ok()
-        .into_iter()
-        .flat_map(|dir| dir.ancestors().map(|d| d.join(".venv/bin/nats-server")).collect::<Vec<_>>());
+    let in_venv = std::env::current_dir().ok().into_iter().flat_map(|dir| {
+        dir.ancestors()
+            .map(|d| d.join(".venv/bin/nats-server"))
+            .collect::<Vec<_>>()
+    });
     let in_source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/nats-server");
     on_path
         .chain(in_venv)
@@ -171,9 +192,16 @@ fn binary_version(binary: &Path) -> String {
 }
 
 fn read_ports_file(dir: &Path) -> Option<u16> {
-    let entry = std::fs::read_dir(dir).ok()?.flatten().find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
-    let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
-    let url = ports["nats"].get(0).or_else(|| ports["client"].get(0))?.as_str()?;
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
+    let ports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+    let url = ports["nats"]
+        .get(0)
+        .or_else(|| ports["client"].get(0))?
+        .as_str()?;
     url.rsplit(':').next()?.parse().ok()
 }
 

@@ -1,17 +1,17 @@
 //! weir: a WebAssembly stream-processing runtime for NATS JetStream.
-pub mod host;
-pub mod subject;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod deploy;
 pub mod deployment;
+pub mod embedded;
+pub mod host;
 pub mod metrics;
+pub mod node;
 pub mod ownership;
 pub mod partition;
-pub mod resources;
-mod worker;
-pub mod node;
 mod registry;
-pub mod embedded;
-pub mod deploy;
+pub mod resources;
+pub mod subject;
 pub mod traffic;
-pub mod cli;
-pub mod demo;
+mod worker;

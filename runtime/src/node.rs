@@ -20,7 +20,9 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { node_id: default_node_id() }
+        Self {
+            node_id: default_node_id(),
+        }
     }
 }
 
@@ -60,13 +62,27 @@ pub struct NodeHandle {
 pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Result<NodeHandle> {
     let js = jetstream::new(client.clone());
     let host = Host::new()?;
-    let control = ControlPlane::open(&js).await.context("failed to open weir's control plane")?;
+    let control = ControlPlane::open(&js)
+        .await
+        .context("failed to open weir's control plane")?;
     let counters = SharedCounters::default();
-    let context = NodeContext { id: config.node_id.clone(), js, host, control, counters: counters.clone() };
+    let context = NodeContext {
+        id: config.node_id.clone(),
+        js,
+        host,
+        control,
+        counters: counters.clone(),
+    };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(Registry::new(context).run(shutdown.clone()));
     tracing::info!(node = config.node_id, "node started");
-    Ok(NodeHandle { id: config.node_id, client, counters, shutdown, task })
+    Ok(NodeHandle {
+        id: config.node_id,
+        client,
+        counters,
+        shutdown,
+        task,
+    })
 }
 
 impl NodeHandle {
@@ -84,7 +100,10 @@ impl NodeHandle {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let result = self.task.await.context("the node task panicked")?;
-        self.client.flush().await.context("failed to flush the NATS connection")?;
+        self.client
+            .flush()
+            .await
+            .context("failed to flush the NATS connection")?;
         tracing::info!(node = self.id, "node stopped");
         result
     }

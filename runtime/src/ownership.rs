@@ -13,11 +13,17 @@ pub fn owned_partitions(
     members: &[String],
     me: &str,
 ) -> Vec<u32> {
-    (0..partitions).filter(|p| owner(deployment, *p, members) == Some(me)).collect()
+    (0..partitions)
+        .filter(|p| owner(deployment, *p, members) == Some(me))
+        .collect()
 }
 
 /// The member that owns `partition`, if there are any members.
-pub fn owner<'a>(deployment: &DeploymentId, partition: u32, members: &'a [String]) -> Option<&'a str> {
+pub fn owner<'a>(
+    deployment: &DeploymentId,
+    partition: u32,
+    members: &'a [String],
+) -> Option<&'a str> {
     members
         .iter()
         .max_by_key(|member| score(member, deployment, partition))
@@ -28,9 +34,9 @@ fn score<'a>(member: &'a str, deployment: &DeploymentId, partition: u32) -> (u64
     let key = format!("{member}/{}/{partition}", deployment.key());
     // 64-bit FNV-1a is stable across versions and platforms; the splitmix64 finaliser spreads
     // its bits for keys that differ only at the end. The member name breaks (unlikely) ties.
-    let mut x = key
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let mut x = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -50,7 +56,10 @@ mod tests {
     #[test]
     fn a_single_node_owns_every_partition() -> anyhow::Result<()> {
         let id = DeploymentId::new("acme", "orders")?;
-        assert_eq!(owned_partitions(&id, 8, &members(&["a"]), "a"), (0..8).collect::<Vec<_>>());
+        assert_eq!(
+            owned_partitions(&id, 8, &members(&["a"]), "a"),
+            (0..8).collect::<Vec<_>>()
+        );
         Ok(())
     }
 
@@ -58,7 +67,10 @@ mod tests {
     fn every_partition_has_exactly_one_owner() -> anyhow::Result<()> {
         let id = DeploymentId::new("acme", "orders")?;
         let all = members(&["a", "b", "c"]);
-        let mut owned: Vec<u32> = all.iter().flat_map(|m| owned_partitions(&id, 64, &all, m)).collect();
+        let mut owned: Vec<u32> = all
+            .iter()
+            .flat_map(|m| owned_partitions(&id, 64, &all, m))
+            .collect();
         owned.sort_unstable();
         assert_eq!(owned, (0..64).collect::<Vec<_>>());
         Ok(())
@@ -72,7 +84,11 @@ mod tests {
         for p in 0..256 {
             let new_owner = owner(&id, p, &after);
             if new_owner != Some("d") {
-                assert_eq!(owner(&id, p, &before), new_owner, "partition {p} moved needlessly");
+                assert_eq!(
+                    owner(&id, p, &before),
+                    new_owner,
+                    "partition {p} moved needlessly"
+                );
             }
         }
         Ok(())

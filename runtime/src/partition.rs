@@ -10,7 +10,9 @@ pub const PARTITIONS_METADATA: &str = "weir.partitions";
 
 /// FNV-1a, 32-bit: the hash nats-server's `partition()` transform uses.
 pub fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |hash, b| (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5, |hash, b| {
+        (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The partition nats-server puts a message in, given its key tokens.
@@ -21,7 +23,11 @@ pub fn partition_of(key_tokens: &[&str], partitions: u32) -> u32 {
 /// The subject transform for a stream whose publishers use `subjects` (one pattern with at
 /// least one `*`): `orders.*.>` → `{{partition(N,1)}}.orders.{{wildcard(1)}}.>`.
 /// `key_tokens` are 1-based indexes among the `*` tokens; empty means the first.
-pub fn transform(subjects: &str, partitions: u32, key_tokens: &[u32]) -> anyhow::Result<stream::SubjectTransform> {
+pub fn transform(
+    subjects: &str,
+    partitions: u32,
+    key_tokens: &[u32],
+) -> anyhow::Result<stream::SubjectTransform> {
     crate::subject::validate_pattern(subjects)
         .map_err(|e| anyhow::anyhow!("invalid subject pattern {subjects:?}: {e}"))?;
     anyhow::ensure!(
@@ -33,9 +39,15 @@ pub fn transform(subjects: &str, partitions: u32, key_tokens: &[u32]) -> anyhow:
         wildcards > 0,
         "subject pattern {subjects:?} has no `*` token to take the key from, e.g. `orders.*.>`"
     );
-    let key_tokens = if key_tokens.is_empty() { vec![1] } else { key_tokens.to_vec() };
+    let key_tokens = if key_tokens.is_empty() {
+        vec![1]
+    } else {
+        key_tokens.to_vec()
+    };
     if let Some(bad) = key_tokens.iter().find(|k| **k == 0 || **k > wildcards) {
-        anyhow::bail!("key token {bad} does not exist: {subjects:?} has {wildcards} `*` token(s), numbered from 1");
+        anyhow::bail!(
+            "key token {bad} does not exist: {subjects:?} has {wildcards} `*` token(s), numbered from 1"
+        );
     }
     let mut n = 0;
     let rewritten: Vec<String> = subjects
@@ -52,7 +64,11 @@ pub fn transform(subjects: &str, partitions: u32, key_tokens: &[u32]) -> anyhow:
     let keys: Vec<String> = key_tokens.iter().map(u32::to_string).collect();
     Ok(stream::SubjectTransform {
         source: subjects.to_owned(),
-        destination: format!("{{{{partition({partitions},{})}}}}.{}", keys.join(","), rewritten.join(".")),
+        destination: format!(
+            "{{{{partition({partitions},{})}}}}.{}",
+            keys.join(","),
+            rewritten.join(".")
+        ),
     })
 }
 
@@ -60,16 +76,26 @@ pub fn transform(subjects: &str, partitions: u32, key_tokens: &[u32]) -> anyhow:
 pub fn partitions_of(config: &stream::Config) -> anyhow::Result<u32> {
     if let Some(value) = config.metadata.get(PARTITIONS_METADATA) {
         return value.parse().with_context(|| {
-            format!("stream {} has an invalid {PARTITIONS_METADATA} metadata value {value:?}", config.name)
+            format!(
+                "stream {} has an invalid {PARTITIONS_METADATA} metadata value {value:?}",
+                config.name
+            )
         });
     }
-    let destination = config.subject_transform.as_ref().map(|t| t.destination.as_str()).unwrap_or("");
+    let destination = config
+        .subject_transform
+        .as_ref()
+        .map(|t| t.destination.as_str())
+        .unwrap_or("");
     let first = destination.split('.').next().unwrap_or("");
     let count = first
         .strip_prefix("{{")
         .and_then(|t| t.strip_suffix("}}"))
         .map(str::trim)
-        .and_then(|t| t.strip_prefix("partition(").or_else(|| t.strip_prefix("Partition(")))
+        .and_then(|t| {
+            t.strip_prefix("partition(")
+                .or_else(|| t.strip_prefix("Partition("))
+        })
         .and_then(|t| t.split([',', ')']).next())
         .and_then(|n| n.trim().parse().ok());
     count.with_context(|| {
@@ -107,23 +133,37 @@ pub struct StreamRequest {
 
 /// Creates a partitioned input stream with Limits retention, so that a dead message can still
 /// be read by sequence.
-pub async fn create_stream(js: &jetstream::Context, request: &StreamRequest) -> anyhow::Result<stream::Info> {
+pub async fn create_stream(
+    js: &jetstream::Context,
+    request: &StreamRequest,
+) -> anyhow::Result<stream::Info> {
     let transform = transform(&request.subjects, request.partitions, &request.key_tokens)?;
     let config = stream::Config {
         name: request.name.clone(),
-        description: Some(format!("weir: {} partitions of {}", request.partitions, request.subjects)),
+        description: Some(format!(
+            "weir: {} partitions of {}",
+            request.partitions, request.subjects
+        )),
         subjects: vec![request.subjects.clone()],
         subject_transform: Some(transform),
         retention: stream::RetentionPolicy::Limits,
         num_replicas: request.replicas,
-        metadata: [(PARTITIONS_METADATA.to_owned(), request.partitions.to_string())].into(),
+        metadata: [(
+            PARTITIONS_METADATA.to_owned(),
+            request.partitions.to_string(),
+        )]
+        .into(),
         ..Default::default()
     };
     let mut stream = js
         .create_stream(config)
         .await
         .with_context(|| format!("failed to create stream {}", request.name))?;
-    Ok(stream.info().await.with_context(|| format!("failed to read stream {}", request.name))?.clone())
+    Ok(stream
+        .info()
+        .await
+        .with_context(|| format!("failed to read stream {}", request.name))?
+        .clone())
 }
 
 /// The partition count of an existing stream, with an error that says what is wrong with it.
@@ -137,11 +177,18 @@ pub async fn stream_partitions(js: &jetstream::Context, name: &str) -> anyhow::R
                     if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
             ) =>
         {
-            anyhow::bail!("stream {name} does not exist (create it with `weir stream create {name} ...`)")
+            anyhow::bail!(
+                "stream {name} does not exist (create it with `weir stream create {name} ...`)"
+            )
         }
-        Err(error) => return Err(error).with_context(|| format!("failed to look up stream {name}")),
+        Err(error) => {
+            return Err(error).with_context(|| format!("failed to look up stream {name}"));
+        }
     };
-    let info = stream.info().await.with_context(|| format!("failed to read stream {name}"))?;
+    let info = stream
+        .info()
+        .await
+        .with_context(|| format!("failed to read stream {name}"))?;
     partitions_of(&info.config)
 }
 
@@ -158,15 +205,24 @@ mod tests {
 
     #[test]
     fn multi_token_keys_are_concatenated_without_separator() {
-        assert_eq!(partition_of(&["ab", "c"], 16), partition_of(&["a", "bc"], 16));
+        assert_eq!(
+            partition_of(&["ab", "c"], 16),
+            partition_of(&["a", "bc"], 16)
+        );
     }
 
     #[test]
     fn transform_puts_the_partition_first_and_keeps_every_token() -> anyhow::Result<()> {
         let t = transform("orders.*.>", 16, &[])?;
-        assert_eq!(t.destination, "{{partition(16,1)}}.orders.{{wildcard(1)}}.>");
+        assert_eq!(
+            t.destination,
+            "{{partition(16,1)}}.orders.{{wildcard(1)}}.>"
+        );
         let t = transform("a.*.*", 4, &[1, 2])?;
-        assert_eq!(t.destination, "{{partition(4,1,2)}}.a.{{wildcard(1)}}.{{wildcard(2)}}");
+        assert_eq!(
+            t.destination,
+            "{{partition(4,1,2)}}.a.{{wildcard(1)}}.{{wildcard(2)}}"
+        );
         Ok(())
     }
 
@@ -179,18 +235,26 @@ mod tests {
 
     #[test]
     fn partition_count_is_read_from_metadata_or_the_transform() -> anyhow::Result<()> {
-        let mut config = stream::Config { name: "ORDERS".into(), ..Default::default() };
+        let mut config = stream::Config {
+            name: "ORDERS".into(),
+            ..Default::default()
+        };
         assert!(partitions_of(&config).is_err());
         config.subject_transform = Some(transform("orders.*.>", 12, &[])?);
         assert_eq!(partitions_of(&config)?, 12);
-        config.metadata.insert(PARTITIONS_METADATA.into(), "8".into());
+        config
+            .metadata
+            .insert(PARTITIONS_METADATA.into(), "8".into());
         assert_eq!(partitions_of(&config)?, 8);
         Ok(())
     }
 
     #[test]
     fn stored_subjects_split_into_partition_and_published_subject() {
-        assert_eq!(split_subject("7.orders.c42.created"), Some((7, "orders.c42.created")));
+        assert_eq!(
+            split_subject("7.orders.c42.created"),
+            Some((7, "orders.c42.created"))
+        );
         assert_eq!(split_subject("orders.c42"), None);
     }
 }

@@ -37,7 +37,10 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(node: NodeContext) -> Self {
-        Self { node, running: HashMap::new() }
+        Self {
+            node,
+            running: HashMap::new(),
+        }
     }
 
     /// Follows `weir_deployments` until `shutdown`, then stops every deployment, letting each
@@ -82,16 +85,26 @@ impl Registry {
                     Ok(spec) => spec,
                     Err(error) => {
                         let message = format!("unreadable deployment spec: {error}");
-                        self.report_error(&id, "", message).await;
+                        self.report_error(&id, entry.revision, "", message).await;
                         return;
                     }
                 };
-                if self.running.get(&id).is_some_and(|r| r.updates.borrow().spec == spec) {
+                if self
+                    .running
+                    .get(&id)
+                    .is_some_and(|r| r.updates.borrow().spec == spec)
+                {
                     return;
                 }
                 match self.load(&id, spec.clone()).await {
-                    Ok(deployment) => self.start_or_swap(Arc::new(deployment)).await,
-                    Err(error) => self.report_error(&id, &spec.version, format!("{error:#}")).await,
+                    Ok(deployment) => {
+                        self.start_or_swap(Arc::new(deployment), entry.revision)
+                            .await
+                    }
+                    Err(error) => {
+                        self.report_error(&id, entry.revision, &spec.version, format!("{error:#}"))
+                            .await
+                    }
                 }
             }
         }
@@ -122,10 +135,14 @@ impl Registry {
             version.digest(),
             spec.version
         );
-        Ok(Deployment { id: id.clone(), spec, version })
+        Ok(Deployment {
+            id: id.clone(),
+            spec,
+            version,
+        })
     }
 
-    async fn start_or_swap(&mut self, deployment: SharedDeployment) {
+    async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {
         let id = deployment.id.clone();
         let partitions = match self.running.get(&id) {
             Some(running) => {
@@ -135,8 +152,12 @@ impl Registry {
             None => {
                 let node = &self.node;
                 let members = [node.id.clone()];
-                let partitions =
-                    ownership::owned_partitions(&id, deployment.spec.partitions, &members, &node.id);
+                let partitions = ownership::owned_partitions(
+                    &id,
+                    deployment.spec.partitions,
+                    &members,
+                    &node.id,
+                );
                 let (updates, _) = watch::channel(deployment.clone());
                 let shutdown = CancellationToken::new();
                 let workers = TaskTracker::new();
@@ -154,7 +175,12 @@ impl Registry {
                 let task = tokio::spawn(async move { workers.wait().await });
                 self.running.insert(
                     id.clone(),
-                    Running { updates, partitions: partitions.clone(), shutdown, task },
+                    Running {
+                        updates,
+                        partitions: partitions.clone(),
+                        shutdown,
+                        task,
+                    },
                 );
                 partitions
             }
@@ -168,13 +194,17 @@ impl Registry {
             partitions.len(),
             deployment.spec.stream
         );
-        self.report(&id, NodeStatus {
-            node: self.node.id.clone(),
-            version: deployment.spec.version.clone(),
-            partitions,
-            error: None,
-            updated_at: now_rfc3339(),
-        })
+        self.report(
+            &id,
+            NodeStatus {
+                node: self.node.id.clone(),
+                revision,
+                version: deployment.spec.version.clone(),
+                partitions,
+                error: None,
+                updated_at: now_rfc3339(),
+            },
+        )
         .await;
     }
 
@@ -184,28 +214,54 @@ impl Registry {
             if let Err(error) = running.task.await {
                 tracing::error!(node = self.node.id, deployment = %id, "worker task failed: {error}");
             }
-            tracing::info!(node = self.node.id, tenant = id.tenant, handler = id.handler, "stopped");
+            tracing::info!(
+                node = self.node.id,
+                tenant = id.tenant,
+                handler = id.handler,
+                "stopped"
+            );
         }
-        if let Err(error) = self.node.control.status.delete(id.status_key(&self.node.id)).await {
+        if let Err(error) = self
+            .node
+            .control
+            .status
+            .delete(id.status_key(&self.node.id))
+            .await
+        {
             tracing::warn!(node = self.node.id, deployment = %id, "failed to clear status: {error}");
         }
     }
 
-    async fn report_error(&self, id: &DeploymentId, version: &str, error: String) {
-        tracing::error!(node = self.node.id, tenant = id.tenant, handler = id.handler, "cannot run deployment: {error}");
-        self.report(id, NodeStatus {
-            node: self.node.id.clone(),
-            version: version.to_owned(),
-            partitions: Vec::new(),
-            error: Some(error),
-            updated_at: now_rfc3339(),
-        })
+    async fn report_error(&self, id: &DeploymentId, revision: u64, version: &str, error: String) {
+        tracing::error!(
+            node = self.node.id,
+            tenant = id.tenant,
+            handler = id.handler,
+            "cannot run deployment: {error}"
+        );
+        self.report(
+            id,
+            NodeStatus {
+                node: self.node.id.clone(),
+                revision,
+                version: version.to_owned(),
+                partitions: Vec::new(),
+                error: Some(error),
+                updated_at: now_rfc3339(),
+            },
+        )
         .await;
     }
 
     async fn report(&self, id: &DeploymentId, status: NodeStatus) {
         let put = match serde_json::to_vec(&status) {
-            Ok(json) => self.node.control.status.put(id.status_key(&self.node.id), json.into()).await.map_err(anyhow::Error::from),
+            Ok(json) => self
+                .node
+                .control
+                .status
+                .put(id.status_key(&self.node.id), json.into())
+                .await
+                .map_err(anyhow::Error::from),
             Err(error) => Err(error.into()),
         };
         if let Err(error) = put {

@@ -29,7 +29,10 @@ impl DeploymentId {
     pub fn new(tenant: &str, handler: &str) -> anyhow::Result<Self> {
         validate_name("tenant", tenant)?;
         validate_name("handler", handler)?;
-        Ok(Self { tenant: tenant.to_owned(), handler: handler.to_owned() })
+        Ok(Self {
+            tenant: tenant.to_owned(),
+            handler: handler.to_owned(),
+        })
     }
 
     /// Parses a `weir_deployments` key.
@@ -63,7 +66,10 @@ impl DeploymentId {
     /// The `Nats-Msg-Id` of output `n` of the message at `stream_seq`: the same on every
     /// redelivery, so the output stream drops what was already stored.
     pub fn output_msg_id(&self, stream: &str, stream_seq: u64, n: usize) -> String {
-        format!("weir:{}:{}:{stream}:{stream_seq}:{n}", self.tenant, self.handler)
+        format!(
+            "weir:{}:{}:{stream}:{stream_seq}:{n}",
+            self.tenant, self.handler
+        )
     }
 }
 
@@ -75,7 +81,9 @@ impl std::fmt::Display for DeploymentId {
 
 fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     let valid = (1..=32).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-');
     anyhow::ensure!(
         valid,
@@ -112,9 +120,25 @@ impl ControlPlane {
                 .await
                 .with_context(|| format!("failed to create object store {ARTIFACTS_BUCKET}"))?,
         };
-        let deployments = open_kv(js, DEPLOYMENTS_BUCKET, "weir: deployment specs", DEPLOYMENT_HISTORY).await?;
-        let status = open_kv(js, STATUS_BUCKET, "weir: what each node made of each deployment", 1).await?;
-        Ok(Self { artifacts, deployments, status })
+        let deployments = open_kv(
+            js,
+            DEPLOYMENTS_BUCKET,
+            "weir: deployment specs",
+            DEPLOYMENT_HISTORY,
+        )
+        .await?;
+        let status = open_kv(
+            js,
+            STATUS_BUCKET,
+            "weir: what each node made of each deployment",
+            1,
+        )
+        .await?;
+        Ok(Self {
+            artifacts,
+            deployments,
+            status,
+        })
     }
 }
 
@@ -147,7 +171,10 @@ mod tests {
         assert_eq!(id.key(), "acme.orders");
         assert_eq!(id.consumer_name(3), "weir_acme_orders_p003");
         assert_eq!(id.artifact_name("ab12"), "acme/orders/ab12");
-        assert_eq!(id.output_msg_id("ORDERS", 42, 1), "weir:acme:orders:ORDERS:42:1");
+        assert_eq!(
+            id.output_msg_id("ORDERS", 42, 1),
+            "weir:acme:orders:ORDERS:42:1"
+        );
         assert_eq!(DeploymentId::from_key("acme.orders")?, id);
         Ok(())
     }

@@ -46,18 +46,30 @@ impl Traffic {
         let key = format!("k{}", n % keys);
         let seq = n / keys + 1;
         let fill = |template: &str| {
-            template.replace("{key}", &key).replace("{n}", &(n + 1).to_string()).replace("{seq}", &seq.to_string())
+            template
+                .replace("{key}", &key)
+                .replace("{n}", &(n + 1).to_string())
+                .replace("{seq}", &seq.to_string())
         };
         let payload = match &self.payload {
             Payload::Fixed(bytes) => bytes.clone(),
             Payload::Template(template) => Bytes::from(fill(template)),
         };
-        Rendered { subject: fill(&self.subject), payload, key, seq }
+        Rendered {
+            subject: fill(&self.subject),
+            payload,
+            key,
+            seq,
+        }
     }
 
     /// Publishes every message in order, waiting for the stream to store each one;
     /// `progress` is called with the number stored so far.
-    pub async fn publish(&self, js: &jetstream::Context, mut progress: impl FnMut(u64)) -> anyhow::Result<()> {
+    pub async fn publish(
+        &self,
+        js: &jetstream::Context,
+        mut progress: impl FnMut(u64),
+    ) -> anyhow::Result<()> {
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
             headers.append(name.as_str(), value.as_str());
@@ -86,16 +98,25 @@ impl Traffic {
     }
 }
 
-async fn wait_stored(pending: Option<(String, jetstream::context::PublishAckFuture)>) -> anyhow::Result<()> {
+async fn wait_stored(
+    pending: Option<(String, jetstream::context::PublishAckFuture)>,
+) -> anyhow::Result<()> {
     if let Some((subject, ack)) = pending {
-        ack.await.with_context(|| format!("no stream stored the message published to {subject}"))?;
+        ack.await
+            .with_context(|| format!("no stream stored the message published to {subject}"))?;
     }
     Ok(())
 }
 
 /// Every message currently in `stream`, in stream order.
-pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<StreamMessage>> {
-    let stream_handle = js.get_stream(stream).await.with_context(|| format!("failed to open stream {stream}"))?;
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<StreamMessage>> {
+    let stream_handle = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("failed to open stream {stream}"))?;
     let state = stream_handle.cached_info().state.clone();
     let mut messages = Vec::with_capacity(usize::try_from(state.messages).unwrap_or(0));
     if state.messages == 0 {
@@ -104,8 +125,12 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
     for seq in state.first_sequence..=state.last_sequence {
         match stream_handle.get_raw_message(seq).await {
             Ok(message) => messages.push(message),
-            Err(error) if error.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
-            Err(error) => return Err(error).with_context(|| format!("failed to read {stream} sequence {seq}")),
+            Err(error)
+                if error.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("failed to read {stream} sequence {seq}"));
+            }
         }
     }
     Ok(messages)
@@ -126,7 +151,10 @@ mod tests {
         };
         let third = traffic.render(2);
         assert_eq!(third.subject, "orders.k0.created");
-        assert_eq!(third.payload, Bytes::from(r#"{"n":3,"customer":"k0","seq":2}"#));
+        assert_eq!(
+            third.payload,
+            Bytes::from(r#"{"n":3,"customer":"k0","seq":2}"#)
+        );
         assert_eq!((third.key.as_str(), third.seq), ("k0", 2));
     }
 }

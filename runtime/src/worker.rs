@@ -23,7 +23,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::deployment::{Deployment, SharedDeployment};
-use crate::host::{Handled, HandlerFailure, HandlerInstance, Header, InstanceContext, Message, Outcome, Output};
+use crate::host::{
+    Handled, HandlerFailure, HandlerInstance, Header, InstanceContext, Message, Outcome, Output,
+};
 use crate::metrics::SharedCounters;
 use crate::partition;
 
@@ -63,7 +65,16 @@ impl PartitionWorker {
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
         let context = instance_context(&deployment, partition);
-        Self { partition, updates, deployment, context, instance: None, js, counters, shutdown }
+        Self {
+            partition,
+            updates,
+            deployment,
+            context,
+            instance: None,
+            js,
+            counters,
+            shutdown,
+        }
     }
 
     /// Processes the partition until shutdown or until the deployment is withdrawn. The
@@ -137,7 +148,8 @@ impl PartitionWorker {
     /// instance of the new version. Returns whether the consumer must change too.
     fn swap(&mut self) -> bool {
         let next = self.updates.borrow_and_update().clone();
-        let consumer_changed = next.spec.retry.max_deliver != self.deployment.spec.retry.max_deliver
+        let consumer_changed = next.spec.retry.max_deliver
+            != self.deployment.spec.retry.max_deliver
             || next.spec.retry.ack_wait != self.deployment.spec.retry.ack_wait;
         tracing::info!(
             tenant = next.id.tenant,
@@ -158,7 +170,12 @@ impl PartitionWorker {
             Ok(input) => input,
             Err(error) => {
                 tracing::error!(partition = self.partition, subject = %message.subject, "{error:#}; terminating it");
-                let _ = term(&self.js, &message, &format!("weir could not read the message: {error:#}")).await;
+                let _ = term(
+                    &self.js,
+                    &message,
+                    &format!("weir could not read the message: {error:#}"),
+                )
+                .await;
                 return;
             }
         };
@@ -169,23 +186,42 @@ impl PartitionWorker {
         let retry = &deployment.spec.retry;
         let last_delivery = attempt >= retry.max_deliver;
         let settled = match result {
-            Ok(Handled { outcome: Outcome::Ack, outputs }) => match store_outputs(&self.js, &deployment, stream_seq, &outputs).await {
+            Ok(Handled {
+                outcome: Outcome::Ack,
+                outputs,
+            }) => match store_outputs(&self.js, &deployment, stream_seq, &outputs).await {
                 Ok(()) => {
                     self.counters.acked(outputs.len());
-                    message.double_ack().await.map_err(anyhow::Error::from_boxed)
+                    message
+                        .double_ack()
+                        .await
+                        .map_err(anyhow::Error::from_boxed)
                 }
                 Err(error) => {
                     self.counters.failed();
-                    tracing::warn!(partition = self.partition, stream_seq, delivery = attempt, "{error:#}; retrying");
+                    tracing::warn!(
+                        partition = self.partition,
+                        stream_seq,
+                        delivery = attempt,
+                        "{error:#}; retrying"
+                    );
                     nak(&message, retry.backoff_for(attempt), last_delivery).await
                 }
             },
-            Ok(Handled { outcome: Outcome::Retry(delay), .. }) => {
+            Ok(Handled {
+                outcome: Outcome::Retry(delay),
+                ..
+            }) => {
                 self.counters.retried();
-                let delay = delay.map(Duration::from_nanos).unwrap_or_else(|| retry.backoff_for(attempt));
+                let delay = delay
+                    .map(Duration::from_nanos)
+                    .unwrap_or_else(|| retry.backoff_for(attempt));
                 nak(&message, delay, last_delivery).await
             }
-            Ok(Handled { outcome: Outcome::Reject(reason), .. }) => {
+            Ok(Handled {
+                outcome: Outcome::Reject(reason),
+                ..
+            }) => {
                 self.counters.rejected();
                 term(&self.js, &message, &reason).await
             }
@@ -205,7 +241,11 @@ impl PartitionWorker {
         };
         if let Err(error) = settled {
             // The server redelivers after AckWait; outputs already stored are deduplicated.
-            tracing::warn!(partition = self.partition, stream_seq, "failed to settle the message: {error:#}");
+            tracing::warn!(
+                partition = self.partition,
+                stream_seq,
+                "failed to settle the message: {error:#}"
+            );
         }
     }
 
@@ -252,7 +292,10 @@ async fn store_outputs(
         for Header { name, value } in &output.headers {
             headers.append(name.as_str(), value.as_str());
         }
-        headers.insert("Nats-Msg-Id", deployment.id.output_msg_id(stream, stream_seq, n));
+        headers.insert(
+            "Nats-Msg-Id",
+            deployment.id.output_msg_id(stream, stream_seq, n),
+        );
         let ack = js
             .publish_with_headers(output.subject.clone(), headers, output.payload.clone())
             .await
@@ -261,7 +304,10 @@ async fn store_outputs(
     }
     for (n, ack) in acks {
         ack.await.with_context(|| {
-            format!("output {n} to {} was not stored (does a stream capture it?)", outputs[n].subject)
+            format!(
+                "output {n} to {} was not stored (does a stream capture it?)",
+                outputs[n].subject
+            )
         })?;
     }
     Ok(())
@@ -269,15 +315,33 @@ async fn store_outputs(
 
 /// Asks for redelivery after `delay`; on the last allowed delivery, at once, so the server
 /// gives up on the message without holding its partition for the delay.
-async fn nak(message: &jetstream::Message, delay: Duration, last_delivery: bool) -> anyhow::Result<()> {
-    let kind = if last_delivery { AckKind::Nak(None) } else { AckKind::Nak(Some(delay)) };
-    message.double_ack_with(kind).await.map_err(anyhow::Error::from_boxed)
+async fn nak(
+    message: &jetstream::Message,
+    delay: Duration,
+    last_delivery: bool,
+) -> anyhow::Result<()> {
+    let kind = if last_delivery {
+        AckKind::Nak(None)
+    } else {
+        AckKind::Nak(Some(delay))
+    };
+    message
+        .double_ack_with(kind)
+        .await
+        .map_err(anyhow::Error::from_boxed)
 }
 
 /// Terminates the message with a reason; async-nats has no term-with-reason, so this sends
 /// the protocol's `+TERM <reason>` itself.
-async fn term(js: &jetstream::Context, message: &jetstream::Message, reason: &str) -> anyhow::Result<()> {
-    let reply = message.reply.clone().context("the message has no reply subject to terminate it on")?;
+async fn term(
+    js: &jetstream::Context,
+    message: &jetstream::Message,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let reply = message
+        .reply
+        .clone()
+        .context("the message has no reply subject to terminate it on")?;
     let reason: String = reason.replace(['\r', '\n'], " ");
     let mut end = reason.len().min(MAX_TERM_REASON_BYTES);
     while !reason.is_char_boundary(end) {
@@ -312,7 +376,11 @@ fn instance_context(deployment: &Deployment, partition: u32) -> Arc<InstanceCont
         partition,
         limits: (&spec.limits).into(),
         outputs: spec.outputs.clone(),
-        config: spec.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        config: spec
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
@@ -346,15 +414,24 @@ pub(crate) async fn ensure_consumer(
 
 /// Builds the handler's view of a stored message.
 fn to_input(message: &jetstream::Message, stream: &str) -> anyhow::Result<Message> {
-    let info = message.info().map_err(|e| anyhow::anyhow!("unreadable ack metadata: {e}"))?;
-    let (partition, subject) = partition::split_subject(&message.subject)
-        .with_context(|| format!("subject {:?} does not start with a partition number", message.subject))?;
+    let info = message
+        .info()
+        .map_err(|e| anyhow::anyhow!("unreadable ack metadata: {e}"))?;
+    let (partition, subject) = partition::split_subject(&message.subject).with_context(|| {
+        format!(
+            "subject {:?} does not start with a partition number",
+            message.subject
+        )
+    })?;
     let headers = message
         .headers
         .iter()
         .flat_map(|map| map.iter())
         .flat_map(|(name, values)| {
-            values.iter().map(move |value| Header { name: name.to_string(), value: value.to_string() })
+            values.iter().map(move |value| Header {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
         })
         .collect();
     Ok(Message {

@@ -61,7 +61,11 @@ pub struct Config(Vec<(String, String)>);
 impl Config {
     /// The value of `key`, if it was set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `key`, or `default` if it was not set.
@@ -78,7 +82,10 @@ impl Config {
 impl Message {
     /// The first value of header `name` (case-sensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|h| h.name == name).map(|h| h.value.as_str())
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.value.as_str())
     }
 
     /// The payload as UTF-8 text, if it is.
@@ -119,7 +126,10 @@ pub fn publish_with_headers(
 ) -> Result<(), String> {
     let headers: Vec<Header> = headers
         .iter()
-        .map(|(name, value)| Header { name: (*name).to_owned(), value: (*value).to_owned() })
+        .map(|(name, value)| Header {
+            name: (*name).to_owned(),
+            value: (*value).to_owned(),
+        })
         .collect();
     bindings::weir::handler::host::publish(subject, payload.as_ref(), &headers)
 }
@@ -155,9 +165,9 @@ macro_rules! export_handler {
             struct WeirExport;
 
             impl $crate::bindings::Guest for WeirExport {
-                fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                    -> ::std::result::Result<(), ::std::string::String>
-                {
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::init::<$handler>(config)
                 }
 
@@ -166,7 +176,7 @@ macro_rules! export_handler {
                 }
             }
 
-            $crate::bindings::__export_handler_world!(WeirExport with_types_in $crate::bindings);
+    $crate::bindings::__export_handler_world!(WeirExport with_types_in $crate::bindings);
         };
     };
 }

@@ -38,11 +38,17 @@ pub(crate) struct Console(Arc<Mutex<Buffer>>);
 
 impl Console {
     pub(crate) fn stdout(&self) -> ConsoleStream {
-        ConsoleStream { console: self.clone(), channel: Channel::Stdout }
+        ConsoleStream {
+            console: self.clone(),
+            channel: Channel::Stdout,
+        }
     }
 
     pub(crate) fn stderr(&self) -> ConsoleStream {
-        ConsoleStream { console: self.clone(), channel: Channel::Stderr }
+        ConsoleStream {
+            console: self.clone(),
+            channel: Channel::Stderr,
+        }
     }
 
     /// Takes what was written since the last call, split into lines.
@@ -60,13 +66,16 @@ impl Console {
                     .map(|line| (channel, line.to_owned())),
             );
         }
-        Captured { lines, dropped_bytes: std::mem::take(&mut buffer.dropped_bytes) }
+        Captured {
+            lines,
+            dropped_bytes: std::mem::take(&mut buffer.dropped_bytes),
+        }
     }
 
     fn write(&self, channel: Channel, bytes: &[u8]) {
         let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = MAX_CONSOLE_BYTES_PER_CALL
-            .saturating_sub(buffer.stdout.len() + buffer.stderr.len());
+        let room =
+            MAX_CONSOLE_BYTES_PER_CALL.saturating_sub(buffer.stdout.len() + buffer.stderr.len());
         let kept = bytes.len().min(room);
         buffer.dropped_bytes += bytes.len() - kept;
         let target = match channel {
@@ -158,7 +167,11 @@ mod tests {
         let captured = console.take();
         assert_eq!(captured.lines[0], (Channel::Stdout, "hello".to_owned()));
         assert_eq!(captured.lines[1], (Channel::Stdout, "world".to_owned()));
-        assert!(captured.lines.contains(&(Channel::Stderr, "oops".to_owned())));
+        assert!(
+            captured
+                .lines
+                .contains(&(Channel::Stderr, "oops".to_owned()))
+        );
         assert_eq!(captured.dropped_bytes, 17);
         assert!(console.take().lines.is_empty());
     }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use wasmtime::error::Context as _;
 use wasmtime::component::{HasSelf, Linker};
+use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine};
 
 use super::bindings::Handler;

@@ -69,7 +69,10 @@ pub enum HandlerFailure {
     #[error("deadline of {} exceeded", humantime::format_duration(*.0))]
     Deadline(Duration),
     #[error("memory limit of {limit_bytes} bytes exceeded (the guest asked for {requested_bytes})")]
-    MemoryLimit { limit_bytes: u64, requested_bytes: u64 },
+    MemoryLimit {
+        limit_bytes: u64,
+        requested_bytes: u64,
+    },
     #[error("init refused the configuration: {0}")]
     InitRefused(String),
     #[error("publish refused: {0}")]
@@ -84,7 +87,9 @@ pub struct HandlerInstance {
 
 impl std::fmt::Debug for HandlerInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandlerInstance").field("context", &self.store.data().context).finish()
+        f.debug_struct("HandlerInstance")
+            .field("context", &self.store.data().context)
+            .finish()
     }
 }
 
@@ -103,9 +108,11 @@ impl HandlerInstance {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store.set_epoch_deadline(1);
 
-        let instantiated =
-            tokio::time::timeout(limits.handler_timeout, version.pre.instantiate_async(&mut store))
-                .await;
+        let instantiated = tokio::time::timeout(
+            limits.handler_timeout,
+            version.pre.instantiate_async(&mut store),
+        )
+        .await;
         let bindings = settle(&mut store, limits.handler_timeout, instantiated)?;
         let mut instance = Self { store, bindings };
 
@@ -122,8 +129,10 @@ impl HandlerInstance {
 
     /// Hands `message` to the handler. On `Ok`, the outputs are those of this call only.
     pub async fn handle(&mut self, message: &Message) -> Result<Handled, HandlerFailure> {
-        self.store.data_mut().call =
-            CallState { stream_seq: message.stream_seq, ..CallState::default() };
+        self.store.data_mut().call = CallState {
+            stream_seq: message.stream_seq,
+            ..CallState::default()
+        };
         let timeout = self.store.data().context.limits.handler_timeout;
         let called =
             tokio::time::timeout(timeout, self.bindings.call_handle(&mut self.store, message))
@@ -133,7 +142,10 @@ impl HandlerInstance {
         if let Some(refusal) = call.refusal {
             return Err(HandlerFailure::OutputRefused(refusal));
         }
-        Ok(Handled { outcome, outputs: call.outputs })
+        Ok(Handled {
+            outcome,
+            outputs: call.outputs,
+        })
     }
 }
 
@@ -145,14 +157,26 @@ fn settle<T>(
 ) -> Result<T, HandlerFailure> {
     let state = store.data_mut();
     let captured = state.console.take();
-    let mut last_stderr = None;
+    // A Rust guest's panic prints "thread ... panicked at FILE:LINE:" then the message, then a
+    // hint about RUST_BACKTRACE; the first two say what went wrong.
+    let stderr: Vec<&str> = captured
+        .lines
+        .iter()
+        .filter(|(channel, line)| {
+            channel == &Channel::Stderr && !line.starts_with("note: run with `RUST_BACKTRACE")
+        })
+        .map(|(_, line)| line.as_str())
+        .collect();
     for (channel, line) in &captured.lines {
-        if channel == &Channel::Stderr {
-            last_stderr = Some(line.as_str());
-        }
         if state.log_budget.take() {
-            let level = if channel == &Channel::Stderr { Level::Warn } else { Level::Info };
-            state.context.log_guest_line(level, state.call.stream_seq, line);
+            let level = if channel == &Channel::Stderr {
+                Level::Warn
+            } else {
+                Level::Info
+            };
+            state
+                .context
+                .log_guest_line(level, state.call.stream_seq, line);
         }
     }
     if captured.dropped_bytes > 0 {
@@ -180,8 +204,9 @@ fn settle<T>(
                 Some(trap) => trap.to_string(),
                 None => error.root_cause().to_string(),
             };
-            if let Some(line) = last_stderr {
-                detail = format!("{detail} (guest stderr: {line})");
+            if !stderr.is_empty() {
+                let tail = &stderr[stderr.len().saturating_sub(2)..];
+                detail = format!("{detail} (guest stderr: {})", tail.join(" "));
             }
             Err(HandlerFailure::Trap(detail))
         }

@@ -28,7 +28,9 @@ pub(crate) struct HostState {
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostState").field("context", &self.context).finish_non_exhaustive()
+        f.debug_struct("HostState")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,7 +77,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -92,7 +97,12 @@ impl host::Host for HostState {
         if let Err(problem) = subject::validate_publish_subject(&subject) {
             return self.refuse(format!("cannot publish to {subject:?}: {problem}"));
         }
-        if !self.context.outputs.iter().any(|pattern| subject::matches(pattern, &subject)) {
+        if !self
+            .context
+            .outputs
+            .iter()
+            .any(|pattern| subject::matches(pattern, &subject))
+        {
             return self.refuse(format!(
                 "subject {subject:?} is not among the deployment's allowed outputs {:?}",
                 self.context.outputs
@@ -106,7 +116,10 @@ impl host::Host for HostState {
         }
         let size = payload.len()
             + subject.len()
-            + headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+            + headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len())
+                .sum::<usize>();
         let total = self.call.output_bytes + size as u64;
         if total > limits.max_output_bytes_per_call {
             return self.refuse(format!(
@@ -115,13 +128,18 @@ impl host::Host for HostState {
             ));
         }
         self.call.output_bytes = total;
-        self.call.outputs.push(Output { subject, payload: payload.into(), headers });
+        self.call.outputs.push(Output {
+            subject,
+            payload: payload.into(),
+            headers,
+        });
         Ok(())
     }
 
     fn log(&mut self, level: types::Level, message: String) {
         if self.log_budget.take() {
-            self.context.log_guest_line(level, self.call.stream_seq, &message);
+            self.context
+                .log_guest_line(level, self.call.stream_seq, &message);
         }
     }
 }
@@ -137,7 +155,12 @@ pub(crate) struct LogBudget {
 
 impl LogBudget {
     fn new(per_second: u32) -> Self {
-        Self { per_second, tokens: f64::from(per_second), refilled_at: Instant::now(), dropped: 0 }
+        Self {
+            per_second,
+            tokens: f64::from(per_second),
+            refilled_at: Instant::now(),
+            dropped: 0,
+        }
     }
 
     pub(crate) fn take(&mut self) -> bool {

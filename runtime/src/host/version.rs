@@ -35,7 +35,9 @@ pub struct HandlerVersion {
 
 impl std::fmt::Debug for HandlerVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandlerVersion").field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("HandlerVersion")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,7 +59,10 @@ impl HandlerVersion {
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre)
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
-        Ok(Self { digest: digest(bytes), pre })
+        Ok(Self {
+            digest: digest(bytes),
+            pre,
+        })
     }
 
     /// The SHA-256 of the component's bytes, in hex: the version's identity.
@@ -68,7 +73,10 @@ impl HandlerVersion {
 
 /// The SHA-256 of `bytes` in lowercase hex.
 pub(crate) fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 enum Layer {
@@ -95,7 +103,10 @@ mod tests {
     #[test]
     fn the_preamble_tells_core_modules_from_components() {
         assert!(matches!(wasm_layer(b"\0asm\x01\0\0\0"), Some(Layer::Core)));
-        assert!(matches!(wasm_layer(b"\0asm\x0d\0\x01\0"), Some(Layer::Component)));
+        assert!(matches!(
+            wasm_layer(b"\0asm\x0d\0\x01\0"),
+            Some(Layer::Component)
+        ));
         assert!(wasm_layer(b"#!/bin/sh\n").is_none());
         assert!(wasm_layer(b"\0as").is_none());
     }

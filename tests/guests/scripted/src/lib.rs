@@ -15,9 +15,11 @@
 //! | `echo-then-trap`             | publishes, then panics                                    |
 //! | `echo-then-retry`            | publishes, then asks for a retry                          |
 //! | `forbidden`                  | publishes to `forbidden.subject`                          |
+//! | `emit N`                     | publishes N outputs `<prefix>.<subject>.<i>`, then acks   |
 //!
-//! Every output carries the header `delivery-attempt`. Configuration: `output_prefix`
-//! (default `out`); `refuse` set to anything makes `init` refuse the configuration.
+//! Every output carries the header `delivery-attempt`, and `tag` when the configuration sets
+//! one. Configuration: `output_prefix` (default `out`), `tag`; `refuse` set to anything makes
+//! `init` refuse the configuration.
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use weir_guest::{Config, Handler, Message, Outcome};
 
 struct Scripted {
     prefix: String,
+    tag: String,
 }
 
 impl Handler for Scripted {
@@ -32,7 +35,10 @@ impl Handler for Scripted {
         if let Some(reason) = config.get("refuse") {
             return Err(format!("refusing on purpose: {reason}"));
         }
-        Ok(Self { prefix: config.get_or("output_prefix", "out").to_owned() })
+        Ok(Self {
+            prefix: config.get_or("output_prefix", "out").to_owned(),
+            tag: config.get_or("tag", "").to_owned(),
+        })
     }
 
     fn handle(&mut self, msg: Message) -> Outcome {
@@ -75,6 +81,16 @@ impl Handler for Scripted {
                 let _ = self.echo(&msg);
                 Outcome::retry_after(Duration::from_millis(50))
             }
+            "emit" => {
+                let n: u32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+                for i in 0..n {
+                    let subject = format!("{}.{}.{i}", self.prefix, msg.subject);
+                    if weir_guest::publish(&subject, &msg.payload).is_err() {
+                        return Outcome::retry();
+                    }
+                }
+                Outcome::Ack
+            }
             "forbidden" => match weir_guest::publish("forbidden.subject", &msg.payload) {
                 Ok(()) => Outcome::Ack,
                 Err(_) => Outcome::Ack,
@@ -88,11 +104,11 @@ impl Scripted {
     fn echo(&self, msg: &Message) -> Outcome {
         let attempt = msg.delivery_attempt.to_string();
         let subject = format!("{}.{}", self.prefix, msg.subject);
-        match weir_guest::publish_with_headers(
-            &subject,
-            &msg.payload,
-            &[("delivery-attempt", &attempt)],
-        ) {
+        let mut headers = vec![("delivery-attempt", attempt.as_str())];
+        if !self.tag.is_empty() {
+            headers.push(("tag", self.tag.as_str()));
+        }
+        match weir_guest::publish_with_headers(&subject, &msg.payload, &headers) {
             Ok(()) => Outcome::Ack,
             Err(_) => Outcome::retry(),
         }

@@ -1,0 +1,288 @@
+//! The `weir` binary end to end, and its answers to bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use async_nats::jetstream::stream;
+
+use crate::support::{Env, OUTPUT, guest, wait_for};
+
+fn weir(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_CREDS")
+        .output()
+        .expect("weir runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `weir` and expects it to fail with `expected` in its error.
+fn fails_with(args: &[&str], expected: &str) {
+    let output = weir(args);
+    let stderr = text(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "weir {args:?} succeeded; stdout: {}",
+        text(&output.stdout)
+    );
+    assert!(
+        stderr.contains(expected),
+        "weir {args:?} said {stderr:?}, which does not mention {expected:?}"
+    );
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("temp file written");
+    path
+}
+
+#[tokio::test]
+async fn deploy_refuses_bad_input_with_a_clear_message_and_stores_nothing() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let url = env.server.url();
+    let dir = tempfile::tempdir()?;
+    weir(&[
+        "stream",
+        "create",
+        "IN",
+        "--subjects",
+        "in.*.>",
+        "--partitions",
+        "4",
+        "--nats-url",
+        &url,
+    ]);
+    env.js
+        .create_stream(stream::Config {
+            name: "PLAIN".into(),
+            subjects: vec!["plain.>".into()],
+            ..Default::default()
+        })
+        .await?;
+    let scripted = write(dir.path(), "scripted.wasm", &guest("scripted"));
+    let deploy = |file: &Path, stream: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "deploy",
+            &file.to_string_lossy(),
+            "--tenant",
+            "acme",
+            "--name",
+            "h",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(["--stream", stream, "--nats-url", &url].map(str::to_owned));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: Vec<String>, expected: &str| {
+        fails_with(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            expected,
+        )
+    };
+
+    run(
+        deploy(
+            &write(dir.path(), "notes.wasm", b"just some text"),
+            "IN",
+            &[],
+        ),
+        "not a WebAssembly file",
+    );
+    let core = wat::parse_str("(module)")?;
+    run(
+        deploy(&write(dir.path(), "core.wasm", &core), "IN", &[]),
+        "core WebAssembly module, not a component",
+    );
+    let empty = wat::parse_str("(component)")?;
+    run(
+        deploy(&write(dir.path(), "empty.wasm", &empty), "IN", &[]),
+        "does not satisfy the world weir:handler/handler@0.1.0",
+    );
+    let future = wat::parse_str(
+        r#"(component (import "weir:handler/host@0.2.0" (instance (export "log" (func)))))"#,
+    )?;
+    run(
+        deploy(&write(dir.path(), "future.wasm", &future), "IN", &[]),
+        "weir:handler/host@0.2.0",
+    );
+    run(deploy(&scripted, "NOPE", &[]), "stream NOPE does not exist");
+    run(
+        deploy(&scripted, "PLAIN", &[]),
+        "stream PLAIN is not partitioned",
+    );
+    run(
+        deploy(&scripted, "IN", &["--config", "refuse=because"]),
+        "init refused the configuration: refusing on purpose: because",
+    );
+    run(
+        deploy(&scripted, "IN", &["--ack-wait", "soon"]),
+        "invalid duration",
+    );
+    run(
+        deploy(&scripted, "IN", &["--output", "out.>.x"]),
+        "invalid --output",
+    );
+    fails_with(
+        &[
+            "deploy",
+            &scripted.to_string_lossy(),
+            "--tenant",
+            "Acme",
+            "--name",
+            "h",
+            "--stream",
+            "IN",
+            "--nats-url",
+            &url,
+        ],
+        "invalid tenant name",
+    );
+
+    assert!(
+        env.js.get_key_value("weir_deployments").await.is_err(),
+        "a failed deploy created weir_deployments"
+    );
+    assert!(
+        env.js.get_object_store("weir_artifacts").await.is_err(),
+        "a failed deploy stored an artifact"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_node_pointed_at_nothing_exits_with_an_error() {
+    fails_with(
+        &["node", "--nats-url", "nats://127.0.0.1:1"],
+        "cannot connect to NATS at nats://127.0.0.1:1",
+    );
+}
+
+#[tokio::test]
+async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let url = env.server.url();
+    let dir = tempfile::tempdir()?;
+    let ok = |args: &[&str]| {
+        let output = weir(&[args, &["--nats-url", &url]].concat());
+        assert!(
+            output.status.success(),
+            "weir {args:?} failed: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    };
+    let created = ok(&[
+        "stream",
+        "create",
+        "IN",
+        "--subjects",
+        "in.*.>",
+        "--partitions",
+        "4",
+    ]);
+    assert!(
+        created.contains("{{partition(4,1)}}.in.{{wildcard(1)}}.>"),
+        "{created}"
+    );
+    ok(&["stream", "create", OUTPUT, "--subjects", "out.>"]);
+
+    let log = std::fs::File::create(dir.path().join("node.log"))?;
+    let mut node = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["node", "--node-id", "cli-node", "--nats-url", &url])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+
+    let scripted = write(dir.path(), "scripted.wasm", &guest("scripted"));
+    let deployed = ok(&[
+        "deploy",
+        &scripted.to_string_lossy(),
+        "--tenant",
+        "acme",
+        "--name",
+        "echo",
+        "--stream",
+        "IN",
+        "--output",
+        "out.>",
+    ]);
+    assert!(
+        deployed.contains("deployed acme/echo version"),
+        "{deployed}"
+    );
+    let published = ok(&[
+        "publish",
+        "in.{key}.ev",
+        "--count",
+        "200",
+        "--keys",
+        "20",
+        "--template",
+        "echo {key} {seq}",
+    ]);
+    assert!(
+        published.contains("published 200 message(s)"),
+        "{published}"
+    );
+
+    let outputs = env.wait_messages(OUTPUT, 200).await;
+    assert_eq!(outputs.len(), 200);
+    wait_for("weir ls to show the node running 4 partitions", || async {
+        let listed = ok(&["ls"]);
+        (listed.contains("acme") && listed.contains("cli-node: 4 partitions")).then_some(())
+    })
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&ok(&["ls", "--json"]))?;
+    assert_eq!(json[0]["deployment"]["stream"], "IN");
+    assert_eq!(json[0]["deployment"]["retry"]["max_deliver"], 5);
+
+    Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()?;
+    let status = wait_for("the node to drain and exit", || {
+        let exited = node.try_wait().ok().flatten();
+        async move { exited }
+    })
+    .await;
+    let node_log = std::fs::read_to_string(dir.path().join("node.log"))?;
+    assert!(status.success(), "node exited with {status}: {node_log}");
+    assert!(node_log.contains("node stopped"), "{node_log}");
+    Ok(())
+}
+
+#[test]
+fn the_demo_processes_orders_in_per_customer_order() {
+    guest("orders");
+    let orders = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-wasip2/release/orders.wasm");
+    let output = weir(&[
+        "demo",
+        "--messages",
+        "300",
+        "--customers",
+        "12",
+        "--handler",
+        &orders.to_string_lossy(),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed: {}{}",
+        stdout,
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("per-customer order: OK"), "{stdout}");
+    let rejected = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rejected"))
+        .unwrap_or_default();
+    assert!(rejected.trim_start().starts_with("3 "), "{stdout}");
+}

@@ -1,0 +1,80 @@
+//! A failing handler never takes anything else down: traps, endless loops and memory hogs are
+//! contained to their partition, retried, and dead-lettered after MaxDeliver.
+
+use std::time::Duration;
+
+use weir::deployment::{LimitsSpec, RetrySpec};
+
+use crate::support::{Env, OUTPUT, key_in, scripted};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_an_endless_loop_and_a_memory_hog_are_contained_and_stop_after_max_deliver()
+-> anyhow::Result<()> {
+    const PARTITIONS: u32 = 4;
+    let env = Env::with_streams(PARTITIONS).await?;
+    env.capture_advisories().await?;
+    let node = env.node().await?;
+    let mut request = scripted("contain");
+    request.retry = RetrySpec {
+        max_deliver: 2,
+        backoff: vec![Duration::from_millis(100)],
+        ..RetrySpec::default()
+    };
+    request.limits = LimitsSpec {
+        max_memory_bytes: 16 << 20,
+        handler_timeout: Duration::from_millis(500),
+        ..LimitsSpec::default()
+    };
+    env.deploy_on(&node, request).await?;
+
+    let mut poisons = Vec::new();
+    for (partition, command) in [(0, "trap"), (1, "spin"), (2, "hog")] {
+        let key = key_in(partition, PARTITIONS, 0);
+        poisons.push(env.publish(&format!("in.{key}.ev"), command).await?);
+        env.publish(&format!("in.{key}.ev"), &format!("echo after {command}"))
+            .await?;
+    }
+    for i in 0..20 {
+        env.publish(
+            &format!("in.{}.ev", key_in(3, PARTITIONS, i % 3)),
+            &format!("echo other {i}"),
+        )
+        .await?;
+    }
+
+    let outputs = env.wait_messages(OUTPUT, 23).await;
+    for command in ["trap", "spin", "hog"] {
+        let after = format!("echo after {command}");
+        assert!(
+            outputs.iter().any(|m| m.payload == after.as_bytes()),
+            "partition of {command} did not move on"
+        );
+    }
+    let mut advisories = env.wait_advisories(3).await;
+    advisories.sort_by_key(|a| a["stream_seq"].as_u64());
+    for (advisory, seq) in advisories.iter().zip(&poisons) {
+        assert_eq!(
+            advisory["type"],
+            "io.nats.jetstream.advisory.v1.max_deliver"
+        );
+        assert_eq!(advisory["stream_seq"], *seq);
+        assert_eq!(advisory["deliveries"], 2);
+    }
+    assert_eq!(
+        node.counters().snapshot().failed,
+        6,
+        "each poison message failed exactly MaxDeliver times"
+    );
+
+    // Fresh instances serve the poisoned partitions, and the dead messages never come back.
+    for partition in 0..3 {
+        env.publish(
+            &format!("in.{}.ev", key_in(partition, PARTITIONS, 0)),
+            "echo again",
+        )
+        .await?;
+    }
+    env.wait_messages(OUTPUT, 26).await;
+    assert_eq!(node.counters().snapshot().failed, 6);
+    node.shutdown().await
+}

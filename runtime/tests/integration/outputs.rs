@@ -1,0 +1,84 @@
+//! Outputs: stored only after `ack`, never from a call that retried or failed, and never twice.
+
+use std::time::Duration;
+
+use weir::deployment::RetrySpec;
+
+use crate::support::{Env, INPUT, OUTPUT, header, key_in, read, scripted, wait_for};
+
+#[tokio::test]
+async fn outputs_of_calls_that_retried_or_failed_are_never_seen() -> anyhow::Result<()> {
+    let env = Env::with_streams(2).await?;
+    env.capture_advisories().await?;
+    let node = env.node().await?;
+    let mut request = scripted("unseen");
+    request.retry = RetrySpec {
+        max_deliver: 2,
+        backoff: vec![Duration::from_millis(50)],
+        ..RetrySpec::default()
+    };
+    env.deploy_on(&node, request).await?;
+
+    let key = key_in(0, 2, 0);
+    env.publish(&format!("in.{key}.ev"), "echo-then-retry")
+        .await?;
+    env.publish(&format!("in.{key}.ev"), "echo-then-trap")
+        .await?;
+    env.publish(&format!("in.{key}.ev"), "echo the only output")
+        .await?;
+
+    let advisories = env.wait_advisories(2).await;
+    assert!(
+        advisories
+            .iter()
+            .all(|a| a["type"] == "io.nats.jetstream.advisory.v1.max_deliver")
+    );
+    let outputs = env.wait_messages(OUTPUT, 1).await;
+    let payloads: Vec<&[u8]> = outputs.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(payloads, [b"echo the only output".as_slice()]);
+    let counts = node.counters().snapshot();
+    assert_eq!((counts.retried, counts.failed, counts.acked), (2, 2, 1));
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn a_redelivery_after_outputs_were_stored_produces_no_duplicates() -> anyhow::Result<()> {
+    let env = Env::with_streams(2).await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, scripted("dedupe")).await?;
+
+    let key = key_in(0, 2, 0);
+    let mut sequences = Vec::new();
+    for i in 0..5 {
+        sequences.push(
+            env.publish(&format!("in.{key}.ev"), &format!("emit 2 {i}"))
+                .await?,
+        );
+    }
+    let outputs = env.wait_messages(OUTPUT, 10).await;
+    assert_eq!(
+        header(&outputs[0], "Nats-Msg-Id"),
+        Some(format!("weir:test:dedupe:{INPUT}:{}:0", sequences[0]).as_str())
+    );
+
+    // Rewind the partition's consumer so the five messages are delivered again, as they would
+    // be if the node had died after storing their outputs and before acking them.
+    let stream = env.js.get_stream(INPUT).await?;
+    stream
+        .reset_consumer("weir_test_dedupe_p000", Some(sequences[0]))
+        .await?;
+    let counters = node.counters();
+    wait_for("the five messages to be handled again", || async {
+        (counters.snapshot().acked >= 10).then_some(())
+    })
+    .await;
+
+    let outputs = read(&env.js, OUTPUT).await;
+    assert_eq!(outputs.len(), 10, "redelivered outputs were stored twice");
+    assert_eq!(
+        counters.snapshot().outputs,
+        20,
+        "the handler did publish every output again"
+    );
+    node.shutdown().await
+}

@@ -1,0 +1,80 @@
+//! Deploying a new version while messages flow: each partition switches at a message boundary,
+//! nothing is lost, duplicated or reordered.
+
+use std::collections::BTreeMap;
+
+use weir::traffic::{Payload, Traffic};
+
+use crate::support::{Env, OUTPUT, header, scripted};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_takes_over_at_a_message_boundary_with_nothing_lost_or_reordered()
+-> anyhow::Result<()> {
+    const KEYS: u64 = 40;
+    let env = Env::with_streams(4).await?;
+    let node = env.node().await?;
+    let version = |tag: &str| {
+        let mut request = scripted("swap");
+        request.config.insert("tag".into(), tag.into());
+        request
+    };
+    env.deploy_on(&node, version("v1")).await?;
+
+    let batch = |first: u64| Traffic {
+        subject: "in.{key}.ev".into(),
+        payload: Payload::Template(format!("echo {{key}} {{n}} from-{first}")),
+        count: 1_000,
+        keys: KEYS,
+        headers: vec![],
+    };
+    batch(0).publish(&env.js, |_| {}).await?;
+    env.wait_messages(OUTPUT, 300).await;
+    env.deploy_on(&node, version("v2")).await?;
+    batch(1_000).publish(&env.js, |_| {}).await?;
+
+    let outputs = env.wait_messages(OUTPUT, 2_000).await;
+    assert_eq!(outputs.len(), 2_000, "messages were lost or duplicated");
+    let mut per_key: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for output in &outputs {
+        let text = std::str::from_utf8(&output.payload)?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let tag = header(output, "tag").unwrap_or_default().to_owned();
+        let n: u64 = words[2].parse()?;
+        let n = if words[3] == "from-1000" {
+            n + 1_000
+        } else {
+            n
+        };
+        per_key
+            .entry(words[1].to_owned())
+            .or_default()
+            .push((n, tag));
+    }
+    for (key, handled) in &per_key {
+        assert!(
+            handled.windows(2).all(|w| w[0].0 < w[1].0),
+            "outputs of {key} out of order"
+        );
+        let first_v2 = handled
+            .iter()
+            .position(|(_, tag)| tag == "v2")
+            .unwrap_or(handled.len());
+        assert!(
+            handled[..first_v2].iter().all(|(_, tag)| tag == "v1"),
+            "{key}: unknown tag"
+        );
+        assert!(
+            handled[first_v2..].iter().all(|(_, tag)| tag == "v2"),
+            "{key}: v1 handled a message after v2"
+        );
+        assert!(
+            handled
+                .iter()
+                .filter(|(n, _)| *n > 1_000)
+                .all(|(_, tag)| tag == "v2"),
+            "{key}: published after the swap but handled by v1"
+        );
+    }
+    assert!(per_key.values().flatten().any(|(_, tag)| tag == "v1"));
+    node.shutdown().await
+}

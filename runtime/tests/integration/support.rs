@@ -1,0 +1,234 @@
+//! The test harness: a real nats-server per test, the test guests, and waits with timeouts.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::StreamMessage, stream};
+use weir::deploy::{self, DeployRequest, Deployed};
+use weir::deployment::{DeploymentSpec, LimitsSpec, NodeStatus, RetrySpec};
+use weir::embedded::{NatsServer, ServerOptions};
+use weir::host::Host;
+use weir::node::{self, NodeConfig, NodeHandle};
+use weir::partition::{self, StreamRequest};
+use weir::resources::{ControlPlane, DeploymentId};
+
+/// The input stream every NATS test uses: publishers send `in.<key>.<event>`.
+pub const INPUT: &str = "IN";
+/// The output stream: the scripted guest echoes to `out.<input subject>`.
+pub const OUTPUT: &str = "OUT";
+/// Long enough for a slow CI machine; only ever reached when a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A nats-server for one test, with a client connected to it.
+pub struct Env {
+    pub server: NatsServer,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Env {
+    pub async fn start() -> anyhow::Result<Self> {
+        let server = NatsServer::start(ServerOptions::default()).context(
+            "the tests need nats-server: run scripts/bootstrap.sh or set NATS_SERVER_BIN",
+        )?;
+        let client = async_nats::connect(server.url()).await?;
+        let js = jetstream::new(client.clone());
+        Ok(Self { server, client, js })
+    }
+
+    /// `IN` with `partitions` partitions (`in.*.>`), and `OUT` capturing `out.>`.
+    pub async fn with_streams(partitions: u32) -> anyhow::Result<Self> {
+        let env = Self::start().await?;
+        partition::create_stream(
+            &env.js,
+            &StreamRequest {
+                name: INPUT.into(),
+                subjects: "in.*.>".into(),
+                partitions,
+                key_tokens: vec![],
+                replicas: 1,
+            },
+        )
+        .await?;
+        env.js
+            .create_stream(stream::Config {
+                name: OUTPUT.into(),
+                subjects: vec!["out.>".into()],
+                ..Default::default()
+            })
+            .await?;
+        Ok(env)
+    }
+
+    pub async fn node(&self) -> anyhow::Result<NodeHandle> {
+        node::start(self.client.clone(), NodeConfig::default()).await
+    }
+
+    /// Deploys and waits until `node` runs this version.
+    pub async fn deploy_on(
+        &self,
+        node: &NodeHandle,
+        request: DeployRequest,
+    ) -> anyhow::Result<DeploymentSpec> {
+        let id = request.id.clone();
+        let Deployed { spec, revision } = deploy::deploy(&self.js, &Host::new()?, request).await?;
+        let control = ControlPlane::open(&self.js).await?;
+        let key = id.status_key(node.id());
+        wait_for(
+            &format!("node {} to run {id} revision {revision}", node.id()),
+            || async {
+                let value = control.status.get(&key).await.ok()??;
+                let status: NodeStatus = serde_json::from_slice(&value).ok()?;
+                if let Some(error) = &status.error {
+                    panic!("node could not run {id}: {error}");
+                }
+                (status.revision >= revision).then_some(())
+            },
+        )
+        .await;
+        Ok(spec)
+    }
+
+    /// Publishes `payload` to `subject` and returns its stream sequence.
+    pub async fn publish(&self, subject: &str, payload: &str) -> anyhow::Result<u64> {
+        let ack = self
+            .js
+            .publish(subject.to_owned(), payload.to_owned().into())
+            .await?
+            .await?;
+        Ok(ack.sequence)
+    }
+
+    /// Waits until `stream` holds at least `count` messages, then returns them all.
+    pub async fn wait_messages(&self, stream: &str, count: usize) -> Vec<StreamMessage> {
+        wait_for(&format!("{count} message(s) in {stream}"), || async {
+            let mut handle = self.js.get_stream(stream).await.ok()?;
+            let held = handle.info().await.ok()?.state.messages as usize;
+            (held >= count).then_some(())
+        })
+        .await;
+        read(&self.js, stream).await
+    }
+
+    /// Captures MSG_TERMINATED and MAX_DELIVERIES advisories for `IN` into stream `ADVISORIES`.
+    pub async fn capture_advisories(&self) -> anyhow::Result<()> {
+        self.js
+            .create_stream(stream::Config {
+                name: "ADVISORIES".into(),
+                subjects: vec![
+                    format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{INPUT}.>"),
+                    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INPUT}.>"),
+                ],
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The advisories captured so far, as JSON.
+    pub async fn wait_advisories(&self, count: usize) -> Vec<serde_json::Value> {
+        self.wait_messages("ADVISORIES", count)
+            .await
+            .iter()
+            .map(|m| serde_json::from_slice(&m.payload).expect("advisories are JSON"))
+            .collect()
+    }
+}
+
+/// Every message in `stream`, in order.
+pub async fn read(js: &jetstream::Context, stream: &str) -> Vec<StreamMessage> {
+    weir::traffic::read_stream(js, stream)
+        .await
+        .expect("stream readable")
+}
+
+/// A deploy request for the scripted guest on `IN`, allowed to publish to `out.>`, with quick
+/// retries so tests do not wait on the default backoff.
+pub fn scripted(handler: &str) -> DeployRequest {
+    DeployRequest {
+        id: DeploymentId::new("test", handler).expect("valid name"),
+        component: guest("scripted"),
+        stream: INPUT.into(),
+        limits: LimitsSpec::default(),
+        retry: RetrySpec {
+            backoff: vec![Duration::from_millis(100)],
+            ..RetrySpec::default()
+        },
+        config: BTreeMap::new(),
+        outputs: vec!["out.>".into()],
+    }
+}
+
+/// A key whose messages land in `partition` of a stream with `partitions` partitions; `n`
+/// picks among such keys.
+pub fn key_in(partition: u32, partitions: u32, n: usize) -> String {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .filter(|key| partition::partition_of(&[key], partitions) == partition)
+        .nth(n)
+        .expect("some key hashes to every partition")
+}
+
+/// The header `name` of a stored message.
+pub fn header<'a>(message: &'a StreamMessage, name: &str) -> Option<&'a str> {
+    message.headers.get(name).map(|v| v.as_str())
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`PATIENCE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The bytes of a test or example guest, built once per test run if missing or stale.
+pub fn guest(name: &str) -> Vec<u8> {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target/guests");
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*built {
+        for manifest in ["tests/guests/Cargo.toml", "examples/Cargo.toml"] {
+            let status = std::process::Command::new(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            )
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(root.join(manifest))
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("cargo runs");
+            assert!(
+                status.success(),
+                "building the guests in {manifest} failed (is the wasm32-wasip2 target installed? run scripts/bootstrap.sh)"
+            );
+        }
+        *built = true;
+    }
+    let path: PathBuf = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read guest {}: {e}", path.display()))
+}
