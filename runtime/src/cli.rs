@@ -57,6 +57,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run weir end to end on an embedded nats-server
     Demo(crate::demo::DemoArgs),
+    /// Measure weir against a plain JetStream consumer on the same data
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => ls(&cli.nats, args).await,
         Command::Publish(args) => publish(&cli.nats, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Bench(args) => crate::bench::run(&cli.nats, args).await,
     }
 }
 

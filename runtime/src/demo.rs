@@ -218,7 +218,7 @@ fn order_event(traffic: &Traffic, n: u64) -> (String, String) {
             ),
         );
     }
-    let payment = if n % PENDING_EVERY == 0 {
+    let payment = if n.is_multiple_of(PENDING_EVERY) {
         "pending"
     } else {
         "ok"

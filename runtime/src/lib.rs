@@ -1,4 +1,5 @@
 //! weir: a WebAssembly stream-processing runtime for NATS JetStream.
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

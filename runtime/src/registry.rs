@@ -23,6 +23,9 @@ use crate::ownership;
 use crate::resources::DeploymentId;
 use crate::worker::PartitionWorker;
 
+/// Pause before watching `weir_deployments` again after the watch broke.
+const REWATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Running {
     updates: watch::Sender<SharedDeployment>,
     partitions: Vec<u32>,
@@ -44,30 +47,39 @@ impl Registry {
     }
 
     /// Follows `weir_deployments` until `shutdown`, then stops every deployment, letting each
-    /// worker finish the message in hand.
+    /// worker finish the message in hand. A watch that breaks (say, across a server restart) is
+    /// opened again; replayed entries that match what runs change nothing.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut entries = self
-            .node
-            .control
-            .deployments
-            .watch_with_history(">")
-            .await
-            .context("failed to watch weir_deployments")?;
-        let result = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break Ok(()),
-                entry = entries.next() => match entry {
-                    Some(Ok(entry)) => self.apply(entry).await,
-                    Some(Err(error)) => tracing::warn!(node = self.node.id, "deployment watch: {error}"),
-                    None => break Err(anyhow::anyhow!("the watch on weir_deployments ended")),
+        while !shutdown.is_cancelled() {
+            match self.node.control.deployments.watch_with_history(">").await {
+                Ok(mut entries) => loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        entry = entries.next() => match entry {
+                            Some(Ok(entry)) => self.apply(entry).await,
+                            Some(Err(error)) => tracing::warn!(node = self.node.id, "deployment watch: {error}"),
+                            None => {
+                                tracing::warn!(node = self.node.id, "the watch on weir_deployments ended; watching again");
+                                break;
+                            }
+                        },
+                    }
                 },
+                Err(error) => tracing::error!(
+                    node = self.node.id,
+                    "failed to watch weir_deployments: {error}"
+                ),
             }
-        };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(REWATCH_DELAY) => {}
+            }
+        }
         let ids: Vec<DeploymentId> = self.running.keys().cloned().collect();
         for id in ids {
             self.stop(&id).await;
         }
-        result
+        Ok(())
     }
 
     async fn apply(&mut self, entry: Entry) {

@@ -30,6 +30,7 @@
 use std::time::Duration;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "handler",

@@ -286,3 +286,97 @@ fn the_demo_processes_orders_in_per_customer_order() {
         .unwrap_or_default();
     assert!(rejected.trim_start().starts_with("3 "), "{stdout}");
 }
+
+#[test]
+fn bench_runs_a_tiny_workload_and_reports_both_modes() {
+    guest("noop");
+    let noop = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-wasip2/release/noop.wasm");
+    let output = weir(&[
+        "bench",
+        "--messages",
+        "200",
+        "--partitions",
+        "2",
+        "--calls",
+        "100",
+        "--json",
+        "--handler",
+        &noop.to_string_lossy(),
+    ]);
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        text(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("bench --json prints JSON");
+    let modes: Vec<&str> = report["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["mode"].as_str())
+        .collect();
+    assert_eq!(modes, ["raw", "wasm"]);
+    for run in report["runs"].as_array().expect("runs") {
+        assert_eq!(run["messages"], 200);
+        assert!(
+            run["msgs_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+            "{run}"
+        );
+    }
+    assert!(report["host_call_ns"].as_f64().is_some_and(|ns| ns > 0.0));
+}
+
+/// Uses the default URL, so it needs 127.0.0.1:4222 free; it says so if it is not.
+#[tokio::test]
+async fn a_node_with_no_server_at_the_default_url_starts_an_embedded_one() -> anyhow::Result<()> {
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:4222").is_err(),
+        "this test needs 127.0.0.1:4222 free, and something listens there"
+    );
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("weir-data");
+    let log = dir.path().join("node.log");
+    let mut node = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["node", "--data-dir", &data.to_string_lossy()])
+        .env_remove("NATS_URL")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    wait_for("the node to say it started an embedded server", || {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { said.contains("node started").then_some(()) }
+    })
+    .await;
+    let said = std::fs::read_to_string(&log)?;
+    assert!(
+        said.contains("started an embedded nats-server: v2.15.1 at nats://127.0.0.1:4222"),
+        "{said}"
+    );
+    let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    let js = async_nats::jetstream::new(client);
+    assert!(
+        js.get_key_value("weir_deployments").await.is_ok(),
+        "the node did not set up its buckets"
+    );
+    assert!(
+        data.join("jetstream").is_dir(),
+        "JetStream data is not under --data-dir"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()?;
+    let status = wait_for("the node to exit", || {
+        let exited = node.try_wait().ok().flatten();
+        async move { exited }
+    })
+    .await;
+    assert!(
+        status.success(),
+        "node exited with {status}: {}",
+        std::fs::read_to_string(&log)?
+    );
+    Ok(())
+}

@@ -1,6 +1,9 @@
 //! weir's integration suite: one test binary, a module per topic, every NATS test against a
 //! real `nats-server` started by [`support::Env`].
 
+// A failed expectation is a failed test here: panicking with a message is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod containment;
 mod host;
