@@ -244,6 +244,27 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
     assert_eq!(json[0]["deployment"]["stream"], "IN");
     assert_eq!(json[0]["deployment"]["retry"]["max_deliver"], 5);
 
+    // What a guest prints lands in the node's log, tagged with where it came from.
+    ok(&["publish", "in.k3.ev", "--template", "trap"]);
+    let node_log = dir.path().join("node.log");
+    let line = wait_for("the guest's panic in the node log", || {
+        let log = std::fs::read_to_string(&node_log).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains("trap requested by the message"))
+            .map(str::to_owned);
+        async move { line }
+    })
+    .await;
+    for field in [
+        "tenant=\"acme\"",
+        "handler=\"echo\"",
+        "partition=",
+        "stream_seq=201",
+    ] {
+        assert!(line.contains(field), "{line:?} lacks {field}");
+    }
+
     Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
         .status()?;

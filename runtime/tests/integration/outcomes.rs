@@ -140,3 +140,27 @@ async fn a_rejected_message_is_terminated_with_the_handlers_reason_and_its_parti
     assert_eq!(read(&env.js, OUTPUT).await.len(), 1);
     node.shutdown().await
 }
+
+#[tokio::test]
+async fn a_call_longer_than_ack_wait_keeps_its_message_by_reporting_progress() -> anyhow::Result<()>
+{
+    let env = Env::with_streams(PARTITIONS).await?;
+    let node = env.node().await?;
+    let mut request = scripted("progress");
+    request.retry.ack_wait = Duration::from_secs(1);
+    env.deploy_on(&node, request).await?;
+
+    let key = key_in(1, PARTITIONS, 0);
+    env.publish(&format!("in.{key}.ev"), "sleep 3500").await?;
+    env.publish(&format!("in.{key}.ev"), "echo next").await?;
+
+    let outputs = env.wait_messages(OUTPUT, 2).await;
+    assert_eq!(&outputs[0].payload[..], b"sleep 3500");
+    assert_eq!(header(&outputs[0], "delivery-attempt"), Some("1"));
+    // Had AckWait expired under the call, the server would have redelivered the slow message
+    // ahead of "echo next", and it would have been handled twice.
+    assert_eq!(&outputs[1].payload[..], b"echo next");
+    let counts = node.counters().snapshot();
+    assert_eq!((counts.acked, counts.failed), (2, 0));
+    node.shutdown().await
+}
