@@ -1,11 +1,11 @@
 //! The `weir` binary end to end, and its answers to bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use async_nats::jetstream::stream;
 
-use crate::support::{Env, OUTPUT, guest, wait_for};
+use crate::support::{Env, OUTPUT, guest, guest_path, wait_for};
 
 fn weir(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -33,6 +33,18 @@ fn fails_with(args: &[&str], expected: &str) {
         stderr.contains(expected),
         "weir {args:?} said {stderr:?}, which does not mention {expected:?}"
     );
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+async fn terminate(child: &mut Child) -> anyhow::Result<ExitStatus> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    Ok(wait_for("the process to exit after SIGTERM", || {
+        let exited = child.try_wait().ok().flatten();
+        async move { exited }
+    })
+    .await)
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -265,14 +277,7 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
         assert!(line.contains(field), "{line:?} lacks {field}");
     }
 
-    Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status()?;
-    let status = wait_for("the node to drain and exit", || {
-        let exited = node.try_wait().ok().flatten();
-        async move { exited }
-    })
-    .await;
+    let status = terminate(&mut node).await?;
     let node_log = std::fs::read_to_string(dir.path().join("node.log"))?;
     assert!(status.success(), "node exited with {status}: {node_log}");
     assert!(node_log.contains("node stopped"), "{node_log}");
@@ -281,9 +286,7 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
 
 #[test]
 fn the_demo_processes_orders_in_per_customer_order() {
-    guest("orders");
-    let orders = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/wasm32-wasip2/release/orders.wasm");
+    let orders = guest_path("orders");
     let output = weir(&[
         "demo",
         "--messages",
@@ -310,9 +313,7 @@ fn the_demo_processes_orders_in_per_customer_order() {
 
 #[test]
 fn bench_runs_a_tiny_workload_and_reports_both_modes() {
-    guest("noop");
-    let noop = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/wasm32-wasip2/release/noop.wasm");
+    let noop = guest_path("noop");
     let output = weir(&[
         "bench",
         "--messages",
@@ -386,14 +387,7 @@ async fn a_node_with_no_server_at_the_default_url_starts_an_embedded_one() -> an
         "JetStream data is not under --data-dir"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status()?;
-    let status = wait_for("the node to exit", || {
-        let exited = node.try_wait().ok().flatten();
-        async move { exited }
-    })
-    .await;
+    let status = terminate(&mut node).await?;
     assert!(
         status.success(),
         "node exited with {status}: {}",

@@ -197,8 +197,14 @@ where
     }
 }
 
-/// The bytes of a test or example guest, built once per test run if missing or stale.
+/// The bytes of a test or example guest.
 pub fn guest(name: &str) -> Vec<u8> {
+    let path = guest_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read guest {}: {e}", path.display()))
+}
+
+/// Where a test or example guest is, built once per test run if missing or stale.
+pub fn guest_path(name: &str) -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = root.join("target/guests");
@@ -229,6 +235,5 @@ pub fn guest(name: &str) -> Vec<u8> {
         }
         *built = true;
     }
-    let path: PathBuf = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read guest {}: {e}", path.display()))
+    target.join(format!("wasm32-wasip2/release/{name}.wasm"))
 }
