@@ -188,7 +188,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         last.retried
     );
     println!(
-        "  rejected         {} (malformed orders, now dead letters)",
+        "  rejected         {} (malformed orders, terminated with the reason)",
         last.rejected
     );
     match report {
