@@ -69,6 +69,9 @@ pub struct NodeArgs {
     /// Where an embedded nats-server keeps its data
     #[arg(long, default_value = ".weir")]
     pub data_dir: PathBuf,
+    /// On SIGTERM or Ctrl-C, how long to wait for the messages in hand before exiting anyway
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,7 +251,13 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         signal = shutdown_signal() => {
             signal?;
             eprintln!("weir: stopping node {} after the messages in hand", node.id());
-            node.shutdown().await
+            let id = node.id().to_owned();
+            tokio::time::timeout(args.shutdown_timeout, node.shutdown()).await.with_context(|| {
+                format!(
+                    "node {id} did not stop within --shutdown-timeout {}; unacknowledged messages will be redelivered",
+                    humantime::format_duration(args.shutdown_timeout)
+                )
+            })?
         }
     }
 }

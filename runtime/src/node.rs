@@ -11,6 +11,9 @@ use crate::metrics::SharedCounters;
 use crate::registry::Registry;
 use crate::resources::ControlPlane;
 
+/// How long a stopping node tries to hand its last acknowledgements to NATS.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a node is told at start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -96,14 +99,17 @@ impl NodeHandle {
     }
 
     /// Stops every partition worker after the message in hand, then flushes what the node
-    /// still has to send.
+    /// still has to send. A message whose answer never reached the server is redelivered.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let result = self.task.await.context("the node task panicked")?;
-        self.client
-            .flush()
-            .await
-            .context("failed to flush the NATS connection")?;
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+            Ok(flushed) => flushed.context("failed to flush the NATS connection")?,
+            Err(_) => tracing::warn!(
+                node = self.id,
+                "could not flush to NATS within {FLUSH_TIMEOUT:?}"
+            ),
+        }
         tracing::info!(node = self.id, "node stopped");
         result
     }

@@ -35,16 +35,44 @@ fn fails_with(args: &[&str], expected: &str) {
     );
 }
 
-/// Sends SIGTERM to `child` and waits for it to exit.
-async fn terminate(child: &mut Child) -> anyhow::Result<ExitStatus> {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    Ok(wait_for("the process to exit after SIGTERM", || {
-        let exited = child.try_wait().ok().flatten();
-        async move { exited }
-    })
-    .await)
+/// A `weir` child process, stopped if the test ends (or fails) before it exits.
+struct Running(Child);
+
+impl Running {
+    fn spawn(command: &mut Command) -> anyhow::Result<Self> {
+        Ok(Self(command.spawn()?))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    async fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()?;
+        Ok(wait_for("the process to exit after SIGTERM", || {
+            let exited = self.0.try_wait().ok().flatten();
+            async move { exited }
+        })
+        .await)
+    }
+}
+
+impl Drop for Running {
+    /// Asks first, so that a node can stop the nats-server it embeds, then insists.
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            for _ in 0..200 {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -207,11 +235,12 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
     ok(&["stream", "create", OUTPUT, "--subjects", "out.>"]);
 
     let log = std::fs::File::create(dir.path().join("node.log"))?;
-    let mut node = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["node", "--node-id", "cli-node", "--nats-url", &url])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
+    let mut node = Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["node", "--node-id", "cli-node", "--nats-url", &url])
+            .stdout(Stdio::null())
+            .stderr(log),
+    )?;
 
     let scripted = write(dir.path(), "scripted.wasm", &guest("scripted"));
     let deployed = ok(&[
@@ -277,7 +306,7 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
         assert!(line.contains(field), "{line:?} lacks {field}");
     }
 
-    let status = terminate(&mut node).await?;
+    let status = node.terminate().await?;
     let node_log = std::fs::read_to_string(dir.path().join("node.log"))?;
     assert!(status.success(), "node exited with {status}: {node_log}");
     assert!(node_log.contains("node stopped"), "{node_log}");
@@ -360,12 +389,13 @@ async fn a_node_with_no_server_at_the_default_url_starts_an_embedded_one() -> an
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("weir-data");
     let log = dir.path().join("node.log");
-    let mut node = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["node", "--data-dir", &data.to_string_lossy()])
-        .env_remove("NATS_URL")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
+    let mut node = Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["node", "--data-dir", &data.to_string_lossy()])
+            .env_remove("NATS_URL")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?),
+    )?;
     wait_for("the node to say it started an embedded server", || {
         let said = std::fs::read_to_string(&log).unwrap_or_default();
         async move { said.contains("node started").then_some(()) }
@@ -387,11 +417,36 @@ async fn a_node_with_no_server_at_the_default_url_starts_an_embedded_one() -> an
         "JetStream data is not under --data-dir"
     );
 
-    let status = terminate(&mut node).await?;
+    let status = node.terminate().await?;
     assert!(
         status.success(),
         "node exited with {status}: {}",
         std::fs::read_to_string(&log)?
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_whose_server_died_still_exits_on_sigterm() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("node.log");
+    let mut node = Running::spawn(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["node", "--nats-url", &env.server.url()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?),
+    )?;
+    wait_for("the node to start", || {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { said.contains("node started").then_some(()) }
+    })
+    .await;
+    env.server.stop();
+
+    let status = node.terminate().await?;
+    let said = std::fs::read_to_string(&log)?;
+    assert!(status.success(), "node exited with {status}: {said}");
+    assert!(said.contains("node stopped"), "{said}");
     Ok(())
 }
