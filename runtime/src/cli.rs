@@ -176,8 +176,17 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
-/// Connects to NATS, naming the URL in the error.
-pub async fn connect(url: &str, creds: Option<&Path>) -> anyhow::Result<async_nats::Client> {
+/// Connects to NATS at `urls` (one URL, or several separated by commas, for a cluster), naming
+/// them in the error.
+pub async fn connect(urls: &str, creds: Option<&Path>) -> anyhow::Result<async_nats::Client> {
+    let servers: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(|url| {
+            url.trim()
+                .parse()
+                .with_context(|| format!("invalid NATS URL {url:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut options = async_nats::ConnectOptions::new()
         .name("weir")
         .connection_timeout(Duration::from_secs(5));
@@ -188,9 +197,9 @@ pub async fn connect(url: &str, creds: Option<&Path>) -> anyhow::Result<async_na
             .with_context(|| format!("failed to read credentials {}", creds.display()))?;
     }
     options
-        .connect(url)
+        .connect(servers)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
+        .with_context(|| format!("cannot connect to NATS at {urls}"))
 }
 
 impl NatsArgs {
