@@ -1,4 +1,28 @@
 //! weir: a WebAssembly stream-processing runtime for NATS JetStream.
+//!
+//! A node follows the deployments stored in NATS and, for every partition it owns, runs one
+//! worker that feeds the partition's messages, one at a time and in stream order, to a warm
+//! instance of the deployment's handler component:
+//!
+//! ```text
+//! weir_deployments (KV) ──► registry ──► one PartitionWorker per owned partition
+//!                                          │  pull (MaxAckPending 1) from weir_<t>_<h>_p<NNN>
+//!                                          │  HandlerInstance::handle(message) -> outcome + outputs
+//!                                          │  ack:    store outputs (Nats-Msg-Id), then +ACK
+//!                                          │  retry:  -NAK {"delay": ...}
+//!                                          │  reject: +TERM <reason>
+//!                                          └  failure (trap, deadline, memory): new instance, -NAK
+//! ```
+//!
+//! Where things live, by lifecycle stage:
+//! - per node: [`node`] (connection, engine, counters), [`host::Host`] (engine and linker);
+//! - per deployment: [`deployment`] (the stored spec and its compiled version), the registry;
+//! - per partition: the worker and its [`host::HandlerInstance`].
+//!
+//! The control plane is NATS itself ([`resources`]); partitioned streams are described in
+//! [`partition`]; [`deploy`] validates and activates handler versions; [`cli`] is the `weir`
+//! command line, with [`demo`], [`bench`] and [`traffic`] behind some of its commands.
+
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -106,6 +106,8 @@ impl Registry {
                     .get(&id)
                     .is_some_and(|r| r.updates.borrow().spec == spec)
                 {
+                    // The same spec written again: nothing to change but the revision it runs as.
+                    self.report_running(&id, entry.revision).await;
                     return;
                 }
                 match self.load(&id, spec.clone()).await {
@@ -206,18 +208,24 @@ impl Registry {
             partitions.len(),
             deployment.spec.stream
         );
-        self.report(
-            &id,
-            NodeStatus {
-                node: self.node.id.clone(),
-                revision,
-                version: deployment.spec.version.clone(),
-                partitions,
-                error: None,
-                updated_at: now_rfc3339(),
-            },
-        )
-        .await;
+        self.report_running(&id, revision).await;
+    }
+
+    /// Records in `weir_status` that this node runs `revision` of the deployment.
+    async fn report_running(&self, id: &DeploymentId, revision: u64) {
+        let Some(running) = self.running.get(id) else {
+            return;
+        };
+        let version = running.updates.borrow().spec.version.clone();
+        let status = NodeStatus {
+            node: self.node.id.clone(),
+            revision,
+            version,
+            partitions: running.partitions.clone(),
+            error: None,
+            updated_at: now_rfc3339(),
+        };
+        self.report(id, status).await;
     }
 
     async fn stop(&mut self, id: &DeploymentId) {
@@ -251,18 +259,26 @@ impl Registry {
             handler = id.handler,
             "cannot run deployment: {error}"
         );
-        self.report(
-            id,
-            NodeStatus {
-                node: self.node.id.clone(),
-                revision,
-                version: version.to_owned(),
-                partitions: Vec::new(),
-                error: Some(error),
-                updated_at: now_rfc3339(),
-            },
-        )
-        .await;
+        // A version that fails to load leaves the previous one, if any, running.
+        let (partitions, error) = match self.running.get(id) {
+            Some(running) => (
+                running.partitions.clone(),
+                format!(
+                    "{error} (still running version {})",
+                    running.updates.borrow().spec.short_version()
+                ),
+            ),
+            None => (Vec::new(), error),
+        };
+        let status = NodeStatus {
+            node: self.node.id.clone(),
+            revision,
+            version: version.to_owned(),
+            partitions,
+            error: Some(error),
+            updated_at: now_rfc3339(),
+        };
+        self.report(id, status).await;
     }
 
     async fn report(&self, id: &DeploymentId, status: NodeStatus) {

@@ -133,7 +133,13 @@ impl PartitionWorker {
                     Some(Ok(message)) => self.process(message).await,
                     Some(Err(error)) => {
                         use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
-                        tracing::warn!(partition = self.partition, consumer = self.consumer_name(), "pull: {error}");
+                        tracing::warn!(
+                            tenant = self.context.tenant,
+                            handler = self.context.handler,
+                            partition = self.partition,
+                            "pull from consumer {}: {error}",
+                            self.consumer_name()
+                        );
                         if !matches!(error.kind(), Kind::MissingHeartbeat) {
                             return Next::Resubscribe;
                         }
@@ -169,7 +175,13 @@ impl PartitionWorker {
         let input = match to_input(&message, &self.deployment.spec.stream) {
             Ok(input) => input,
             Err(error) => {
-                tracing::error!(partition = self.partition, subject = %message.subject, "{error:#}; terminating it");
+                tracing::error!(
+                    tenant = self.context.tenant,
+                    handler = self.context.handler,
+                    partition = self.partition,
+                    subject = %message.subject,
+                    "{error:#}; terminating it"
+                );
                 let _ = term(
                     &self.js,
                     &message,
@@ -191,15 +203,20 @@ impl PartitionWorker {
                 outputs,
             }) => match store_outputs(&self.js, &deployment, stream_seq, &outputs).await {
                 Ok(()) => {
-                    self.counters.acked(outputs.len());
-                    message
+                    let acked = message
                         .double_ack()
                         .await
-                        .map_err(anyhow::Error::from_boxed)
+                        .map_err(anyhow::Error::from_boxed);
+                    if acked.is_ok() {
+                        self.counters.acked(outputs.len());
+                    }
+                    acked
                 }
                 Err(error) => {
                     self.counters.failed();
                     tracing::warn!(
+                        tenant = self.context.tenant,
+                        handler = self.context.handler,
                         partition = self.partition,
                         stream_seq,
                         delivery = attempt,
@@ -242,6 +259,8 @@ impl PartitionWorker {
         if let Err(error) = settled {
             // The server redelivers after AckWait; outputs already stored are deduplicated.
             tracing::warn!(
+                tenant = self.context.tenant,
+                handler = self.context.handler,
                 partition = self.partition,
                 stream_seq,
                 "failed to settle the message: {error:#}"
@@ -265,7 +284,12 @@ impl PartitionWorker {
                 result = &mut call => return result,
                 _ = progress.tick() => {
                     if let Err(error) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!(partition = self.partition, "failed to send in-progress: {error}");
+                        tracing::warn!(
+                            tenant = self.context.tenant,
+                            handler = self.context.handler,
+                            partition = self.partition,
+                            "failed to send in-progress: {error}"
+                        );
                     }
                 }
             }

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use weir::deployment::{DeploymentSpec, NodeStatus};
+use weir::resources::ControlPlane;
 use weir::traffic::{Payload, Traffic};
 
-use crate::support::{Env, OUTPUT, header, scripted};
+use crate::support::{Env, OUTPUT, header, scripted, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_takes_over_at_a_message_boundary_with_nothing_lost_or_reordered()
@@ -76,5 +78,45 @@ async fn a_new_version_takes_over_at_a_message_boundary_with_nothing_lost_or_reo
         );
     }
     assert!(per_key.values().flatten().any(|(_, tag)| tag == "v1"));
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn a_version_the_node_cannot_load_leaves_the_running_one_in_place() -> anyhow::Result<()> {
+    let env = Env::with_streams(2).await?;
+    let node = env.node().await?;
+    let spec = env.deploy_on(&node, scripted("keep")).await?;
+
+    // A spec whose artifact does not exist, as a damaged or hand-written record would be.
+    let control = ControlPlane::open(&env.js).await?;
+    let broken = DeploymentSpec {
+        artifact: "test/keep/missing".into(),
+        version: "0".repeat(64),
+        ..spec
+    };
+    let revision = control
+        .deployments
+        .put("test.keep", serde_json::to_vec(&broken)?.into())
+        .await?;
+    let status: NodeStatus = wait_for("the node to report the broken version", || async {
+        let value = control
+            .status
+            .get(format!("test.keep.{}", node.id()))
+            .await
+            .ok()??;
+        let status: NodeStatus = serde_json::from_slice(&value).ok()?;
+        (status.revision == revision).then_some(status)
+    })
+    .await;
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.contains("test/keep/missing") && error.contains("still running version"),
+        "{error}"
+    );
+    assert_eq!(status.partitions, [0, 1]);
+
+    env.publish("in.k1.ev", "echo still served").await?;
+    let outputs = env.wait_messages(OUTPUT, 1).await;
+    assert_eq!(&outputs[0].payload[..], b"echo still served");
     node.shutdown().await
 }
