@@ -57,6 +57,9 @@ pub async fn deploy(
             .map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
     }
     let partitions = partition::stream_partitions(js, &stream).await?;
+    for pattern in &outputs {
+        check_output_stored(js, pattern).await?;
+    }
 
     let compile_host = host.clone();
     let version = tokio::task::spawn_blocking(move || {
@@ -111,6 +114,21 @@ pub async fn deploy(
         .await
         .with_context(|| format!("failed to write deployment {}", id.key()))?;
     Ok(Deployed { spec, revision })
+}
+
+/// Outputs are stored before their input is acked, so some stream must capture them; without
+/// one, every acked message would fail and be retried until it is given up.
+async fn check_output_stored(js: &jetstream::Context, pattern: &str) -> anyhow::Result<()> {
+    use jetstream::context::GetStreamByNameErrorKind as Kind;
+    match js.stream_by_subject(pattern).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == Kind::NotFound => anyhow::bail!(
+            "no stream stores subjects matching --output {pattern:?}: create one first, e.g. \
+             `weir stream create OUTPUTS --subjects '{pattern}'`"
+        ),
+        Err(error) => Err(error)
+            .with_context(|| format!("failed to find the stream for --output {pattern:?}")),
+    }
 }
 
 /// Every deployment in `weir_deployments`, sorted by tenant and handler.

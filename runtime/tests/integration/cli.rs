@@ -170,6 +170,10 @@ async fn deploy_refuses_bad_input_with_a_clear_message_and_stores_nothing() -> a
         deploy(&scripted, "IN", &["--output", "out.>.x"]),
         "invalid --output",
     );
+    run(
+        deploy(&scripted, "IN", &["--output", "nowhere.>"]),
+        "no stream stores subjects matching --output \"nowhere.>\"",
+    );
     fails_with(
         &[
             "deploy",
