@@ -33,6 +33,7 @@ use crate::partition::{self, StreamRequest};
 use crate::resources::DeploymentId;
 use crate::traffic::{Payload, Traffic};
 
+/// `weir bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Messages per mode
@@ -68,6 +69,7 @@ struct RunResult {
     msgs_per_sec: f64,
 }
 
+/// Runs both modes and prints the comparison.
 pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
     let component = std::fs::read(&args.handler).with_context(|| {
         format!(

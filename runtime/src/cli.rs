@@ -26,12 +26,15 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Where NATS is.
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The connection options every command takes.
 #[derive(Debug, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222]
@@ -42,6 +45,7 @@ pub struct NatsArgs {
     pub creds: Option<PathBuf>,
 }
 
+/// The `weir` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a processing node (starts an embedded nats-server if none is reachable)
@@ -61,6 +65,7 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// `weir node` options.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// This node's name [default: <hostname>-<pid>]
@@ -74,6 +79,7 @@ pub struct NodeArgs {
     pub shutdown_timeout: Duration,
 }
 
+/// `weir stream` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StreamCommand {
     /// Create an input stream partitioned by key (with --partitions), or a plain stream, e.g.
@@ -81,6 +87,7 @@ pub enum StreamCommand {
     Create(StreamCreateArgs),
 }
 
+/// `weir stream create` options.
 #[derive(Debug, Args)]
 pub struct StreamCreateArgs {
     /// Stream name
@@ -99,6 +106,7 @@ pub struct StreamCreateArgs {
     pub replicas: usize,
 }
 
+/// `weir deploy` options; the defaults are those of [`crate::deployment`].
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The handler component (.wasm)
@@ -141,6 +149,7 @@ pub struct DeployArgs {
     pub max_output_bytes: u64,
 }
 
+/// `weir ls` options.
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// Print JSON instead of a table
@@ -148,6 +157,7 @@ pub struct LsArgs {
     pub json: bool,
 }
 
+/// `weir publish` options.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// Subject; may use {key}, {n} and {seq}, e.g. `orders.{key}.created`

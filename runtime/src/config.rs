@@ -48,10 +48,12 @@ pub mod duration_text {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the duration like `30s`.
     pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&humantime::format_duration(*duration))
     }
 
+    /// Reads a duration written like `30s`.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         super::parse_duration(&text).map_err(serde::de::Error::custom)
@@ -64,6 +66,7 @@ pub mod durations_text {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes each duration like `30s`.
     pub fn serialize<S: Serializer>(
         durations: &[Duration],
         serializer: S,
@@ -75,6 +78,7 @@ pub mod durations_text {
         )
     }
 
+    /// Reads durations each written like `30s`.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Vec<Duration>, D::Error> {

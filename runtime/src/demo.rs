@@ -28,6 +28,7 @@ const MALFORMED_EVERY: u64 = 97;
 /// Every this many orders one has a pending payment, and is retried.
 const PENDING_EVERY: u64 = 41;
 
+/// `weir demo` options.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The orders example component
@@ -50,6 +51,7 @@ pub struct DemoArgs {
     pub timeout: Duration,
 }
 
+/// Runs the demo; fails if the per-customer order check fails.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let component = std::fs::read(&args.handler).with_context(|| {
         format!(

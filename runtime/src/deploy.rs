@@ -19,12 +19,19 @@ use crate::subject;
 /// Everything `weir deploy` was given.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
+    /// Whose handler this is.
     pub id: DeploymentId,
+    /// The component's bytes, as read from the `.wasm` file.
     pub component: Vec<u8>,
+    /// The partitioned input stream.
     pub stream: String,
+    /// Per-instance and per-call limits.
     pub limits: LimitsSpec,
+    /// Delivery and retry policy, applied to the partition consumers.
     pub retry: RetrySpec,
+    /// Handed to the handler's `init`.
     pub config: BTreeMap<String, String>,
+    /// Subject patterns the handler may publish to.
     pub outputs: Vec<String>,
 }
 
@@ -32,7 +39,9 @@ pub struct DeployRequest {
 /// one that only changes its configuration, gets a new revision.
 #[derive(Debug, Clone)]
 pub struct Deployed {
+    /// The spec as stored.
     pub spec: DeploymentSpec,
+    /// Its revision in `weir_deployments`; nodes report which revision they run.
     pub revision: u64,
 }
 

@@ -11,16 +11,23 @@ use crate::config::{duration_text, durations_text};
 use crate::host::{CallLimits, HandlerVersion};
 use crate::resources::DeploymentId;
 
+/// Deliveries before the server gives a message up.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
+/// How long the server waits for an answer before redelivering.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Delays after a retry without a delay, or a failure, by delivery attempt.
 pub const DEFAULT_BACKOFF: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(5),
     Duration::from_secs(30),
 ];
+/// Linear memory per instance.
 pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 64 << 20;
+/// Deadline for one call.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outputs one call may publish.
 pub const DEFAULT_MAX_OUTPUTS_PER_CALL: u32 = 1_000;
+/// Output bytes (payload, subject and headers) one call may publish.
 pub const DEFAULT_MAX_OUTPUT_BYTES_PER_CALL: u64 = 8 << 20;
 
 /// A handler version as deployed: stored as JSON in `weir_deployments` under
@@ -28,7 +35,9 @@ pub const DEFAULT_MAX_OUTPUT_BYTES_PER_CALL: u64 = 8 << 20;
 /// a message boundary on every partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentSpec {
+    /// The tenant that owns the handler.
     pub tenant: String,
+    /// The handler's name within its tenant.
     pub handler: String,
     /// SHA-256 of the component, in hex.
     pub version: String,
@@ -36,8 +45,11 @@ pub struct DeploymentSpec {
     pub artifact: String,
     /// The partitioned input stream.
     pub stream: String,
+    /// The stream's partition count, read from the stream at deploy time.
     pub partitions: u32,
+    /// What each instance and call may use.
     pub limits: LimitsSpec,
+    /// How deliveries are retried and given up.
     pub retry: RetrySpec,
     /// Key/value pairs handed to the handler's `init`.
     #[serde(default)]
@@ -49,12 +61,17 @@ pub struct DeploymentSpec {
     pub deployed_at: String,
 }
 
+/// The stored form of [`CallLimits`]; see the `DEFAULT_*` constants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitsSpec {
+    /// Linear memory per instance, summed over its memories.
     pub max_memory_bytes: u64,
+    /// Deadline for one `init` or `handle` call.
     #[serde(with = "duration_text")]
     pub handler_timeout: Duration,
+    /// Outputs one call may publish.
     pub max_outputs_per_call: u32,
+    /// Output bytes one call may publish.
     pub max_output_bytes_per_call: u64,
 }
 
@@ -80,6 +97,7 @@ impl From<&LimitsSpec> for CallLimits {
     }
 }
 
+/// How deliveries are acknowledged, retried and given up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetrySpec {
     /// Deliveries before a message becomes a dead letter (the consumer's MaxDeliver).
@@ -114,6 +132,7 @@ impl RetrySpec {
             .unwrap_or_default()
     }
 
+    /// Refuses settings the server would reject or that make no sense.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_deliver >= 1, "--max-deliver must be at least 1");
         anyhow::ensure!(
@@ -126,6 +145,7 @@ impl RetrySpec {
 }
 
 impl DeploymentSpec {
+    /// The deployment's identity, validated.
     pub fn id(&self) -> anyhow::Result<DeploymentId> {
         DeploymentId::new(&self.tenant, &self.handler)
     }
@@ -139,11 +159,15 @@ impl DeploymentSpec {
 /// A spec with its compiled handler version, as a node runs it.
 #[derive(Debug)]
 pub struct Deployment {
+    /// Whose handler this is.
     pub id: DeploymentId,
+    /// The spec as stored.
     pub spec: DeploymentSpec,
+    /// The spec's component, compiled and linked on this node.
     pub version: HandlerVersion,
 }
 
+/// A deployment shared between the registry and its partition workers.
 pub type SharedDeployment = Arc<Deployment>;
 
 #[cfg(test)]
@@ -186,13 +210,17 @@ mod tests {
 /// `<tenant>.<handler>.<node-id>`: the partitions it runs, or why it could not load it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// The reporting node's id.
     pub node: String,
     /// The revision of the `weir_deployments` entry this node runs (or failed to load).
     pub revision: u64,
     /// The component version of that revision.
     pub version: String,
+    /// The partitions this node runs.
     pub partitions: Vec<u32>,
+    /// Why this node cannot run the revision, if it cannot.
     pub error: Option<String>,
+    /// When the node wrote this, RFC 3339.
     pub updated_at: String,
 }
 

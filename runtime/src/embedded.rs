@@ -62,10 +62,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The client port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// Where the server keeps its JetStream data and its log.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

@@ -29,6 +29,7 @@ pub struct CountersSnapshot {
     pub outputs: u64,
 }
 
+/// Counters shared by every worker of a node.
 pub type SharedCounters = Arc<Counters>;
 
 impl Counters {
@@ -49,6 +50,7 @@ impl Counters {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counts now.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
             acked: self.acked.load(Ordering::Relaxed),

@@ -89,6 +89,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
 }
 
 impl NodeHandle {
+    /// This node's id.
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -122,12 +122,15 @@ pub fn filter_subject(partition: u32) -> String {
 /// What `weir stream create` makes.
 #[derive(Debug, Clone)]
 pub struct StreamRequest {
+    /// The stream's name.
     pub name: String,
     /// The subjects publishers use, one pattern with at least one `*` (`orders.*.>`).
     pub subjects: String,
+    /// How many partitions; fixed for the stream's life.
     pub partitions: u32,
     /// 1-based indexes among the `*` tokens that form the key; empty means the first.
     pub key_tokens: Vec<u32>,
+    /// Stream replicas (1 on a single server, 3 on a cluster).
     pub replicas: usize,
 }
 

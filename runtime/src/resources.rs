@@ -19,7 +19,9 @@ const DEPLOYMENT_HISTORY: i64 = 16;
 /// A handler's identity: `<tenant>.<handler>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeploymentId {
+    /// The tenant; see [`DeploymentId::new`] for what a name may be.
     pub tenant: String,
+    /// The handler's name within its tenant.
     pub handler: String,
 }
 
@@ -96,8 +98,11 @@ fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
 /// The control-plane buckets, created on first use by whichever node or command comes first.
 #[derive(Clone)]
 pub struct ControlPlane {
+    /// See [`ARTIFACTS_BUCKET`].
     pub artifacts: object_store::ObjectStore,
+    /// See [`DEPLOYMENTS_BUCKET`].
     pub deployments: kv::Store,
+    /// See [`STATUS_BUCKET`].
     pub status: kv::Store,
 }
 
@@ -108,6 +113,7 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
+    /// Opens the buckets, creating any that do not exist yet.
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
         let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
             Ok(store) => store,

@@ -15,13 +15,19 @@ const PUBLISH_WINDOW: usize = 512;
 /// `k<keys-1>`, taken in turn), `{n}` (1, 2, … over all messages) and `{seq}` (1, 2, … per key).
 #[derive(Debug, Clone)]
 pub struct Traffic {
+    /// The subject template.
     pub subject: String,
+    /// What each message carries.
     pub payload: Payload,
+    /// How many messages.
     pub count: u64,
+    /// How many distinct keys, used in turn.
     pub keys: u64,
+    /// Headers set on every message.
     pub headers: Vec<(String, String)>,
 }
 
+/// Where payloads come from.
 #[derive(Debug, Clone)]
 pub enum Payload {
     /// The same bytes for every message (a file's contents).
@@ -33,9 +39,13 @@ pub enum Payload {
 /// The message number `n` (0-based) of a run: its key and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The key (`k0`, `k1`, …).
     pub key: String,
+    /// The message's number among its key's messages, from 1.
     pub seq: u64,
+    /// The subject, filled in.
     pub subject: String,
+    /// The payload, filled in.
     pub payload: Bytes,
 }
 

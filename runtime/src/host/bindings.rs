@@ -1,4 +1,5 @@
-//! Host bindings for the `weir:handler` world, generated from `wit/`.
+//! Host bindings for the `weir:handler` world, generated from `wit/` (documented there).
+#![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
     world: "handler",

@@ -16,9 +16,13 @@ use super::version::HandlerVersion;
 /// Who an instance works for: fixed for its lifetime, and attached to everything it logs.
 #[derive(Debug, Clone)]
 pub struct InstanceContext {
+    /// The tenant the instance works for.
     pub tenant: String,
+    /// The handler it runs.
     pub handler: String,
+    /// The partition it serves.
     pub partition: u32,
+    /// What each call may use.
     pub limits: CallLimits,
     /// Subject patterns the handler may publish to.
     pub outputs: Vec<String>,
@@ -47,14 +51,18 @@ impl InstanceContext {
 /// A message a handler published during a call that ended in `ack`.
 #[derive(Debug, Clone)]
 pub struct Output {
+    /// Where it goes.
     pub subject: String,
+    /// Its body.
     pub payload: Bytes,
+    /// Its headers, as the handler set them.
     pub headers: Vec<Header>,
 }
 
 /// A call that returned normally.
 #[derive(Debug)]
 pub struct Handled {
+    /// The handler's answer.
     pub outcome: Outcome,
     /// What the call published; to be sent only if `outcome` is `ack`.
     pub outputs: Vec<Output>,
@@ -64,17 +72,24 @@ pub struct Handled {
 /// is retried with the deployment's backoff.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandlerFailure {
+    /// The guest trapped (a panic, an `unreachable`, a stack overflow…); the detail is the trap and the guest's last words on stderr.
     #[error("trap: {0}")]
     Trap(String),
+    /// The call ran past the deployment's handler timeout.
     #[error("deadline of {} exceeded", humantime::format_duration(*.0))]
     Deadline(Duration),
+    /// The guest tried to grow its memory past the deployment's limit.
     #[error("memory limit of {limit_bytes} bytes exceeded (the guest asked for {requested_bytes})")]
     MemoryLimit {
+        /// The limit.
         limit_bytes: u64,
+        /// The total the guest asked for.
         requested_bytes: u64,
     },
+    /// `init` returned an error for the deployment's configuration.
     #[error("init refused the configuration: {0}")]
     InitRefused(String),
+    /// A `publish` was refused (subject not allowed, invalid, or over a per-call limit).
     #[error("publish refused: {0}")]
     OutputRefused(String),
 }

@@ -13,15 +13,19 @@ pub const WORLD: &str = "weir:handler/handler@0.1.0";
 /// Why a file cannot be a handler. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
+    /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file (it does not start with the \\0asm header)")]
     NotWasm,
     #[error(
         "this is a core WebAssembly module, not a component: build a Rust handler with \
          `cargo build --release --target wasm32-wasip2`"
     )]
+    /// A core module where a component was expected.
     CoreModule,
+    /// Malformed, or uses features the engine does not support.
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),
+    /// A missing or mismatched import or export, named in the message.
     #[error("the component does not satisfy the world {WORLD}: {0}")]
     WorldMismatch(String),
 }
