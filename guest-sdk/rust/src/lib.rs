@@ -1,4 +1,4 @@
-//! Write a [weir](https://example.invalid/weir) stream handler in Rust.
+//! Write a weir stream handler in Rust.
 //!
 //! Implement [`Handler`] for a type and name it in [`export_handler!`]; build with
 //! `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` with `weir deploy`.

@@ -16,11 +16,11 @@ pub enum ComponentError {
     /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file (it does not start with the \\0asm header)")]
     NotWasm,
+    /// A core module where a component was expected.
     #[error(
         "this is a core WebAssembly module, not a component: build a Rust handler with \
          `cargo build --release --target wasm32-wasip2`"
     )]
-    /// A core module where a component was expected.
     CoreModule,
     /// Malformed, or uses features the engine does not support.
     #[error("not a valid WebAssembly component: {0:#}")]
