@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, object_store::ObjectMetadata};
+use tracing::Instrument as _;
 
 use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::host::{HandlerInstance, Host, InstanceContext};
@@ -86,7 +87,13 @@ pub async fn deploy(
         outputs: outputs.clone(),
         config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     });
+    let span = tracing::info_span!(
+        "deploy",
+        tenant = id.tenant.as_str(),
+        handler = id.handler.as_str()
+    );
     HandlerInstance::start(&version, context)
+        .instrument(span)
         .await
         .context("the handler failed to start with this configuration")?;
 

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::host::Host;
 use crate::metrics::SharedCounters;
@@ -77,7 +78,12 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         counters: counters.clone(),
     };
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(Registry::new(context).run(shutdown.clone()));
+    let span = tracing::info_span!("node", node = config.node_id.as_str());
+    let task = tokio::spawn(
+        Registry::new(context)
+            .run(shutdown.clone())
+            .instrument(span),
+    );
     tracing::info!(node = config.node_id, "node started");
     Ok(NodeHandle {
         id: config.node_id,

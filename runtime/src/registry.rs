@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::deployment::{Deployment, DeploymentSpec, NodeStatus, SharedDeployment, now_rfc3339};
 use crate::node::NodeContext;
@@ -57,18 +58,15 @@ impl Registry {
                         _ = shutdown.cancelled() => break,
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => self.apply(entry).await,
-                            Some(Err(error)) => tracing::warn!(node = self.node.id, "deployment watch: {error}"),
+                            Some(Err(error)) => tracing::warn!("deployment watch: {error}"),
                             None => {
-                                tracing::warn!(node = self.node.id, "the watch on weir_deployments ended; watching again");
+                                tracing::warn!("the watch on weir_deployments ended; watching again");
                                 break;
                             }
                         },
                     }
                 },
-                Err(error) => tracing::error!(
-                    node = self.node.id,
-                    "failed to watch weir_deployments: {error}"
-                ),
+                Err(error) => tracing::error!("failed to watch weir_deployments: {error}"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -86,7 +84,7 @@ impl Registry {
         let id = match DeploymentId::from_key(&entry.key) {
             Ok(id) => id,
             Err(error) => {
-                tracing::warn!(node = self.node.id, "ignoring deployment entry: {error:#}");
+                tracing::warn!("ignoring deployment entry: {error:#}");
                 return;
             }
         };
@@ -183,7 +181,13 @@ impl Registry {
                         node.counters.clone(),
                         shutdown.clone(),
                     );
-                    workers.spawn(worker.run());
+                    let span = tracing::info_span!(
+                        "partition",
+                        tenant = id.tenant.as_str(),
+                        handler = id.handler.as_str(),
+                        partition
+                    );
+                    workers.spawn(worker.run().instrument(span));
                 }
                 workers.close();
                 let task = tokio::spawn(async move { workers.wait().await });
@@ -200,7 +204,6 @@ impl Registry {
             }
         };
         tracing::info!(
-            node = self.node.id,
             tenant = id.tenant,
             handler = id.handler,
             version = deployment.spec.short_version(),
@@ -232,14 +235,9 @@ impl Registry {
         if let Some(running) = self.running.remove(id) {
             running.shutdown.cancel();
             if let Err(error) = running.task.await {
-                tracing::error!(node = self.node.id, deployment = %id, "worker task failed: {error}");
+                tracing::error!(deployment = %id, "worker task failed: {error}");
             }
-            tracing::info!(
-                node = self.node.id,
-                tenant = id.tenant,
-                handler = id.handler,
-                "stopped"
-            );
+            tracing::info!(tenant = id.tenant, handler = id.handler, "stopped");
         }
         if let Err(error) = self
             .node
@@ -248,13 +246,12 @@ impl Registry {
             .delete(id.status_key(&self.node.id))
             .await
         {
-            tracing::warn!(node = self.node.id, deployment = %id, "failed to clear status: {error}");
+            tracing::warn!(deployment = %id, "failed to clear status: {error}");
         }
     }
 
     async fn report_error(&self, id: &DeploymentId, revision: u64, version: &str, error: String) {
         tracing::error!(
-            node = self.node.id,
             tenant = id.tenant,
             handler = id.handler,
             "cannot run deployment: {error}"
@@ -293,7 +290,7 @@ impl Registry {
             Err(error) => Err(error.into()),
         };
         if let Err(error) = put {
-            tracing::warn!(node = self.node.id, deployment = %id, "failed to write status: {error:#}");
+            tracing::warn!(deployment = %id, "failed to write status: {error:#}");
         }
     }
 }

@@ -10,6 +10,9 @@
 //!
 //! The consumer allows one unacknowledged message (MaxAckPending 1), so the server itself keeps
 //! a retried message ahead of every later message of its partition.
+//!
+//! A worker runs inside a `partition` span carrying `tenant`, `handler` and `partition`, so its
+//! events, and its handler's log lines, name them without repeating them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,12 +87,7 @@ impl PartitionWorker {
             let next = match self.subscribe().await {
                 Ok(messages) => self.pump(messages).await,
                 Err(error) => {
-                    tracing::error!(
-                        tenant = self.context.tenant,
-                        handler = self.context.handler,
-                        partition = self.partition,
-                        "{error:#}; retrying in {RESUBSCRIBE_DELAY:?}"
-                    );
+                    tracing::error!("{error:#}; retrying in {RESUBSCRIBE_DELAY:?}");
                     Next::Resubscribe
                 }
             };
@@ -134,9 +132,6 @@ impl PartitionWorker {
                     Some(Err(error)) => {
                         use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
                         tracing::warn!(
-                            tenant = self.context.tenant,
-                            handler = self.context.handler,
-                            partition = self.partition,
                             "pull from consumer {}: {error}",
                             self.consumer_name()
                         );
@@ -158,9 +153,6 @@ impl PartitionWorker {
             != self.deployment.spec.retry.max_deliver
             || next.spec.retry.ack_wait != self.deployment.spec.retry.ack_wait;
         tracing::info!(
-            tenant = next.id.tenant,
-            handler = next.id.handler,
-            partition = self.partition,
             "switching from version {} to {}",
             self.deployment.spec.short_version(),
             next.spec.short_version()
@@ -176,9 +168,6 @@ impl PartitionWorker {
             Ok(input) => input,
             Err(error) => {
                 tracing::error!(
-                    tenant = self.context.tenant,
-                    handler = self.context.handler,
-                    partition = self.partition,
                     subject = %message.subject,
                     "{error:#}; terminating it"
                 );
@@ -214,14 +203,7 @@ impl PartitionWorker {
                 }
                 Err(error) => {
                     self.counters.failed();
-                    tracing::warn!(
-                        tenant = self.context.tenant,
-                        handler = self.context.handler,
-                        partition = self.partition,
-                        stream_seq,
-                        delivery = attempt,
-                        "{error:#}; retrying"
-                    );
+                    tracing::warn!(stream_seq, delivery = attempt, "{error:#}; retrying");
                     nak(&message, retry.backoff_for(attempt), last_delivery).await
                 }
             },
@@ -246,9 +228,6 @@ impl PartitionWorker {
                 self.counters.failed();
                 self.instance = None;
                 tracing::warn!(
-                    tenant = self.context.tenant,
-                    handler = self.context.handler,
-                    partition = self.partition,
                     stream_seq,
                     delivery = attempt,
                     "handler failed: {failure}; instance replaced, message retried"
@@ -258,13 +237,7 @@ impl PartitionWorker {
         };
         if let Err(error) = settled {
             // The server redelivers after AckWait; outputs already stored are deduplicated.
-            tracing::warn!(
-                tenant = self.context.tenant,
-                handler = self.context.handler,
-                partition = self.partition,
-                stream_seq,
-                "failed to settle the message: {error:#}"
-            );
+            tracing::warn!(stream_seq, "failed to settle the message: {error:#}");
         }
     }
 
@@ -285,9 +258,6 @@ impl PartitionWorker {
                 _ = progress.tick() => {
                     if let Err(error) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!(
-                            tenant = self.context.tenant,
-                            handler = self.context.handler,
-                            partition = self.partition,
                             "failed to send in-progress: {error}"
                         );
                     }

@@ -30,21 +30,20 @@ pub struct InstanceContext {
     pub config: Vec<(String, String)>,
 }
 
-impl InstanceContext {
-    pub(crate) fn log_guest_line(&self, level: Level, stream_seq: u64, line: &str) {
-        let (tenant, handler, partition) = (&self.tenant, &self.handler, self.partition);
-        macro_rules! guest_event {
-            ($level:expr) => {
-                tracing::event!(target: "weir::guest", $level, tenant, handler, partition, stream_seq, "{line}")
-            };
-        }
-        match level {
-            Level::Trace => guest_event!(tracing::Level::TRACE),
-            Level::Debug => guest_event!(tracing::Level::DEBUG),
-            Level::Info => guest_event!(tracing::Level::INFO),
-            Level::Warn => guest_event!(tracing::Level::WARN),
-            Level::Error => guest_event!(tracing::Level::ERROR),
-        }
+/// Writes one line a guest logged or printed. Tenant, handler and partition come from the span
+/// of the task that runs the instance.
+pub(crate) fn log_guest_line(level: Level, stream_seq: u64, line: &str) {
+    macro_rules! guest_event {
+        ($level:expr) => {
+            tracing::event!(target: "weir::guest", $level, stream_seq, "{line}")
+        };
+    }
+    match level {
+        Level::Trace => guest_event!(tracing::Level::TRACE),
+        Level::Debug => guest_event!(tracing::Level::DEBUG),
+        Level::Info => guest_event!(tracing::Level::INFO),
+        Level::Warn => guest_event!(tracing::Level::WARN),
+        Level::Error => guest_event!(tracing::Level::ERROR),
     }
 }
 
@@ -189,17 +188,11 @@ fn settle<T>(
             } else {
                 Level::Info
             };
-            state
-                .context
-                .log_guest_line(level, state.call.stream_seq, line);
+            log_guest_line(level, state.call.stream_seq, line);
         }
     }
     if captured.dropped_bytes > 0 {
-        let context = &state.context;
         tracing::warn!(
-            tenant = context.tenant,
-            handler = context.handler,
-            partition = context.partition,
             stream_seq = state.call.stream_seq,
             "guest output over the per-call limit: {} bytes dropped",
             captured.dropped_bytes

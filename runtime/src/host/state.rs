@@ -8,7 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::handler::{host, types};
 use super::console::Console;
-use super::instance::{InstanceContext, Output};
+use super::instance::{InstanceContext, Output, log_guest_line};
 use super::limits::{CallLimits, MemoryLimiter};
 use crate::subject;
 
@@ -138,8 +138,7 @@ impl host::Host for HostState {
 
     fn log(&mut self, level: types::Level, message: String) {
         if self.log_budget.take() {
-            self.context
-                .log_guest_line(level, self.call.stream_seq, &message);
+            log_guest_line(level, self.call.stream_seq, &message);
         }
     }
 }
