@@ -123,6 +123,13 @@ impl Registry {
     }
 
     async fn load(&self, id: &DeploymentId, spec: DeploymentSpec) -> anyhow::Result<Deployment> {
+        anyhow::ensure!(
+            spec.id()? == *id,
+            "the spec stored under {} is for {}/{}",
+            id.key(),
+            spec.tenant,
+            spec.handler
+        );
         let mut object = self
             .node
             .control
