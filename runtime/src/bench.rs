@@ -25,9 +25,9 @@ use serde::Serialize;
 
 use crate::cli::{NatsArgs, connect, progress_bar};
 use crate::deploy::{self, DeployRequest};
-use crate::deployment::{LimitsSpec, RetrySpec};
+use crate::deployment::{LimitsSpec, RetrySpec, instance_context};
 use crate::embedded::{NatsServer, ServerOptions};
-use crate::host::{HandlerInstance, Host, InstanceContext, Message};
+use crate::host::{HandlerInstance, Host, Message};
 use crate::node::{self, NodeConfig};
 use crate::partition::{self, StreamRequest};
 use crate::resources::DeploymentId;
@@ -128,14 +128,11 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
 async fn host_call_cost(component: &[u8], payload_bytes: usize, calls: u64) -> anyhow::Result<f64> {
     let host = Host::new()?;
     let version = host.compile(component)?;
-    let context = Arc::new(InstanceContext {
-        tenant: "bench".into(),
-        handler: "noop".into(),
-        partition: 0,
-        limits: (&LimitsSpec::default()).into(),
-        outputs: vec![],
-        config: vec![],
-    });
+    let context = Arc::new(instance_context(
+        &LimitsSpec::default(),
+        &[],
+        &Default::default(),
+    ));
     let mut instance = HandlerInstance::start(&version, context).await?;
     let mut message = Message {
         subject: "bench.k1.ev".into(),

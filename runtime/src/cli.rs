@@ -370,11 +370,16 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
 async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     let js = jetstream::new(nats.connect().await?);
     let control = ControlPlane::open(&js).await?;
-    let mut rows = Vec::new();
-    for deployed in deploy::list(&control).await? {
-        let nodes = node_statuses(&control, &deployed.spec.tenant, &deployed.spec.handler).await?;
-        rows.push((deployed, nodes));
-    }
+    let mut statuses = node_statuses(&control).await?;
+    let rows: Vec<_> = deploy::list(&control)
+        .await?
+        .into_iter()
+        .map(|deployed| {
+            let key = format!("{}.{}", deployed.spec.tenant, deployed.spec.handler);
+            let nodes = statuses.remove(&key).unwrap_or_default();
+            (deployed, nodes)
+        })
+        .collect();
     if args.json {
         let json: Vec<_> =
             rows.iter().map(|(d, nodes)| serde_json::json!({ "deployment": d.spec, "revision": d.revision, "nodes": nodes })).collect();
@@ -419,21 +424,26 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What every node reported for one deployment.
+/// What every node reported, by deployment key (`<tenant>.<handler>`).
 pub async fn node_statuses(
     control: &ControlPlane,
-    tenant: &str,
-    handler: &str,
-) -> anyhow::Result<Vec<NodeStatus>> {
+) -> anyhow::Result<BTreeMap<String, Vec<NodeStatus>>> {
     use futures::TryStreamExt as _;
-    let prefix = format!("{tenant}.{handler}.");
     let keys: Vec<String> = control.status.keys().await?.try_collect().await?;
-    let mut statuses = Vec::new();
-    for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
-        if let Some(value) = control.status.get(key).await?
+    let mut statuses: BTreeMap<String, Vec<NodeStatus>> = BTreeMap::new();
+    for key in keys {
+        // `<tenant>.<handler>.<node-id>`: names never contain dots, node ids may.
+        let mut parts = key.splitn(3, '.');
+        let (Some(tenant), Some(handler)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if let Some(value) = control.status.get(&key).await?
             && let Ok(status) = serde_json::from_slice(&value)
         {
-            statuses.push(status);
+            statuses
+                .entry(format!("{tenant}.{handler}"))
+                .or_default()
+                .push(status);
         }
     }
     Ok(statuses)

@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, object_store::ObjectMetadata};
 use tracing::Instrument as _;
 
-use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
-use crate::host::{HandlerInstance, Host, InstanceContext};
+use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, instance_context, now_rfc3339};
+use crate::host::{HandlerInstance, Host};
 use crate::partition;
 use crate::resources::{ControlPlane, DeploymentId};
 use crate::subject;
@@ -79,14 +79,7 @@ pub async fn deploy(
     .context("the compile task panicked")?;
     let (version, component) = version?;
 
-    let context = Arc::new(InstanceContext {
-        tenant: id.tenant.clone(),
-        handler: id.handler.clone(),
-        partition: 0,
-        limits: (&limits).into(),
-        outputs: outputs.clone(),
-        config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    });
+    let context = Arc::new(instance_context(&limits, &outputs, &config));
     let span = tracing::info_span!(
         "deploy",
         tenant = id.tenant.as_str(),

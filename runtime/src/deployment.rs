@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{duration_text, durations_text};
-use crate::host::{CallLimits, HandlerVersion};
+use crate::host::{CallLimits, HandlerVersion, InstanceContext};
 use crate::resources::DeploymentId;
 
 /// Deliveries before the server gives a message up.
@@ -165,6 +165,34 @@ pub struct Deployment {
     pub spec: DeploymentSpec,
     /// The spec's component, compiled and linked on this node.
     pub version: HandlerVersion,
+    /// What every instance of this deployment is given.
+    pub context: Arc<InstanceContext>,
+}
+
+impl Deployment {
+    /// Joins a spec with its compiled version.
+    pub fn new(id: DeploymentId, spec: DeploymentSpec, version: HandlerVersion) -> Self {
+        let context = Arc::new(instance_context(&spec.limits, &spec.outputs, &spec.config));
+        Self {
+            id,
+            spec,
+            version,
+            context,
+        }
+    }
+}
+
+/// What instances get from a deployment's limits, outputs and configuration.
+pub fn instance_context(
+    limits: &LimitsSpec,
+    outputs: &[String],
+    config: &BTreeMap<String, String>,
+) -> InstanceContext {
+    InstanceContext {
+        limits: limits.into(),
+        outputs: outputs.to_vec(),
+        config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
 }
 
 /// A deployment shared between the registry and its partition workers.

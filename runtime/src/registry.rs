@@ -154,11 +154,7 @@ impl Registry {
             version.digest(),
             spec.version
         );
-        Ok(Deployment {
-            id: id.clone(),
-            spec,
-            version,
-        })
+        Ok(Deployment::new(id.clone(), spec, version))
     }
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {

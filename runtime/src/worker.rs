@@ -14,7 +14,6 @@
 //! A worker runs inside a `partition` span carrying `tenant`, `handler` and `partition`, so its
 //! events, and its handler's log lines, name them without repeating them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,9 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::deployment::{Deployment, SharedDeployment};
-use crate::host::{
-    Handled, HandlerFailure, HandlerInstance, Header, InstanceContext, Message, Outcome, Output,
-};
+use crate::host::{Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output};
 use crate::metrics::SharedCounters;
 use crate::partition;
 
@@ -45,7 +42,6 @@ pub(crate) struct PartitionWorker {
     partition: u32,
     updates: watch::Receiver<SharedDeployment>,
     deployment: SharedDeployment,
-    context: Arc<InstanceContext>,
     /// The warm instance; `None` until the first message, after a failure, and after a swap.
     instance: Option<HandlerInstance>,
     js: jetstream::Context,
@@ -67,12 +63,10 @@ impl PartitionWorker {
         shutdown: CancellationToken,
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
-        let context = instance_context(&deployment, partition);
         Self {
             partition,
             updates,
             deployment,
-            context,
             instance: None,
             js,
             counters,
@@ -157,7 +151,6 @@ impl PartitionWorker {
             self.deployment.spec.short_version(),
             next.spec.short_version()
         );
-        self.context = instance_context(&next, self.partition);
         self.deployment = next;
         self.instance = None;
         consumer_changed
@@ -249,7 +242,7 @@ impl PartitionWorker {
     ) -> Result<Handled, HandlerFailure> {
         let period = self.deployment.spec.retry.ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let call = call_handler(&mut self.instance, &self.deployment, &self.context, input);
+        let call = call_handler(&mut self.instance, &self.deployment, input);
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -352,30 +345,14 @@ async fn term(
 async fn call_handler(
     slot: &mut Option<HandlerInstance>,
     deployment: &Deployment,
-    context: &Arc<InstanceContext>,
     input: &Message,
 ) -> Result<Handled, HandlerFailure> {
     let instance = match slot {
         Some(instance) => instance,
-        None => slot.insert(HandlerInstance::start(&deployment.version, context.clone()).await?),
+        None => slot
+            .insert(HandlerInstance::start(&deployment.version, deployment.context.clone()).await?),
     };
     instance.handle(input).await
-}
-
-fn instance_context(deployment: &Deployment, partition: u32) -> Arc<InstanceContext> {
-    let spec = &deployment.spec;
-    Arc::new(InstanceContext {
-        tenant: spec.tenant.clone(),
-        handler: spec.handler.clone(),
-        partition,
-        limits: (&spec.limits).into(),
-        outputs: spec.outputs.clone(),
-        config: spec
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    })
 }
 
 /// Creates the partition's durable consumer, or updates it to the deployment's settings.

@@ -10,18 +10,13 @@ use super::bindings::Handler;
 use super::bindings::weir::handler::types::{Header, Level, Message, Outcome};
 use super::console::Channel;
 use super::limits::CallLimits;
-use super::state::{CallState, HostState};
+use super::state::{CallState, HostState, LOG_LINES_PER_SECOND};
 use super::version::HandlerVersion;
 
-/// Who an instance works for: fixed for its lifetime, and attached to everything it logs.
+/// What a deployment allows and tells each of its instances; shared by all of them. Who an
+/// instance works for (tenant, handler, partition) comes from the tracing span of its task.
 #[derive(Debug, Clone)]
 pub struct InstanceContext {
-    /// The tenant the instance works for.
-    pub tenant: String,
-    /// The handler it runs.
-    pub handler: String,
-    /// The partition it serves.
-    pub partition: u32,
     /// What each call may use.
     pub limits: CallLimits,
     /// Subject patterns the handler may publish to.
@@ -196,6 +191,13 @@ fn settle<T>(
             stream_seq = state.call.stream_seq,
             "guest output over the per-call limit: {} bytes dropped",
             captured.dropped_bytes
+        );
+    }
+    let dropped_lines = std::mem::take(&mut state.log_budget.dropped);
+    if dropped_lines > 0 {
+        tracing::warn!(
+            stream_seq = state.call.stream_seq,
+            "guest log over the limit of {LOG_LINES_PER_SECOND} lines/s: {dropped_lines} line(s) dropped"
         );
     }
     match result {

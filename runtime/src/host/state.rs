@@ -13,7 +13,7 @@ use super::limits::{CallLimits, MemoryLimiter};
 use crate::subject;
 
 /// Guest log lines allowed per second, per instance, with a burst of the same size.
-const LOG_LINES_PER_SECOND: u32 = 100;
+pub(crate) const LOG_LINES_PER_SECOND: u32 = 100;
 
 /// The host side of one instance. Owned by its `Store`; reset at the start of every call.
 pub(crate) struct HostState {
@@ -143,7 +143,8 @@ impl host::Host for HostState {
     }
 }
 
-/// A token bucket for guest log lines; lines past it are dropped and counted.
+/// A token bucket for guest log lines; lines past it are dropped and counted, and the count is
+/// reported after each call.
 #[derive(Debug)]
 pub(crate) struct LogBudget {
     per_second: u32,

@@ -20,9 +20,6 @@ fn limits() -> CallLimits {
 
 fn context(limits: CallLimits, config: &[(&str, &str)]) -> Arc<InstanceContext> {
     Arc::new(InstanceContext {
-        tenant: "test".into(),
-        handler: "host".into(),
-        partition: 0,
         limits,
         outputs: vec!["out.>".into()],
         config: config
