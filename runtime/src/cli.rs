@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{parse_duration, parse_size};
 use crate::deploy::{self, DeployRequest};
-use crate::deployment::{LimitsSpec, NodeStatus, RetrySpec};
+use crate::deployment::{LimitsSpec, RetrySpec};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::node::{self, NodeConfig};
@@ -29,9 +29,22 @@ pub struct Cli {
     /// Where NATS is.
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// How log lines on stderr look: `text` for people, `json` (one object per line) for
+    /// log collectors
+    #[arg(long, env = "WEIR_LOG_FORMAT", global = true, default_value = "text")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// See [`Cli::log_format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the node, tenant, handler and partition spans.
+    Json,
 }
 
 /// The connection options every command takes.
@@ -57,6 +70,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// List deployments and what each node made of them
     Ls(LsArgs),
+    /// Live nodes, and for every partition its owner, pending, redelivered and lag
+    Status(LsArgs),
     /// Publish test traffic
     Publish(PublishArgs),
     /// Run weir end to end on an embedded nats-server
@@ -77,6 +92,14 @@ pub struct NodeArgs {
     /// On SIGTERM or Ctrl-C, how long to wait for the messages in hand before exiting anyway
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How long this node's membership record lives without renewal: how soon the other nodes
+    /// notice that it died (whole seconds)
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub membership_ttl: Duration,
+    /// How long a partition stays pinned to a node that stopped pulling: after a crash, its
+    /// partitions resume elsewhere within the membership TTL plus this
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub pin_timeout: Duration,
 }
 
 /// `weir stream` subcommands.
@@ -229,6 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(StreamCommand::Create(args)) => stream_create(&cli.nats, args).await,
         Command::Deploy(args) => run_deploy(&cli.nats, args).await,
         Command::Ls(args) => ls(&cli.nats, args).await,
+        Command::Status(args) => status(&cli.nats, args).await,
         Command::Publish(args) => publish(&cli.nats, args).await,
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(&cli.nats, args).await,
@@ -246,6 +270,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
                 let server = NatsServer::start(ServerOptions {
                     port: Some(4222),
                     data_dir: Some(args.data_dir.clone()),
+                    cluster: None,
                 })
                 .context(
                     "no NATS server at the default URL, and the embedded one failed to start",
@@ -262,6 +287,11 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
     };
     let config = NodeConfig {
         node_id: args.node_id.unwrap_or_else(node::default_node_id),
+        membership: crate::membership::MembershipConfig {
+            ttl: args.membership_ttl,
+        },
+        pin_timeout: args.pin_timeout,
+        claim_all_partitions: false,
     };
     let mut node = node::start(client, config).await?;
     eprintln!("weir: node {} running; Ctrl-C to stop", node.id());
@@ -370,7 +400,16 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
 async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     let js = jetstream::new(nats.connect().await?);
     let control = ControlPlane::open(&js).await?;
-    let mut statuses = node_statuses(&control).await?;
+    let live: std::collections::BTreeSet<String> = crate::membership::live_nodes(&control.nodes)
+        .await?
+        .into_iter()
+        .map(|record| record.node)
+        .collect();
+    let mut statuses = crate::status::node_statuses(&control).await?;
+    // Records left by nodes that died are not news.
+    for reports in statuses.values_mut() {
+        reports.retain(|status| live.contains(&status.node));
+    }
     let rows: Vec<_> = deploy::list(&control)
         .await?
         .into_iter()
@@ -424,29 +463,16 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What every node reported, by deployment key (`<tenant>.<handler>`).
-pub async fn node_statuses(
-    control: &ControlPlane,
-) -> anyhow::Result<BTreeMap<String, Vec<NodeStatus>>> {
-    use futures::TryStreamExt as _;
-    let keys: Vec<String> = control.status.keys().await?.try_collect().await?;
-    let mut statuses: BTreeMap<String, Vec<NodeStatus>> = BTreeMap::new();
-    for key in keys {
-        // `<tenant>.<handler>.<node-id>`: names never contain dots, node ids may.
-        let mut parts = key.splitn(3, '.');
-        let (Some(tenant), Some(handler)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if let Some(value) = control.status.get(&key).await?
-            && let Ok(status) = serde_json::from_slice(&value)
-        {
-            statuses
-                .entry(format!("{tenant}.{handler}"))
-                .or_default()
-                .push(status);
-        }
+async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
+    let js = jetstream::new(nats.connect().await?);
+    let control = ControlPlane::open(&js).await?;
+    let status = crate::status::read(&js, &control).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        crate::status::print(&status);
     }
-    Ok(statuses)
+    Ok(())
 }
 
 async fn publish(nats: &NatsArgs, args: PublishArgs) -> anyhow::Result<()> {

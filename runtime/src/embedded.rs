@@ -21,6 +21,55 @@ pub struct ServerOptions {
     pub port: Option<u16>,
     /// JetStream store and log directory; `None` uses a temporary directory removed on drop.
     pub data_dir: Option<PathBuf>,
+    /// Membership of a NATS cluster; `None` for a single server.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// How one server of a loopback NATS cluster finds the others.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The cluster's name, the same on every server.
+    pub name: String,
+    /// This server's name, unique in the cluster (JetStream needs it).
+    pub server_name: String,
+    /// The port this server takes route connections on.
+    pub route_port: u16,
+    /// The route ports of the other servers.
+    pub peers: Vec<u16>,
+}
+
+/// Starts `servers` servers forming one JetStream cluster on loopback, each with its own
+/// temporary data directory. JetStream answers once a meta leader is elected; callers retry
+/// their first request.
+pub fn start_cluster(servers: usize) -> anyhow::Result<Vec<NatsServer>> {
+    let route_ports = (0..servers)
+        .map(|_| free_port())
+        .collect::<anyhow::Result<Vec<u16>>>()?;
+    route_ports
+        .iter()
+        .enumerate()
+        .map(|(i, &route_port)| {
+            NatsServer::start(ServerOptions {
+                cluster: Some(ClusterOptions {
+                    name: "weir".to_owned(),
+                    server_name: format!("s{i}"),
+                    route_port,
+                    peers: route_ports
+                        .iter()
+                        .copied()
+                        .filter(|&p| p != route_port)
+                        .collect(),
+                }),
+                ..ServerOptions::default()
+            })
+        })
+        .collect()
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }
 
 /// A `nats-server` child process, killed when dropped.
@@ -29,6 +78,7 @@ pub struct NatsServer {
     binary: PathBuf,
     data_dir: PathBuf,
     port: u16,
+    cluster: Option<ClusterOptions>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -50,6 +100,7 @@ impl NatsServer {
             binary,
             data_dir,
             port: options.port.unwrap_or(0),
+            cluster: options.cluster,
             child: None,
             _temp: temp,
         };
@@ -101,7 +152,21 @@ impl NatsServer {
         } else {
             self.port.to_string()
         };
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(cluster) = &self.cluster {
+            let routes: Vec<String> = cluster
+                .peers
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            command
+                .args(["--cluster_name", &cluster.name])
+                .args(["--server_name", &cluster.server_name])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", cluster.route_port))
+                .args(["--routes", &routes.join(",")]);
+        }
+        let child = command
             .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port])
             .arg("--store_dir")
             .arg(self.data_dir.join("jetstream"))

@@ -19,6 +19,11 @@
 //! - per deployment: [`deployment`] (the stored spec and its compiled version), the registry;
 //! - per partition: the worker and its [`host::HandlerInstance`].
 //!
+//! Nodes share the work through NATS alone: [`membership`] keeps the live nodes in a KV bucket
+//! under per-key TTLs, [`placement`] gives every partition one owner among them, and each
+//! partition consumer's pinned-client priority group keeps delivery exclusive while nodes
+//! disagree; [`status`] reads it all back for `weir status`.
+//!
 //! The control plane is NATS itself ([`resources`]); partitioned streams are described in
 //! [`partition`]; [`deploy`] validates and activates handler versions; [`cli`] is the `weir`
 //! command line, with [`demo`], [`bench`] and [`traffic`] behind some of its commands.
@@ -31,12 +36,14 @@ pub mod deploy;
 pub mod deployment;
 pub mod embedded;
 pub mod host;
+pub mod membership;
 pub mod metrics;
 pub mod node;
-pub mod ownership;
 pub mod partition;
+pub mod placement;
 mod registry;
 pub mod resources;
+pub mod status;
 pub mod subject;
 pub mod traffic;
 mod worker;

@@ -1,31 +1,51 @@
-//! A processing node: one NATS connection, one Wasm engine, and the registry that runs every
-//! deployment in `weir_deployments` on the partitions this node owns.
+//! A processing node: one NATS connection, one Wasm engine, its membership in `weir_nodes`,
+//! and the registry that runs every deployment in `weir_deployments` on the partitions
+//! placement gives this node.
+//!
+//! Stopping a node is a drain: it announces that it is draining (the other nodes place its
+//! partitions elsewhere and wait on standby), hands every partition off, deregisters, and
+//! flushes its connection.
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::host::Host;
+use crate::membership::{self, MemberState, MembershipConfig};
 use crate::metrics::SharedCounters;
 use crate::registry::Registry;
 use crate::resources::ControlPlane;
 
 /// How long a stopping node tries to hand its last acknowledgements to NATS.
-const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node is told at start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// This node's name in status records and logs; unique among the nodes of a cluster.
     pub node_id: String,
+    /// How this node keeps its place in `weir_nodes`.
+    pub membership: MembershipConfig,
+    /// How long the server keeps a partition pinned to a node that stopped pulling; set on
+    /// every partition consumer this node creates.
+    pub pin_timeout: Duration,
+    /// Ignore placement and run every partition of every deployment. Only the pin then keeps
+    /// delivery exclusive; this exists to test that fence, not for production.
+    pub claim_all_partitions: bool,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             node_id: default_node_id(),
+            membership: MembershipConfig::default(),
+            pin_timeout: crate::worker::DEFAULT_PIN_TIMEOUT,
+            claim_all_partitions: false,
         }
     }
 }
@@ -49,6 +69,8 @@ pub(crate) struct NodeContext {
     pub(crate) host: Host,
     pub(crate) control: ControlPlane,
     pub(crate) counters: SharedCounters,
+    pub(crate) pin_timeout: Duration,
+    pub(crate) claim_all_partitions: bool,
 }
 
 /// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`].
@@ -57,31 +79,82 @@ pub struct NodeHandle {
     id: String,
     client: async_nats::Client,
     counters: SharedCounters,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+    state: watch::Sender<MemberState>,
+    /// Stops the registry: every worker hands its partition off.
+    drain: CancellationToken,
+    registry: JoinHandle<anyhow::Result<()>>,
+    /// Stops the membership tasks: the node deregisters.
+    leave: CancellationToken,
+    membership: JoinHandle<()>,
 }
 
-/// Starts a node on `client`: creates the control-plane buckets if needed and begins following
-/// `weir_deployments`.
+/// Starts a node on `client`: creates the control-plane buckets if needed, registers in
+/// `weir_nodes`, and begins following `weir_deployments` and the membership.
 pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Result<NodeHandle> {
+    anyhow::ensure!(
+        config.membership.ttl >= Duration::from_secs(1),
+        "the membership TTL must be at least 1s, not {:?}",
+        config.membership.ttl
+    );
+    let valid_id = !config.node_id.is_empty()
+        && config
+            .node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    anyhow::ensure!(
+        valid_id,
+        "invalid node id {:?}: use letters, digits, '-', '_' and '.'",
+        config.node_id
+    );
     let js = jetstream::new(client.clone());
     let host = Host::new()?;
     let control = ControlPlane::open(&js)
         .await
         .context("failed to open weir's control plane")?;
     let counters = SharedCounters::default();
+    let span = tracing::info_span!("node", node = config.node_id.as_str());
+
+    let (state, state_rx) = watch::channel(MemberState::Active);
+    let (view_tx, view) = watch::channel(None);
+    let leave = CancellationToken::new();
+    let membership = tokio::spawn(
+        {
+            let (js, nodes, node, leave) = (
+                js.clone(),
+                control.nodes.clone(),
+                config.node_id.clone(),
+                leave.clone(),
+            );
+            async move {
+                tokio::join!(
+                    membership::keep_registered(
+                        js,
+                        nodes.clone(),
+                        node,
+                        config.membership,
+                        state_rx,
+                        leave.clone()
+                    ),
+                    membership::watch_members(nodes, view_tx, leave),
+                );
+            }
+        }
+        .instrument(span.clone()),
+    );
+
     let context = NodeContext {
         id: config.node_id.clone(),
         js,
         host,
         control,
         counters: counters.clone(),
+        pin_timeout: config.pin_timeout,
+        claim_all_partitions: config.claim_all_partitions,
     };
-    let shutdown = CancellationToken::new();
-    let span = tracing::info_span!("node", node = config.node_id.as_str());
-    let task = tokio::spawn(
-        Registry::new(context)
-            .run(shutdown.clone())
+    let drain = CancellationToken::new();
+    let registry = tokio::spawn(
+        Registry::new(context, view)
+            .run(drain.clone())
             .instrument(span),
     );
     tracing::info!(node = config.node_id, "node started");
@@ -89,8 +162,11 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         id: config.node_id,
         client,
         counters,
-        shutdown,
-        task,
+        state,
+        drain,
+        registry,
+        leave,
+        membership,
     })
 }
 
@@ -105,11 +181,18 @@ impl NodeHandle {
         self.counters.clone()
     }
 
-    /// Stops every partition worker after the message in hand, then flushes what the node
-    /// still has to send. A message whose answer never reached the server is redelivered.
+    /// Drains the node: announces it, hands every partition off (each worker finishes and
+    /// settles the message in hand and releases its pin), deregisters, and flushes what the
+    /// node still has to send. A message whose answer never reached the server is redelivered.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        let result = self.task.await.context("the node task panicked")?;
+        tracing::info!(node = self.id, "draining");
+        self.state.send_replace(MemberState::Draining);
+        self.drain.cancel();
+        let result = self.registry.await.context("the node task panicked")?;
+        self.leave.cancel();
+        if let Err(error) = self.membership.await {
+            tracing::warn!(node = self.id, "membership task failed: {error}");
+        }
         match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
             Ok(flushed) => flushed.context("failed to flush the NATS connection")?,
             Err(_) => tracing::warn!(
@@ -123,6 +206,8 @@ impl NodeHandle {
 
     /// Waits until the node stops by itself, which it does only on a fatal error.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.task).await.context("the node task panicked")?
+        (&mut self.registry)
+            .await
+            .context("the node task panicked")?
     }
 }

@@ -1,11 +1,14 @@
-//! Keeps a node's running deployments in step with `weir_deployments`.
+//! Keeps a node's running deployments in step with `weir_deployments` and the membership.
 //!
 //! The registry task owns the map of running deployments. For each one it loads the component
-//! (object store → digest check → compile and link once), then starts a partition worker for
-//! every partition this node owns and hands new versions to them through a watch channel, so a
-//! redeploy is taken at the next message boundary of each partition.
+//! (object store → digest check → compile and link once), then runs a partition worker for
+//! every partition placement gives this node, and hands new versions to them through a watch
+//! channel, so a redeploy is taken at the next message boundary of each partition. When the
+//! membership changes it places every deployment again: workers for partitions that moved away
+//! are told to stop (they hand off in the background), workers for partitions that moved here
+//! start on standby until the previous owner lets go.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -13,14 +16,14 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::deployment::{Deployment, DeploymentSpec, NodeStatus, SharedDeployment, now_rfc3339};
+use crate::membership::MemberView;
 use crate::node::NodeContext;
-use crate::ownership;
+use crate::placement;
 use crate::resources::DeploymentId;
 use crate::worker::PartitionWorker;
 
@@ -29,33 +32,46 @@ const REWATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Running {
     updates: watch::Sender<SharedDeployment>,
-    partitions: Vec<u32>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    /// The stop signal of each partition worker this node runs.
+    workers: BTreeMap<u32, CancellationToken>,
 }
 
 pub(crate) struct Registry {
     node: NodeContext,
     running: HashMap<DeploymentId, Running>,
+    members: watch::Receiver<Option<MemberView>>,
+    /// The active members placement was last computed from.
+    placed_with: Option<Vec<String>>,
+    /// Every worker task, including those still handing off after being told to stop.
+    workers: TaskTracker,
 }
 
 impl Registry {
-    pub(crate) fn new(node: NodeContext) -> Self {
+    pub(crate) fn new(node: NodeContext, members: watch::Receiver<Option<MemberView>>) -> Self {
         Self {
             node,
             running: HashMap::new(),
+            members,
+            placed_with: None,
+            workers: TaskTracker::new(),
         }
     }
 
-    /// Follows `weir_deployments` until `shutdown`, then stops every deployment, letting each
-    /// worker finish the message in hand. A watch that breaks (say, across a server restart) is
-    /// opened again; replayed entries that match what runs change nothing.
+    /// Follows `weir_deployments` and the membership until `shutdown`, then stops every
+    /// worker and waits while each hands its partition off. A watch that breaks (say, across a
+    /// server restart) is opened again; replayed entries that match what runs change nothing.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         while !shutdown.is_cancelled() {
             match self.node.control.deployments.watch_with_history(">").await {
                 Ok(mut entries) => loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
+                        changed = self.members.changed() => {
+                            if changed.is_err() {
+                                break;
+                            }
+                            self.place_all().await;
+                        }
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => self.apply(entry).await,
                             Some(Err(error)) => tracing::warn!("deployment watch: {error}"),
@@ -77,6 +93,8 @@ impl Registry {
         for id in ids {
             self.stop(&id).await;
         }
+        self.workers.close();
+        self.workers.wait().await;
         Ok(())
     }
 
@@ -105,7 +123,7 @@ impl Registry {
                     .is_some_and(|r| r.updates.borrow().spec == spec)
                 {
                     // The same spec written again: nothing to change but the revision it runs as.
-                    self.report_running(&id, entry.revision).await;
+                    self.report_running(&id, Some(entry.revision)).await;
                     return;
                 }
                 match self.load(&id, spec.clone()).await {
@@ -159,88 +177,150 @@ impl Registry {
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {
         let id = deployment.id.clone();
-        let partitions = match self.running.get(&id) {
+        match self.running.get(&id) {
             Some(running) => {
                 running.updates.send_replace(deployment.clone());
-                running.partitions.clone()
             }
             None => {
-                let node = &self.node;
-                let members = [node.id.clone()];
-                let partitions = ownership::owned_partitions(
-                    &id,
-                    deployment.spec.partitions,
-                    &members,
-                    &node.id,
-                );
                 let (updates, _) = watch::channel(deployment.clone());
-                let shutdown = CancellationToken::new();
-                let workers = TaskTracker::new();
-                for &partition in &partitions {
-                    let worker = PartitionWorker::new(
-                        partition,
-                        updates.subscribe(),
-                        node.js.clone(),
-                        node.counters.clone(),
-                        shutdown.clone(),
-                    );
-                    let span = tracing::info_span!(
-                        "partition",
-                        tenant = id.tenant.as_str(),
-                        handler = id.handler.as_str(),
-                        partition
-                    );
-                    workers.spawn(worker.run().instrument(span));
-                }
-                workers.close();
-                let task = tokio::spawn(async move { workers.wait().await });
                 self.running.insert(
                     id.clone(),
                     Running {
                         updates,
-                        partitions: partitions.clone(),
-                        shutdown,
-                        task,
+                        workers: BTreeMap::new(),
                     },
                 );
-                partitions
+                self.place(&id);
             }
-        };
+        }
+        let running = &self.running[&id];
         tracing::info!(
             tenant = id.tenant,
             handler = id.handler,
             version = deployment.spec.short_version(),
             "running {} partition(s) of stream {}",
-            partitions.len(),
+            running.workers.len(),
             deployment.spec.stream
         );
-        self.report_running(&id, revision).await;
+        self.report_running(&id, Some(revision)).await;
     }
 
-    /// Records in `weir_status` that this node runs `revision` of the deployment.
-    async fn report_running(&self, id: &DeploymentId, revision: u64) {
+    /// The active members, once the membership is known.
+    fn active_members(&self) -> Option<Vec<String>> {
+        self.members.borrow().as_ref().map(MemberView::active)
+    }
+
+    /// Places every deployment again after the membership changed.
+    async fn place_all(&mut self) {
+        let Some(active) = self.active_members() else {
+            return;
+        };
+        if self.placed_with.as_ref() == Some(&active) {
+            return;
+        }
+        tracing::info!(members = ?active, "membership changed");
+        self.placed_with = Some(active);
+        let ids: Vec<DeploymentId> = self.running.keys().cloned().collect();
+        for id in ids {
+            if self.place(&id) {
+                self.report_running(&id, None).await;
+            }
+        }
+    }
+
+    /// Starts and stops workers of one deployment so that this node runs exactly the
+    /// partitions placement gives it. Returns whether anything changed.
+    fn place(&mut self, id: &DeploymentId) -> bool {
+        let Some(active) = self.active_members() else {
+            return false;
+        };
+        let me = self.node.id.clone();
+        let Some(running) = self.running.get_mut(id) else {
+            return false;
+        };
+        let deployment = running.updates.borrow().clone();
+        let partitions = deployment.spec.partitions;
+        let owned = if self.node.claim_all_partitions && active.contains(&me) {
+            (0..partitions).collect()
+        } else {
+            placement::owned_partitions(id, partitions, &active, &me)
+        };
+        let mut changed = false;
+        running.workers.retain(|partition, stop| {
+            let keep = owned.contains(partition);
+            if !keep {
+                tracing::info!(
+                    tenant = id.tenant,
+                    handler = id.handler,
+                    partition,
+                    "partition moved to another node; handing it off"
+                );
+                stop.cancel();
+                changed = true;
+            }
+            keep
+        });
+        for partition in owned {
+            if running.workers.contains_key(&partition) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let worker = PartitionWorker::new(
+                partition,
+                running.updates.subscribe(),
+                &self.node,
+                stop.clone(),
+            );
+            let span = tracing::info_span!(
+                "partition",
+                tenant = id.tenant.as_str(),
+                handler = id.handler.as_str(),
+                partition
+            );
+            self.workers.spawn(worker.run().instrument(span));
+            running.workers.insert(partition, stop);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Records in `weir_status` what this node runs of the deployment; `revision` is the
+    /// `weir_deployments` revision it runs, `None` to keep the one last reported.
+    async fn report_running(&mut self, id: &DeploymentId, revision: Option<u64>) {
         let Some(running) = self.running.get(id) else {
             return;
+        };
+        let revision = match revision {
+            Some(revision) => revision,
+            None => self
+                .node
+                .control
+                .deployments
+                .entry(id.key())
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |entry| entry.revision),
         };
         let version = running.updates.borrow().spec.version.clone();
         let status = NodeStatus {
             node: self.node.id.clone(),
             revision,
             version,
-            partitions: running.partitions.clone(),
+            partitions: running.workers.keys().copied().collect(),
             error: None,
             updated_at: now_rfc3339(),
         };
         self.report(id, status).await;
     }
 
+    /// Tells every worker of the deployment to stop; they hand off in the background.
     async fn stop(&mut self, id: &DeploymentId) {
         if let Some(running) = self.running.remove(id) {
-            running.shutdown.cancel();
-            if let Err(error) = running.task.await {
-                tracing::error!(deployment = %id, "worker task failed: {error}");
+            for stop in running.workers.values() {
+                stop.cancel();
             }
-            tracing::info!(tenant = id.tenant, handler = id.handler, "stopped");
+            tracing::info!(tenant = id.tenant, handler = id.handler, "stopping");
         }
         if let Err(error) = self
             .node
@@ -262,7 +342,7 @@ impl Registry {
         // A version that fails to load leaves the previous one, if any, running.
         let (partitions, error) = match self.running.get(id) {
             Some(running) => (
-                running.partitions.clone(),
+                running.workers.keys().copied().collect(),
                 format!(
                     "{error} (still running version {})",
                     running.updates.borrow().spec.short_version()

@@ -10,6 +10,8 @@ pub const ARTIFACTS_BUCKET: &str = "weir_artifacts";
 pub const DEPLOYMENTS_BUCKET: &str = "weir_deployments";
 /// KV of what each node made of each deployment, keyed `<tenant>.<handler>.<node-id>`.
 pub const STATUS_BUCKET: &str = "weir_status";
+/// KV of live nodes, keyed `<node-id>`, each record under a per-key TTL.
+pub const NODES_BUCKET: &str = "weir_nodes";
 /// The priority group every partition consumer belongs to.
 pub const PRIORITY_GROUP: &str = "weir";
 
@@ -104,6 +106,8 @@ pub struct ControlPlane {
     pub deployments: kv::Store,
     /// See [`STATUS_BUCKET`].
     pub status: kv::Store,
+    /// See [`NODES_BUCKET`].
+    pub nodes: kv::Store,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -113,58 +117,86 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Opens the buckets, creating any that do not exist yet.
+    /// Opens the buckets, creating any that do not exist yet, replicated three times on a
+    /// NATS cluster of three or more servers.
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
+        let replicas = control_plane_replicas(&js.client().server_info());
         let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
                 .create_object_store(object_store::Config {
                     bucket: ARTIFACTS_BUCKET.to_owned(),
                     description: Some("weir: uploaded handler components".to_owned()),
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await
                 .with_context(|| format!("failed to create object store {ARTIFACTS_BUCKET}"))?,
         };
+        let kv = |bucket: &str, description: &str, history| kv::Config {
+            bucket: bucket.to_owned(),
+            description: description.to_owned(),
+            history,
+            num_replicas: replicas,
+            ..Default::default()
+        };
         let deployments = open_kv(
             js,
-            DEPLOYMENTS_BUCKET,
-            "weir: deployment specs",
-            DEPLOYMENT_HISTORY,
+            kv(
+                DEPLOYMENTS_BUCKET,
+                "weir: deployment specs",
+                DEPLOYMENT_HISTORY,
+            ),
         )
         .await?;
         let status = open_kv(
             js,
-            STATUS_BUCKET,
-            "weir: what each node made of each deployment",
-            1,
+            kv(
+                STATUS_BUCKET,
+                "weir: what each node made of each deployment",
+                1,
+            ),
+        )
+        .await?;
+        let nodes = open_kv(
+            js,
+            kv::Config {
+                // Per-key TTLs, and a delete marker when one runs out so watchers see it.
+                limit_markers: Some(NODE_MARKER_TTL),
+                ..kv(NODES_BUCKET, "weir: live nodes", 1)
+            },
         )
         .await?;
         Ok(Self {
             artifacts,
             deployments,
             status,
+            nodes,
         })
     }
 }
 
-async fn open_kv(
-    js: &jetstream::Context,
-    bucket: &str,
-    description: &str,
-    history: i64,
-) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(bucket).await {
+/// How long the marker left by an expired node record stays readable.
+const NODE_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Three replicas when the server is part of a cluster of at least three, else one.
+fn control_plane_replicas(server: &async_nats::ServerInfo) -> usize {
+    // `connect_urls` lists the client URLs of every server in the cluster.
+    if server.cluster.is_some() && server.connect_urls.len() >= 3 {
+        3
+    } else {
+        1
+    }
+}
+
+async fn open_kv(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(&config.bucket).await {
         return Ok(store);
     }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_owned(),
-        description: description.to_owned(),
-        history,
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("failed to create KV bucket {bucket}"))
+    let bucket = config.bucket.clone();
+    js.create_key_value(config)
+        .await
+        .with_context(|| format!("failed to create KV bucket {bucket}"))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! stream back to check what a handler produced.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
@@ -75,37 +76,102 @@ impl Traffic {
 
     /// Publishes every message in order, waiting for the stream to store each one;
     /// `progress` is called with the number stored so far.
+    ///
+    /// Each message carries a `Nats-Msg-Id` unique to this run, so when the stream cannot be
+    /// reached (a server restarting, a leader moving) publishing starts again from the first
+    /// message not yet confirmed, for up to [`RETRY_FOR`], and the stream drops what it had
+    /// already stored. A message retried after later ones were stored lands after them.
     pub async fn publish(
         &self,
         js: &jetstream::Context,
         mut progress: impl FnMut(u64),
     ) -> anyhow::Result<()> {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            headers.append(name.as_str(), value.as_str());
+        let run = run_id();
+        let mut confirmed = 0;
+        let mut failing_since = None;
+        loop {
+            match self
+                .publish_from(js, &run, &mut confirmed, &mut progress)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    if failing_since.is_none() {
+                        self.check_captured(js).await?;
+                    }
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > RETRY_FOR {
+                        return Err(
+                            error.context(format!("gave up after retrying for {RETRY_FOR:?}"))
+                        );
+                    }
+                    tracing::warn!("{error:#}; publishing again from message {}", confirmed + 1);
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+            }
         }
+    }
+
+    /// Fails at once when no stream captures the subject, rather than retrying a typo.
+    async fn check_captured(&self, js: &jetstream::Context) -> anyhow::Result<()> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind as Kind;
+        let subject = self.render(0).subject;
+        match js.stream_by_subject(subject.clone()).await {
+            Err(error) if matches!(error.kind(), Kind::NotFound | Kind::InvalidSubject) => {
+                anyhow::bail!("no stream captures {subject}: {error}")
+            }
+            // Found, or the server cannot say right now: worth retrying.
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes from message `confirmed` on, advancing `confirmed` as acks arrive.
+    async fn publish_from(
+        &self,
+        js: &jetstream::Context,
+        run: &str,
+        confirmed: &mut u64,
+        progress: &mut impl FnMut(u64),
+    ) -> anyhow::Result<()> {
         let mut in_flight = VecDeque::with_capacity(PUBLISH_WINDOW);
-        let mut stored = 0;
-        for n in 0..self.count {
+        for n in *confirmed..self.count {
             let message = self.render(n);
+            let mut headers = HeaderMap::new();
+            for (name, value) in &self.headers {
+                headers.append(name.as_str(), value.as_str());
+            }
+            headers.insert("Nats-Msg-Id", format!("{run}:{n}"));
             let ack = js
-                .publish_with_headers(message.subject.clone(), headers.clone(), message.payload)
+                .publish_with_headers(message.subject.clone(), headers, message.payload)
                 .await
                 .with_context(|| format!("failed to publish to {}", message.subject))?;
             in_flight.push_back((message.subject, ack));
             if in_flight.len() >= PUBLISH_WINDOW {
                 wait_stored(in_flight.pop_front()).await?;
-                stored += 1;
-                progress(stored);
+                *confirmed += 1;
+                progress(*confirmed);
             }
         }
         while let Some(pending) = in_flight.pop_front() {
             wait_stored(Some(pending)).await?;
-            stored += 1;
-            progress(stored);
+            *confirmed += 1;
+            progress(*confirmed);
         }
         Ok(())
     }
+}
+
+/// How long publishing keeps trying while the stream cannot be reached.
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
+const RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// A prefix for this run's message ids that no other run shares.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("weir-publish:{}:{nanos}", std::process::id())
 }
 
 async fn wait_stored(

@@ -11,6 +11,22 @@
 //! The consumer allows one unacknowledged message (MaxAckPending 1), so the server itself keeps
 //! a retried message ahead of every later message of its partition.
 //!
+//! **Exclusive delivery.** Every partition consumer belongs to the priority group `weir` with
+//! policy `pinned_client`: of all the pull streams on it, the server delivers to one, the
+//! pinned one, whose id comes with each message as `Nats-Pin-Id`. A worker remembers its pin
+//! and watches the consumer's pin advisories: the moment another client is pinned it drops its
+//! claim and waits on standby. Two nodes that briefly disagree about placement therefore never
+//! both hand messages of one partition to a handler: only the pinned one receives any.
+//!
+//! **Handoff.** A worker told to stop (placement moved the partition, the node drains, the
+//! deployment was withdrawn) stops pulling, finishes the message in hand, settles it, and
+//! unpins the consumer so the next owner, already waiting on standby, is pinned at once.
+//!
+//! **Reclaim.** A worker that takes over from a node that died with a message in hand finds
+//! the consumer unpinned with one message pending (a live holder keeps pulling, and so keeps
+//! its pin, until it settles); it resets the consumer to its ack floor so that message is
+//! redelivered at once instead of after AckWait.
+//!
 //! A worker runs inside a `partition` span carrying `tenant`, `handler` and `partition`, so its
 //! events, and its handler's log lines, name them without repeating them.
 
@@ -18,9 +34,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{
+    AckPolicy, DeliverPolicy, PriorityPolicy, PullConsumer, pull,
+};
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -28,14 +47,27 @@ use crate::deployment::{Deployment, SharedDeployment};
 use crate::host::{Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output};
 use crate::metrics::SharedCounters;
 use crate::partition;
+use crate::resources::PRIORITY_GROUP;
 
-/// How long one pull request waits on the server; heartbeats reveal a lost request sooner.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long one pull request waits on the server. Pulls also keep the pin alive, so this stays
+/// well below the pin timeout.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Wait before re-creating a consumer or pull that failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// How often a worker taking over from a dead node looks for a message it left in hand.
+const RECLAIM_CHECK: Duration = Duration::from_secs(1);
+/// Bounds of the pause between attempts to store a call's outputs.
+const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Longest reason sent with `+TERM`.
 const MAX_TERM_REASON_BYTES: usize = 1024;
+/// The header carrying the pinned client's id on every delivered message.
+const PIN_ID_HEADER: &str = "Nats-Pin-Id";
+
+/// How long the server keeps a client pinned after its last pull: with the membership TTL,
+/// how long a dead node's partitions wait before a survivor may take them.
+pub const DEFAULT_PIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one partition of one deployment on this node.
 pub(crate) struct PartitionWorker {
@@ -44,9 +76,35 @@ pub(crate) struct PartitionWorker {
     deployment: SharedDeployment,
     /// The warm instance; `None` until the first message, after a failure, and after a swap.
     instance: Option<HandlerInstance>,
+    /// The pin this worker's pull stream holds, from the last message it received.
+    pin: Option<String>,
+    /// Whether the last reclaim check found the consumer unpinned with a message pending.
+    seen_abandoned: bool,
     js: jetstream::Context,
+    pin_timeout: Duration,
     counters: SharedCounters,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
+}
+
+/// The pull stream and the pin advisories of one subscription to the partition's consumer.
+struct Pulling {
+    consumer: PullConsumer,
+    messages: pull::Stream,
+    pin_events: async_nats::Subscriber,
+    /// A message that arrived while another was being processed (which MaxAckPending 1
+    /// should prevent), kept for the next turn.
+    stray: Option<Box<jetstream::Message>>,
+}
+
+enum Event {
+    Stop,
+    Swapped { consumer_changed: bool },
+    DeploymentGone,
+    Message(Box<jetstream::Message>),
+    PullFailed(async_nats::jetstream::consumer::pull::MessagesError),
+    PullEnded,
+    Pin(async_nats::Message),
+    ReclaimCheck,
 }
 
 enum Next {
@@ -54,13 +112,24 @@ enum Next {
     Stop,
 }
 
+/// What to tell the server about a handled message.
+enum Verdict {
+    Ack {
+        outputs: usize,
+    },
+    Nak {
+        delay: Duration,
+        last_delivery: bool,
+    },
+    Term(String),
+}
+
 impl PartitionWorker {
     pub(crate) fn new(
         partition: u32,
         mut updates: watch::Receiver<SharedDeployment>,
-        js: jetstream::Context,
-        counters: SharedCounters,
-        shutdown: CancellationToken,
+        node: &crate::node::NodeContext,
+        stop: CancellationToken,
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
         Self {
@@ -68,18 +137,21 @@ impl PartitionWorker {
             updates,
             deployment,
             instance: None,
-            js,
-            counters,
-            shutdown,
+            pin: None,
+            seen_abandoned: false,
+            js: node.js.clone(),
+            pin_timeout: node.pin_timeout,
+            counters: node.counters.clone(),
+            stop,
         }
     }
 
-    /// Processes the partition until shutdown or until the deployment is withdrawn. The
-    /// message in hand is always finished first.
+    /// Processes the partition until told to stop or until the deployment is withdrawn, then
+    /// hands it off: the message in hand is finished and settled, and the pin released.
     pub(crate) async fn run(mut self) {
         loop {
             let next = match self.subscribe().await {
-                Ok(messages) => self.pump(messages).await,
+                Ok(pulling) => self.pump(pulling).await,
                 Err(error) => {
                     tracing::error!("{error:#}; retrying in {RESUBSCRIBE_DELAY:?}");
                     Next::Resubscribe
@@ -89,7 +161,7 @@ impl PartitionWorker {
                 Next::Stop => return,
                 Next::Resubscribe => {
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
+                        _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
                     }
                 }
@@ -97,45 +169,94 @@ impl PartitionWorker {
         }
     }
 
-    async fn subscribe(&mut self) -> anyhow::Result<pull::Stream> {
-        let consumer = ensure_consumer(&self.js, &self.deployment, self.partition).await?;
-        consumer
+    async fn subscribe(&mut self) -> anyhow::Result<Pulling> {
+        let consumer =
+            ensure_consumer(&self.js, &self.deployment, self.partition, self.pin_timeout).await?;
+        let name = self.consumer_name();
+        let pin_events = self
+            .js
+            .client()
+            .subscribe(format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.*.{}.{name}",
+                self.deployment.spec.stream
+            ))
+            .await
+            .with_context(|| format!("failed to follow the pin advisories of {name}"))?;
+        let messages = consumer
             .stream()
+            .group(PRIORITY_GROUP)
             .expires(PULL_EXPIRES)
             .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
-            .with_context(|| format!("failed to pull from consumer {}", self.consumer_name()))
+            .with_context(|| format!("failed to pull from consumer {name}"))?;
+        self.pin = None;
+        Ok(Pulling {
+            consumer,
+            messages,
+            pin_events,
+            stray: None,
+        })
     }
 
-    async fn pump(&mut self, mut messages: pull::Stream) -> Next {
+    async fn pump(&mut self, mut pulling: Pulling) -> Next {
+        let mut reclaim_check = tokio::time::interval(RECLAIM_CHECK);
         loop {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Next::Stop,
-                changed = self.updates.changed() => {
-                    if changed.is_err() {
-                        return Next::Stop;
-                    }
-                    if self.swap() {
+            match self.next_event(&mut pulling, &mut reclaim_check).await {
+                Event::Stop | Event::DeploymentGone => {
+                    self.release(pulling).await;
+                    return Next::Stop;
+                }
+                Event::Swapped { consumer_changed } => {
+                    if consumer_changed {
                         return Next::Resubscribe;
                     }
                 }
-                next = messages.next() => match next {
-                    Some(Ok(message)) => self.process(message).await,
-                    Some(Err(error)) => {
-                        use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
-                        tracing::warn!(
-                            "pull from consumer {}: {error}",
-                            self.consumer_name()
-                        );
-                        if !matches!(error.kind(), Kind::MissingHeartbeat) {
-                            return Next::Resubscribe;
-                        }
+                Event::Message(message) => {
+                    self.process_while_pulling(&message, &mut pulling).await;
+                    if self.stop.is_cancelled() {
+                        self.release(pulling).await;
+                        return Next::Stop;
                     }
-                    None => return Next::Resubscribe,
-                },
+                }
+                Event::PullFailed(error) => {
+                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
+                    tracing::warn!("pull from consumer {}: {error}", self.consumer_name());
+                    if !matches!(error.kind(), Kind::MissingHeartbeat) {
+                        return Next::Resubscribe;
+                    }
+                }
+                Event::PullEnded => return Next::Resubscribe,
+                Event::Pin(advisory) => self.follow_pin(&advisory),
+                Event::ReclaimCheck => self.reclaim(&pulling.consumer).await,
             }
+        }
+    }
+
+    async fn next_event(
+        &mut self,
+        pulling: &mut Pulling,
+        reclaim_check: &mut tokio::time::Interval,
+    ) -> Event {
+        if let Some(message) = pulling.stray.take() {
+            return Event::Message(message);
+        }
+        // Only a worker on standby looks for a message abandoned by a dead holder.
+        let standby = self.pin.is_none();
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Event::Stop,
+            changed = self.updates.changed() => match changed {
+                Ok(()) => Event::Swapped { consumer_changed: self.swap() },
+                Err(_) => Event::DeploymentGone,
+            },
+            Some(advisory) = pulling.pin_events.next() => Event::Pin(advisory),
+            next = pulling.messages.next() => match next {
+                Some(Ok(message)) => Event::Message(Box::new(message)),
+                Some(Err(error)) => Event::PullFailed(error),
+                None => Event::PullEnded,
+            },
+            _ = reclaim_check.tick(), if standby => Event::ReclaimCheck,
         }
     }
 
@@ -156,48 +277,238 @@ impl PartitionWorker {
         consumer_changed
     }
 
-    async fn process(&mut self, message: jetstream::Message) {
-        let input = match to_input(&message, &self.deployment.spec.stream) {
-            Ok(input) => input,
+    /// Remembers the pin this stream was given with `message`.
+    fn track_pin(&mut self, message: &jetstream::Message) {
+        let pin = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(PIN_ID_HEADER))
+            .map(|value| value.as_str().to_owned());
+        if pin != self.pin {
+            match (&self.pin, &pin) {
+                (None, Some(pin)) => tracing::debug!(pin, "pinned"),
+                (Some(old), Some(new)) => {
+                    tracing::info!(old, new, "pinned again after the pin expired")
+                }
+                (_, None) => tracing::warn!(
+                    "message without {PIN_ID_HEADER}: the consumer is not pinned_client"
+                ),
+            }
+            self.pin = pin;
+        }
+    }
+
+    /// Drops this worker's claim to the pin when an advisory says that another client now
+    /// holds it, or nobody does. The stream then pulls on standby (the server answers its
+    /// next pull with 423 and it pulls without a pin id), and the worker, unpinned, watches
+    /// for a message abandoned by a dead holder.
+    fn follow_pin(&mut self, advisory: &async_nats::Message) {
+        #[derive(Deserialize)]
+        struct PinAdvisory {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            pinned_id: Option<String>,
+            #[serde(default)]
+            reason: Option<String>,
+        }
+        let Ok(event) = serde_json::from_slice::<PinAdvisory>(&advisory.payload) else {
+            return;
+        };
+        let Some(mine) = self.pin.clone() else {
+            return;
+        };
+        let lost = match event.kind.as_str() {
+            "io.nats.jetstream.advisory.v1.consumer_group_pinned" => {
+                event.pinned_id.as_deref() != Some(mine.as_str())
+            }
+            "io.nats.jetstream.advisory.v1.consumer_group_unpinned" => true,
+            _ => false,
+        };
+        if lost {
+            tracing::info!(
+                pin = mine,
+                now = event.pinned_id.as_deref().unwrap_or("nobody"),
+                reason = event.reason.as_deref().unwrap_or(""),
+                "no longer pinned; on standby"
+            );
+            self.pin = None;
+        }
+    }
+
+    /// Looks for a message abandoned by a holder that died. A live holder keeps pulling, and
+    /// so keeps its pin, for as long as it has a message in hand; a consumer found twice in a
+    /// row with no pin and a message pending has lost its holder. Resetting it to its ack floor
+    /// makes the server redeliver that message now rather than after AckWait, ahead of every
+    /// later message of the partition.
+    async fn reclaim(&mut self, consumer: &PullConsumer) {
+        let mut consumer = consumer.clone();
+        let info = match consumer.info().await {
+            Ok(info) => info.clone(),
             Err(error) => {
-                tracing::error!(
-                    subject = %message.subject,
-                    "{error:#}; terminating it"
-                );
-                let _ = term(
-                    &self.js,
-                    &message,
-                    &format!("weir could not read the message: {error:#}"),
-                )
-                .await;
+                tracing::warn!("failed to read consumer {}: {error}", self.consumer_name());
                 return;
             }
         };
+        let pinned = info
+            .priority_groups
+            .iter()
+            .any(|group| group.pinned_client_id.is_some());
+        let abandoned = !pinned && info.num_ack_pending > 0;
+        if !abandoned || !std::mem::replace(&mut self.seen_abandoned, true) {
+            self.seen_abandoned = abandoned;
+            return;
+        }
+        self.seen_abandoned = false;
+        let stream = match self.js.get_stream(&self.deployment.spec.stream).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(
+                    "failed to open stream {}: {error}",
+                    self.deployment.spec.stream
+                );
+                return;
+            }
+        };
+        match stream.reset_consumer(&self.consumer_name(), None).await {
+            Ok(reset) => tracing::info!(
+                ack_floor = reset.reset_seq,
+                "the partition's last holder is gone with a message in hand; \
+                 redelivering it now"
+            ),
+            Err(error) => {
+                tracing::warn!("failed to reset consumer {}: {error}", self.consumer_name())
+            }
+        }
+    }
+
+    /// Lets the next owner in, with nothing in hand: releases the pin, then finishes any
+    /// message the server delivered before it saw the release (the next owner cannot get one
+    /// until that is settled), and stops pulling.
+    async fn release(&mut self, mut pulling: Pulling) {
+        if self.unpin(&pulling.consumer).await {
+            // The release was answered on this connection, so everything the server sent
+            // before it is already in the stream's buffer.
+            let stray = pulling.stray.take().map(|message| *message);
+            let buffered = std::iter::from_fn(|| match pulling.messages.next().now_or_never() {
+                Some(Some(Ok(message))) => Some(message),
+                _ => None,
+            });
+            for message in stray.into_iter().chain(buffered.collect::<Vec<_>>()) {
+                self.process(&message).await;
+            }
+        }
+    }
+
+    /// Handles and settles one message while still polling the pull stream: that keeps the
+    /// pull requests, and with them the pin, alive through a long call, so that no standby
+    /// puller mistakes this worker for a dead one.
+    async fn process_while_pulling(&mut self, message: &jetstream::Message, pulling: &mut Pulling) {
+        let work = self.process(message);
+        tokio::pin!(work);
+        let mut pulling_ended = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut work => return,
+                next = pulling.messages.next(), if !pulling_ended && pulling.stray.is_none() => {
+                    match next {
+                        Some(Ok(message)) => pulling.stray = Some(Box::new(message)),
+                        Some(Err(error)) => tracing::debug!("pull while handling: {error}"),
+                        None => pulling_ended = true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message and settles it.
+    async fn process(&mut self, message: &jetstream::Message) {
+        self.track_pin(message);
+        let verdict = self.handle(message).await;
+        self.settle(message, verdict).await;
+    }
+
+    /// Releases the pin if this worker still holds it, so a standby puller is pinned at once.
+    /// Returns whether it released one.
+    async fn unpin(&mut self, consumer: &PullConsumer) -> bool {
+        let Some(pin) = self.pin.take() else {
+            return false;
+        };
+        let mut consumer = consumer.clone();
+        let holds_pin = match consumer.info().await {
+            Ok(info) => info
+                .priority_groups
+                .iter()
+                .any(|group| group.pinned_client_id.as_deref() == Some(pin.as_str())),
+            Err(error) => {
+                tracing::warn!("failed to read consumer {}: {error}", self.consumer_name());
+                false
+            }
+        };
+        if !holds_pin {
+            return false;
+        }
+        let unpinned = match self.js.get_stream(&self.deployment.spec.stream).await {
+            Ok(stream) => stream
+                .unpin_consumer(&self.consumer_name(), PRIORITY_GROUP)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        match unpinned {
+            Ok(()) => {
+                tracing::debug!(pin, "unpinned");
+                true
+            }
+            Err(error) => {
+                // The pin times out by itself.
+                tracing::warn!(
+                    "failed to unpin consumer {}: {error:#}; the next owner waits for the \
+                     pin timeout",
+                    self.consumer_name()
+                );
+                false
+            }
+        }
+    }
+
+    /// Hands the message to the handler and decides what to tell the server.
+    async fn handle(&mut self, message: &jetstream::Message) -> Verdict {
+        let input = match to_input(message, &self.deployment.spec.stream) {
+            Ok(input) => input,
+            Err(error) => {
+                tracing::error!(subject = %message.subject, "{error:#}; terminating it");
+                return Verdict::Term(format!("weir could not read the message: {error:#}"));
+            }
+        };
         let (stream_seq, attempt) = (input.stream_seq, input.delivery_attempt);
-        let result = self.call_with_progress(&message, &input).await;
+        tracing::debug!(
+            stream_seq,
+            delivery = attempt,
+            pin = self.pin.as_deref().unwrap_or(""),
+            "handling"
+        );
+        let result = self.call_with_progress(message, &input).await;
 
         let deployment = self.deployment.clone();
         let retry = &deployment.spec.retry;
         let last_delivery = attempt >= retry.max_deliver;
-        let settled = match result {
+        let nak = |delay| Verdict::Nak {
+            delay,
+            last_delivery,
+        };
+        match result {
             Ok(Handled {
                 outcome: Outcome::Ack,
                 outputs,
-            }) => match store_outputs(&self.js, &deployment, stream_seq, &outputs).await {
-                Ok(()) => {
-                    let acked = message
-                        .double_ack()
-                        .await
-                        .map_err(anyhow::Error::from_boxed);
-                    if acked.is_ok() {
-                        self.counters.acked(outputs.len());
-                    }
-                    acked
-                }
+            }) => match self.store_until_stored(message, stream_seq, &outputs).await {
+                Ok(()) => Verdict::Ack {
+                    outputs: outputs.len(),
+                },
                 Err(error) => {
-                    self.counters.failed();
                     tracing::warn!(stream_seq, delivery = attempt, "{error:#}; retrying");
-                    nak(&message, retry.backoff_for(attempt), last_delivery).await
+                    nak(Duration::ZERO)
                 }
             },
             Ok(Handled {
@@ -205,17 +516,16 @@ impl PartitionWorker {
                 ..
             }) => {
                 self.counters.retried();
-                let delay = delay
+                nak(delay
                     .map(Duration::from_nanos)
-                    .unwrap_or_else(|| retry.backoff_for(attempt));
-                nak(&message, delay, last_delivery).await
+                    .unwrap_or_else(|| retry.backoff_for(attempt)))
             }
             Ok(Handled {
                 outcome: Outcome::Reject(reason),
                 ..
             }) => {
                 self.counters.rejected();
-                term(&self.js, &message, &reason).await
+                Verdict::Term(reason)
             }
             Err(failure) => {
                 self.counters.failed();
@@ -225,12 +535,64 @@ impl PartitionWorker {
                     delivery = attempt,
                     "handler failed: {failure}; instance replaced, message retried"
                 );
-                nak(&message, retry.backoff_for(attempt), last_delivery).await
+                nak(retry.backoff_for(attempt))
             }
+        }
+    }
+
+    /// Stores the outputs of an acknowledged call, trying again while NATS cannot take them
+    /// (a server restarting, a stream leader moving): that is no fault of the handler's and
+    /// must not use up the message's deliveries. Gives up only when the worker must stop.
+    async fn store_until_stored(
+        &mut self,
+        message: &jetstream::Message,
+        stream_seq: u64,
+        outputs: &[Output],
+    ) -> anyhow::Result<()> {
+        let mut delay = STORE_RETRY_MIN;
+        loop {
+            let error = match store_outputs(&self.js, &self.deployment, stream_seq, outputs).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            if self.stop.is_cancelled() {
+                return Err(error);
+            }
+            tracing::warn!(stream_seq, "{error:#}; trying again in {delay:?}");
+            self.counters.failed();
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::warn!("failed to send in-progress: {error}");
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return Err(error),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(STORE_RETRY_MAX);
+        }
+    }
+
+    /// Tells the server what became of the message.
+    async fn settle(&mut self, message: &jetstream::Message, verdict: Verdict) {
+        let settled = match verdict {
+            Verdict::Ack { outputs } => {
+                let acked = message
+                    .double_ack()
+                    .await
+                    .map_err(anyhow::Error::from_boxed);
+                if acked.is_ok() {
+                    self.counters.acked(outputs);
+                }
+                acked
+            }
+            Verdict::Nak {
+                delay,
+                last_delivery,
+            } => nak(message, delay, last_delivery).await,
+            Verdict::Term(reason) => term(&self.js, message, &reason).await,
         };
         if let Err(error) = settled {
             // The server redelivers after AckWait; outputs already stored are deduplicated.
-            tracing::warn!(stream_seq, "failed to settle the message: {error:#}");
+            tracing::warn!(subject = %message.subject, "failed to settle the message: {error:#}");
         }
     }
 
@@ -355,11 +717,14 @@ async fn call_handler(
     instance.handle(input).await
 }
 
-/// Creates the partition's durable consumer, or updates it to the deployment's settings.
+/// Creates the partition's durable consumer, or updates it to the deployment's settings. A
+/// consumer made before weir used priority groups cannot be changed in place; it is replaced
+/// by one that starts right after the old one's ack floor, so nothing is lost or repeated.
 pub(crate) async fn ensure_consumer(
     js: &jetstream::Context,
     deployment: &Deployment,
     partition: u32,
+    pin_timeout: Duration,
 ) -> anyhow::Result<PullConsumer> {
     let spec = &deployment.spec;
     let name = deployment.id.consumer_name(partition);
@@ -367,17 +732,48 @@ pub(crate) async fn ensure_consumer(
         .get_stream(&spec.stream)
         .await
         .with_context(|| format!("failed to open stream {} for consumer {name}", spec.stream))?;
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("weir: {} partition {partition}", deployment.id)),
+        filter_subject: partition::filter_subject(partition),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: spec.retry.ack_wait,
+        max_deliver: i64::from(spec.retry.max_deliver),
+        max_ack_pending: 1,
+        priority_groups: vec![PRIORITY_GROUP.to_owned()],
+        priority_policy: PriorityPolicy::PinnedClient,
+        priority_timeout: pin_timeout,
+        ..Default::default()
+    };
+    let created = stream.create_consumer(config.clone()).await;
+    let error = match created {
+        Ok(consumer) => return Ok(consumer),
+        Err(error) => error,
+    };
+    let existing = stream.consumer_info(&name).await.ok();
+    let Some(existing) = existing.filter(|info| {
+        info.config.priority_policy != PriorityPolicy::PinnedClient && info.num_ack_pending == 0
+    }) else {
+        return Err(error).with_context(|| {
+            format!("failed to create consumer {name} on stream {}", spec.stream)
+        });
+    };
+    let resume_at = existing.ack_floor.stream_sequence + 1;
+    tracing::info!(
+        "replacing consumer {name} with a pinned_client one, resuming at stream sequence \
+         {resume_at}"
+    );
+    stream
+        .delete_consumer(&name)
+        .await
+        .with_context(|| format!("failed to replace consumer {name}"))?;
     stream
         .create_consumer(pull::Config {
-            durable_name: Some(name.clone()),
-            description: Some(format!("weir: {} partition {partition}", deployment.id)),
-            filter_subject: partition::filter_subject(partition),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: spec.retry.ack_wait,
-            max_deliver: i64::from(spec.retry.max_deliver),
-            max_ack_pending: 1,
-            ..Default::default()
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: resume_at,
+            },
+            ..config
         })
         .await
         .with_context(|| format!("failed to create consumer {name} on stream {}", spec.stream))

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod cluster;
 mod containment;
+mod fleet;
 mod host;
 mod order;
 mod outcomes;

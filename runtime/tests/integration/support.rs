@@ -43,24 +43,7 @@ impl Env {
     /// `IN` with `partitions` partitions (`in.*.>`), and `OUT` capturing `out.>`.
     pub async fn with_streams(partitions: u32) -> anyhow::Result<Self> {
         let env = Self::start().await?;
-        partition::create_stream(
-            &env.js,
-            &StreamRequest {
-                name: INPUT.into(),
-                subjects: "in.*.>".into(),
-                partitions,
-                key_tokens: vec![],
-                replicas: 1,
-            },
-        )
-        .await?;
-        env.js
-            .create_stream(stream::Config {
-                name: OUTPUT.into(),
-                subjects: vec!["out.>".into()],
-                ..Default::default()
-            })
-            .await?;
+        create_streams(&env.js, partitions, 1).await?;
         Ok(env)
     }
 
@@ -137,6 +120,34 @@ impl Env {
             .map(|m| serde_json::from_slice(&m.payload).expect("advisories are JSON"))
             .collect()
     }
+}
+
+/// `IN` with `partitions` partitions (`in.*.>`), and `OUT` capturing `out.>`, each stored
+/// `replicas` times.
+pub async fn create_streams(
+    js: &jetstream::Context,
+    partitions: u32,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    partition::create_stream(
+        js,
+        &StreamRequest {
+            name: INPUT.into(),
+            subjects: "in.*.>".into(),
+            partitions,
+            key_tokens: vec![],
+            replicas,
+        },
+    )
+    .await?;
+    js.create_stream(stream::Config {
+        name: OUTPUT.into(),
+        subjects: vec!["out.>".into()],
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
 }
 
 /// Every message in `stream`, in order.

@@ -1,0 +1,262 @@
+//! Which nodes are alive, decided by the NATS server alone.
+//!
+//! Each node keeps a record under its id in the KV bucket `weir_nodes`, written with a per-key
+//! TTL (`Nats-TTL`) and renewed well before it runs out. A node that stops renewing — killed,
+//! hung, cut off — disappears when the server expires its key, which it announces to every
+//! watcher with a delete marker. No node ever compares its clock with another's.
+//!
+//! Renewals are compare-and-set on the record's revision, so a node whose record expired
+//! while it was away notices (the revision moved on) and registers again instead of silently
+//! extending a record that everyone else already gave up on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::deployment::now_rfc3339;
+use crate::resources::NODES_BUCKET;
+
+/// Pause before watching `weir_nodes` again after the watch broke.
+const REWATCH_DELAY: Duration = Duration::from_secs(1);
+
+/// What a node says about itself in `weir_nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The node's id, also the key.
+    pub node: String,
+    /// Whether the node takes partitions.
+    pub state: MemberState,
+    /// When the node started (RFC 3339).
+    pub started_at: String,
+    /// The weir version the node runs.
+    pub version: String,
+}
+
+/// A live node's part in placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Takes its share of every deployment's partitions.
+    Active,
+    /// Shutting down: hands its partitions off and takes no new ones.
+    Draining,
+}
+
+/// The live nodes, as one node last saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberView {
+    /// Every live node, active or draining, by id.
+    pub live: BTreeMap<String, MemberRecord>,
+}
+
+impl MemberView {
+    /// The nodes that take partitions, sorted, as placement expects them.
+    pub fn active(&self) -> Vec<String> {
+        self.live
+            .values()
+            .filter(|record| record.state == MemberState::Active)
+            .map(|record| record.node.clone())
+            .collect()
+    }
+
+    /// Whether `node` still has a record.
+    pub fn is_live(&self, node: &str) -> bool {
+        self.live.contains_key(node)
+    }
+}
+
+/// How a node keeps its membership.
+#[derive(Debug, Clone, Copy)]
+pub struct MembershipConfig {
+    /// How long a record lives without renewal: how soon a dead node is noticed. Whole
+    /// seconds, at least one.
+    pub ttl: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Keeps this node's record alive until shutdown, then deletes it. `state` says what the
+/// record announces; a change is written at once.
+pub(crate) async fn keep_registered(
+    js: jetstream::Context,
+    nodes: kv::Store,
+    node: String,
+    config: MembershipConfig,
+    mut state: watch::Receiver<MemberState>,
+    shutdown: CancellationToken,
+) {
+    let ttl = Duration::from_secs(config.ttl.as_secs().max(1));
+    let renew_every = ttl / 3;
+    let started_at = now_rfc3339();
+    let record = |state: MemberState| MemberRecord {
+        node: node.clone(),
+        state,
+        started_at: started_at.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut revision: Option<u64> = None;
+    loop {
+        let current = record(*state.borrow_and_update());
+        let result = match revision {
+            None => register(&nodes, &current, ttl).await,
+            Some(last) => renew(&js, &current, last, ttl).await,
+        };
+        revision = match result {
+            Ok(next) => Some(next),
+            Err(Renewal::Lapsed) => {
+                tracing::warn!(
+                    "this node's membership lapsed (it could not renew within {ttl:?}); \
+                     registering again"
+                );
+                None
+            }
+            Err(Renewal::Failed(error)) => {
+                tracing::warn!("failed to renew membership: {error:#}");
+                revision
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = state.changed() => {}
+            _ = tokio::time::sleep(renew_every) => {}
+        }
+    }
+    if let Err(error) = nodes.delete(&node).await {
+        tracing::warn!("failed to deregister: {error}");
+    }
+}
+
+enum Renewal {
+    /// The record is gone or was replaced: the rest of the cluster saw this node leave.
+    Lapsed,
+    Failed(anyhow::Error),
+}
+
+async fn register(nodes: &kv::Store, record: &MemberRecord, ttl: Duration) -> Result<u64, Renewal> {
+    let value = serde_json::to_vec(record).map_err(|e| Renewal::Failed(e.into()))?;
+    nodes
+        .create_with_ttl(&record.node, value.into(), ttl)
+        .await
+        .with_context(|| format!("failed to register node {} in {NODES_BUCKET}", record.node))
+        .map_err(Renewal::Failed)
+}
+
+/// Writes the record again with a fresh TTL, only if it is still the revision this node wrote.
+/// (KV `update` cannot carry a TTL, so this publishes to the bucket's subject itself.)
+async fn renew(
+    js: &jetstream::Context,
+    record: &MemberRecord,
+    revision: u64,
+    ttl: Duration,
+) -> Result<u64, Renewal> {
+    let value = serde_json::to_vec(record).map_err(|e| Renewal::Failed(e.into()))?;
+    let publish = PublishMessage::build()
+        .payload(value.into())
+        .expected_last_subject_sequence(revision)
+        .ttl(ttl);
+    let subject = format!("$KV.{NODES_BUCKET}.{}", record.node);
+    let ack = js
+        .send_publish(subject, publish)
+        .await
+        .map_err(|e| Renewal::Failed(e.into()))?
+        .await;
+    match ack {
+        Ok(ack) => Ok(ack.sequence),
+        Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Err(Renewal::Lapsed),
+        Err(error) => Err(Renewal::Failed(error.into())),
+    }
+}
+
+/// Follows `weir_nodes` and publishes the live membership each time it changes, from the
+/// moment the watch has caught up with the bucket.
+pub(crate) async fn watch_members(
+    nodes: kv::Store,
+    view: watch::Sender<Option<MemberView>>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match nodes.watch_with_history(">").await {
+            Ok(mut entries) => {
+                let mut live = BTreeMap::new();
+                let mut caught_up = false;
+                loop {
+                    let entry = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        entry = entries.next() => entry,
+                    };
+                    let entry = match entry {
+                        Some(Ok(entry)) => entry,
+                        Some(Err(error)) => {
+                            tracing::warn!("membership watch: {error}");
+                            continue;
+                        }
+                        None => {
+                            tracing::warn!("the watch on {NODES_BUCKET} ended; watching again");
+                            break;
+                        }
+                    };
+                    match entry.operation {
+                        Operation::Put => {
+                            match serde_json::from_slice::<MemberRecord>(&entry.value) {
+                                Ok(record) => {
+                                    live.insert(entry.key, record);
+                                }
+                                Err(error) => {
+                                    tracing::warn!("ignoring member record {}: {error}", entry.key);
+                                }
+                            }
+                        }
+                        Operation::Delete | Operation::Purge => {
+                            live.remove(&entry.key);
+                        }
+                    }
+                    caught_up |= entry.delta == 0;
+                    if caught_up {
+                        let next = MemberView { live: live.clone() };
+                        view.send_if_modified(|current| {
+                            let changed = current.as_ref() != Some(&next);
+                            *current = Some(next);
+                            changed
+                        });
+                    }
+                }
+            }
+            Err(error) => tracing::error!("failed to watch {NODES_BUCKET}: {error}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REWATCH_DELAY) => {}
+        }
+    }
+}
+
+/// The live nodes right now, read once (for `weir status`).
+pub async fn live_nodes(nodes: &kv::Store) -> anyhow::Result<Vec<MemberRecord>> {
+    let mut keys = nodes.keys().await.context("failed to list weir_nodes")?;
+    let mut records = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.context("failed to list weir_nodes")?;
+        if let Some(value) = nodes.get(&key).await.context("failed to read weir_nodes")? {
+            match serde_json::from_slice::<MemberRecord>(&value) {
+                Ok(record) => records.push(record),
+                Err(error) => tracing::warn!("ignoring member record {key}: {error}"),
+            }
+        }
+    }
+    records.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(records)
+}

@@ -1,0 +1,181 @@
+//! What the cluster looks like right now: the live nodes, and for every deployment and
+//! partition the node running it and its consumer's backlog. Read by `weir status`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use futures::TryStreamExt as _;
+use serde::Serialize;
+
+use crate::deploy;
+use crate::deployment::NodeStatus;
+use crate::membership::{self, MemberRecord};
+use crate::resources::ControlPlane;
+
+/// The whole cluster.
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    /// Live nodes, by id.
+    pub nodes: Vec<MemberRecord>,
+    /// Every deployment.
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+/// One deployment across the cluster.
+#[derive(Debug, Serialize)]
+pub struct DeploymentStatus {
+    /// Tenant.
+    pub tenant: String,
+    /// Handler.
+    pub handler: String,
+    /// The deployed version (component digest).
+    pub version: String,
+    /// The input stream.
+    pub stream: String,
+    /// Load errors reported by live nodes, by node.
+    pub errors: BTreeMap<String, String>,
+    /// Every partition, in order.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition of a deployment.
+#[derive(Debug, Serialize)]
+pub struct PartitionStatus {
+    /// Partition number.
+    pub partition: u32,
+    /// The live nodes running it: one normally, two for a moment during a handoff, none while
+    /// a dead node's partition waits for its membership to expire.
+    pub owners: Vec<String>,
+    /// Messages delivered and not yet settled (0 or 1: partitions are sequential).
+    pub pending: u64,
+    /// Messages delivered more than once so far.
+    pub redelivered: u64,
+    /// Messages in the partition not yet delivered.
+    pub lag: u64,
+}
+
+/// Reads the live nodes, the deployments, what each live node runs and every consumer's state.
+pub async fn read(
+    js: &jetstream::Context,
+    control: &ControlPlane,
+) -> anyhow::Result<ClusterStatus> {
+    let nodes = membership::live_nodes(&control.nodes).await?;
+    let live: BTreeSet<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+    let mut statuses = node_statuses(control).await?;
+    let mut deployments = Vec::new();
+    for deployed in deploy::list(control).await? {
+        let spec = deployed.spec;
+        let id = spec.id()?;
+        let reports: Vec<NodeStatus> = statuses
+            .remove(&id.key())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|status| live.contains(status.node.as_str()))
+            .collect();
+        let stream = js
+            .get_stream(&spec.stream)
+            .await
+            .with_context(|| format!("failed to open stream {} of {id}", spec.stream))?;
+        let mut partitions = Vec::new();
+        for partition in 0..spec.partitions {
+            let owners = reports
+                .iter()
+                .filter(|r| r.error.is_none() && r.partitions.contains(&partition))
+                .map(|r| r.node.clone())
+                .collect();
+            let consumer = stream.consumer_info(id.consumer_name(partition)).await.ok();
+            partitions.push(PartitionStatus {
+                partition,
+                owners,
+                pending: consumer.as_ref().map_or(0, |c| c.num_ack_pending as u64),
+                redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered as u64),
+                lag: consumer.as_ref().map_or(0, |c| c.num_pending),
+            });
+        }
+        deployments.push(DeploymentStatus {
+            tenant: spec.tenant.clone(),
+            handler: spec.handler.clone(),
+            version: spec.version.clone(),
+            stream: spec.stream.clone(),
+            errors: reports
+                .iter()
+                .filter_map(|r| Some((r.node.clone(), r.error.clone()?)))
+                .collect(),
+            partitions,
+        });
+    }
+    Ok(ClusterStatus { nodes, deployments })
+}
+
+/// What every node reported, by deployment key (`<tenant>.<handler>`), including nodes that
+/// are gone.
+pub async fn node_statuses(
+    control: &ControlPlane,
+) -> anyhow::Result<BTreeMap<String, Vec<NodeStatus>>> {
+    let keys: Vec<String> = control.status.keys().await?.try_collect().await?;
+    let mut statuses: BTreeMap<String, Vec<NodeStatus>> = BTreeMap::new();
+    for key in keys {
+        // `<tenant>.<handler>.<node-id>`: names never contain dots, node ids may.
+        let mut parts = key.splitn(3, '.');
+        let (Some(tenant), Some(handler)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if let Some(value) = control.status.get(&key).await?
+            && let Ok(status) = serde_json::from_slice(&value)
+        {
+            statuses
+                .entry(format!("{tenant}.{handler}"))
+                .or_default()
+                .push(status);
+        }
+    }
+    Ok(statuses)
+}
+
+/// Prints the status as tables.
+pub fn print(status: &ClusterStatus) {
+    if status.nodes.is_empty() {
+        println!("no live nodes (start one with `weir node`)");
+    } else {
+        println!("{:<32} {:<9} {:<10} STARTED", "NODE", "STATE", "VERSION");
+        for node in &status.nodes {
+            let state = match node.state {
+                membership::MemberState::Active => "active",
+                membership::MemberState::Draining => "draining",
+            };
+            println!(
+                "{:<32} {:<9} {:<10} {}",
+                node.node, state, node.version, node.started_at
+            );
+        }
+    }
+    for deployment in &status.deployments {
+        println!();
+        println!(
+            "{}/{} version {} on stream {}",
+            deployment.tenant,
+            deployment.handler,
+            &deployment.version[..deployment.version.len().min(12)],
+            deployment.stream
+        );
+        for (node, error) in &deployment.errors {
+            println!("  error on {node}: {error}");
+        }
+        println!(
+            "  {:>9}  {:<32} {:>7} {:>11} {:>9}",
+            "PARTITION", "OWNER", "PENDING", "REDELIVERED", "LAG"
+        );
+        for p in &deployment.partitions {
+            let owner = if p.owners.is_empty() {
+                "-".to_owned()
+            } else {
+                p.owners.join(",")
+            };
+            println!(
+                "  {:>9}  {:<32} {:>7} {:>11} {:>9}",
+                p.partition, owner, p.pending, p.redelivered, p.lag
+            );
+        }
+    }
+}

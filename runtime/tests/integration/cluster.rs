@@ -1,0 +1,355 @@
+//! Many nodes, one cluster: placement over the live membership, graceful handoff on join and
+//! drain, crash failover, exclusive delivery while nodes disagree, and a NATS cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use weir::deploy::{self, DeployRequest};
+use weir::host::Host;
+use weir::node::{self, NodeConfig};
+use weir::placement;
+use weir::resources::DeploymentId;
+use weir::traffic::{Payload, Traffic};
+
+use crate::fleet::{NodeProcess, drained, history, judge, owners, settled, wait_stored};
+use crate::support::{Env, OUTPUT, create_streams, scripted, wait_for};
+
+const PARTITIONS: u32 = 16;
+
+async fn deploy(js: &jetstream::Context, request: DeployRequest) -> anyhow::Result<()> {
+    deploy::deploy(js, &Host::new()?, request).await?;
+    Ok(())
+}
+
+/// `count` messages `echo <key> <seq>` over `keys` keys, with stream sequences following on
+/// from what is stored.
+async fn publish(js: &jetstream::Context, count: u64, keys: u64) -> anyhow::Result<()> {
+    Traffic {
+        subject: "in.{key}.ev".into(),
+        payload: Payload::Template("echo {key} {seq}".into()),
+        count,
+        keys,
+        headers: vec![],
+    }
+    .publish(js, |_| {})
+    .await?;
+    Ok(())
+}
+
+fn members(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_owned()).collect()
+}
+
+fn test_id(handler: &str) -> DeploymentId {
+    DeploymentId::new("test", handler).expect("valid name")
+}
+
+fn moved(before: &[String], after: &[String]) -> usize {
+    before.iter().zip(after).filter(|(b, a)| b != a).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_own_every_partition_of_two_deployments_once_within_the_bound()
+-> anyhow::Result<()> {
+    let env = Env::with_streams(PARTITIONS).await?;
+    let url = env.server.url();
+    let _nodes = ["a", "b", "c"].map(|id| NodeProcess::start(id, &url));
+    deploy(&env.js, scripted("one")).await?;
+    deploy(&env.js, scripted("two")).await?;
+
+    let status = settled(&env.js, &["a", "b", "c"], 2).await;
+    let all = members(&["a", "b", "c"]);
+    let bound = placement::capacity(PARTITIONS, all.len()) as usize;
+    for handler in ["one", "two"] {
+        let owners = owners(&status, handler);
+        assert_eq!(
+            owners,
+            placement::owners(&test_id(handler), PARTITIONS, &all),
+            "{handler} is not placed as every node computes it"
+        );
+        for node in &all {
+            let held = owners.iter().filter(|o| *o == node).count();
+            assert!(
+                held <= bound,
+                "{node} holds {held} partitions of {handler}, over {bound}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_and_a_drain_move_only_placed_partitions_and_lose_or_repeat_nothing()
+-> anyhow::Result<()> {
+    const BATCH: u64 = 3_000;
+    let env = Env::with_streams(PARTITIONS).await?;
+    let url = env.server.url();
+    let mut a = NodeProcess::start("a", &url);
+    let mut b = NodeProcess::start_with("b", &url, &["--shutdown-timeout", "60s"]);
+    let c = NodeProcess::start("c", &url);
+    deploy(&env.js, scripted("flow")).await?;
+    let three = owners(&settled(&env.js, &["a", "b", "c"], 1).await, "flow");
+
+    // A fourth node joins while the first batch is being handled.
+    publish(&env.js, BATCH, 64).await?;
+    wait_stored(&env.js, OUTPUT, BATCH / 3).await;
+    let d = NodeProcess::start("d", &url);
+    let four = owners(&settled(&env.js, &["a", "b", "c", "d"], 1).await, "flow");
+    assert_eq!(
+        four,
+        placement::owners(
+            &test_id("flow"),
+            PARTITIONS,
+            &members(&["a", "b", "c", "d"])
+        )
+    );
+    let moved_on_join = moved(&three, &four);
+    assert!(four.iter().any(|o| o == "d"), "the new node got nothing");
+
+    // A node drains while the second batch is being handled.
+    wait_stored(&env.js, OUTPUT, BATCH).await;
+    publish(&env.js, BATCH, 64).await?;
+    wait_stored(&env.js, OUTPUT, BATCH + BATCH / 3).await;
+    let (exit, drain_time) = b.terminate().await;
+    assert!(
+        exit.success(),
+        "node b did not drain cleanly:\n{}",
+        b.log_text()
+    );
+    let after = owners(&settled(&env.js, &["a", "c", "d"], 1).await, "flow");
+    assert_eq!(
+        after,
+        placement::owners(&test_id("flow"), PARTITIONS, &members(&["a", "c", "d"]))
+    );
+    let moved_on_drain = moved(&four, &after);
+    assert!(after.iter().all(|o| o != "b"));
+
+    wait_stored(&env.js, OUTPUT, 2 * BATCH).await;
+    drained(&env.js, "flow").await;
+    let calls = history(&[&a, &b, &c, &d]);
+    let verdict = judge(&calls, "flow");
+    assert!(
+        verdict.out_of_order.is_empty(),
+        "order broken: {:?}",
+        verdict.out_of_order
+    );
+    assert!(
+        verdict.duplicates.is_empty(),
+        "handled twice: {:?}",
+        verdict.duplicates
+    );
+    assert!(
+        verdict.shared_pins.is_empty(),
+        "pins shared: {:?}",
+        verdict.shared_pins
+    );
+    assert_eq!(calls.len() as u64, 2 * BATCH, "every message handled once");
+
+    // Reported, not asserted: how long partitions waited for their new owner.
+    let drained_at = b.logged_at("draining").expect("b logged its drain");
+    let resumed_at = calls
+        .iter()
+        .filter(|call| call.at > drained_at && four[call.partition as usize] == "b")
+        .fold(BTreeMap::new(), |mut first, call| {
+            first.entry(call.partition).or_insert(call.at);
+            first
+        });
+    let handoff = resumed_at
+        .values()
+        .map(|at| at - drained_at)
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "placement: join moved {moved_on_join} of {PARTITIONS} partitions (d gained {}), drain \
+         moved {moved_on_drain} (b held {}); drain took {drain_time:?}; b's partitions resumed elsewhere within \
+         {:?} of the drain starting",
+        four.iter().filter(|o| *o == "d").count(),
+        four.iter().filter(|o| *o == "b").count(),
+        Duration::from_nanos(handoff as u64)
+    );
+    a.kill9();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_and_joins_during_fifty_thousand_messages_lose_nothing_and_keep_order()
+-> anyhow::Result<()> {
+    const MESSAGES: u64 = 50_000;
+    let env = Env::with_streams(PARTITIONS).await?;
+    let url = env.server.url();
+    let mut a = NodeProcess::start("a", &url);
+    let b = NodeProcess::start("b", &url);
+    let mut c = NodeProcess::start("c", &url);
+    deploy(&env.js, scripted("chaos")).await?;
+    let before = owners(&settled(&env.js, &["a", "b", "c"], 1).await, "chaos");
+    publish(&env.js, MESSAGES, 500).await?;
+
+    wait_stored(&env.js, OUTPUT, MESSAGES / 5).await;
+    a.kill9();
+    let killed_a_at = now_nanos();
+    let after_a = owners(&settled(&env.js, &["b", "c"], 1).await, "chaos");
+
+    wait_stored(&env.js, OUTPUT, 2 * MESSAGES / 5).await;
+    let d = NodeProcess::start("d", &url);
+    settled(&env.js, &["b", "c", "d"], 1).await;
+
+    wait_stored(&env.js, OUTPUT, 3 * MESSAGES / 5).await;
+    c.kill9();
+    settled(&env.js, &["b", "d"], 1).await;
+
+    wait_stored(&env.js, OUTPUT, MESSAGES).await;
+    drained(&env.js, "chaos").await;
+
+    let calls = history(&[&a, &b, &c, &d]);
+    let verdict = judge(&calls, "chaos");
+    assert!(
+        verdict.out_of_order.is_empty(),
+        "order broken: {:?}",
+        verdict.out_of_order
+    );
+    assert!(
+        verdict.shared_pins.is_empty(),
+        "pins shared: {:?}",
+        verdict.shared_pins
+    );
+    // A duplicate is only allowed for a message that was in hand on a killed node: its last
+    // call on that node is the one that was never acknowledged.
+    let last_on_killed: Vec<u64> = [&a, &c]
+        .iter()
+        .flat_map(|node| {
+            let calls = node.calls();
+            let mut last = BTreeMap::new();
+            for call in calls {
+                last.insert(call.partition, call.stream_seq);
+            }
+            last.into_values()
+        })
+        .collect();
+    for seq in &verdict.duplicates {
+        assert!(
+            last_on_killed.contains(seq),
+            "stream sequence {seq} was handled twice but was not in hand at a kill"
+        );
+    }
+    let handled: std::collections::BTreeSet<u64> = calls.iter().map(|c| c.stream_seq).collect();
+    assert_eq!(handled.len() as u64, MESSAGES, "every message handled");
+
+    // Reported, not asserted: how long a's partitions waited after the kill.
+    let resumed = calls
+        .iter()
+        .filter(|call| call.at > killed_a_at && before[call.partition as usize] == "a")
+        .fold(BTreeMap::new(), |mut first, call| {
+            first.entry(call.partition).or_insert(call.at);
+            first
+        });
+    let failover = resumed
+        .values()
+        .map(|at| at - killed_a_at)
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "chaos: {} duplicate(s) from kills; a's {} partitions resumed on survivors within {:?} \
+         of kill -9 (membership TTL 3s + pin timeout 5s); {} moved when a died",
+        verdict.duplicates.len(),
+        resumed.len(),
+        Duration::from_nanos(failover as u64),
+        moved(&before, &after_a)
+    );
+    Ok(())
+}
+
+fn now_nanos() -> i128 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_that_both_claim_a_partition_never_both_deliver_it() -> anyhow::Result<()> {
+    const MESSAGES: u64 = 300;
+    let env = Env::with_streams(1).await?;
+    // Both nodes ignore placement and pull the one partition; only the pin decides. The pin
+    // timeout is long so that nothing but a drain moves it during the test.
+    let config = |id: &str| NodeConfig {
+        node_id: id.to_owned(),
+        claim_all_partitions: true,
+        pin_timeout: Duration::from_secs(60),
+        ..NodeConfig::default()
+    };
+    let first = node::start(env.client.clone(), config("first")).await?;
+    let second = node::start(
+        async_nats::connect(env.server.url()).await?,
+        config("second"),
+    )
+    .await?;
+    deploy(&env.js, scripted("fenced")).await?;
+
+    publish(&env.js, MESSAGES, 8).await?;
+    wait_stored(&env.js, OUTPUT, MESSAGES).await;
+    let (one, two) = (first.counters().snapshot(), second.counters().snapshot());
+    assert_eq!(one.acked + two.acked, MESSAGES, "each message handled once");
+    assert!(
+        one.acked == 0 || two.acked == 0,
+        "both nodes delivered the partition: {} and {}",
+        one.acked,
+        two.acked
+    );
+    let (pinned, standby) = if one.acked > 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+
+    // The pinned node drains: the standby one takes every later message.
+    pinned.shutdown().await?;
+    publish(&env.js, MESSAGES, 8).await?;
+    wait_stored(&env.js, OUTPUT, 2 * MESSAGES).await;
+    wait_for("the standby node to take over", || {
+        let acked = standby.counters().snapshot().acked;
+        async move { (acked == MESSAGES).then_some(()) }
+    })
+    .await;
+    standby.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_server_nats_cluster_loses_a_server_mid_run_and_nothing_is_lost()
+-> anyhow::Result<()> {
+    const MESSAGES: u64 = 6_000;
+    let mut servers = weir::embedded::start_cluster(3)?;
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    let client = async_nats::ConnectOptions::new()
+        .connect(urls.clone())
+        .await?;
+    let js = jetstream::new(client);
+    wait_for("the NATS cluster to elect a JetStream leader", || async {
+        create_streams(&js, PARTITIONS, 3).await.ok()
+    })
+    .await;
+    let node = NodeProcess::start("only", &urls.join(","));
+    deploy(&js, scripted("replicated")).await?;
+    settled(&js, &["only"], 1).await;
+
+    publish(&js, MESSAGES / 2, 64).await?;
+    wait_stored(&js, OUTPUT, MESSAGES / 4).await;
+    servers[0].stop();
+    publish(&js, MESSAGES / 2, 64).await?;
+    wait_stored(&js, OUTPUT, MESSAGES).await;
+    drained(&js, "replicated").await;
+
+    let calls = history(&[&node]);
+    let verdict = judge(&calls, "replicated");
+    assert!(
+        verdict.out_of_order.is_empty(),
+        "order broken: {:?}",
+        verdict.out_of_order
+    );
+    let handled: std::collections::BTreeSet<u64> = calls.iter().map(|c| c.stream_seq).collect();
+    assert_eq!(handled.len() as u64, MESSAGES, "every message handled");
+    let outputs = js.get_stream(OUTPUT).await?.info().await?.state.messages;
+    assert_eq!(
+        outputs, MESSAGES,
+        "one output per message, no duplicates stored"
+    );
+    Ok(())
+}
