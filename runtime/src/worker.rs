@@ -209,6 +209,7 @@ impl PartitionWorker {
                 }
                 Event::Swapped { consumer_changed } => {
                     if consumer_changed {
+                        self.release(pulling).await;
                         return Next::Resubscribe;
                     }
                 }
@@ -223,10 +224,14 @@ impl PartitionWorker {
                     use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
                     tracing::warn!("pull from consumer {}: {error}", self.consumer_name());
                     if !matches!(error.kind(), Kind::MissingHeartbeat) {
+                        self.release(pulling).await;
                         return Next::Resubscribe;
                     }
                 }
-                Event::PullEnded => return Next::Resubscribe,
+                Event::PullEnded => {
+                    self.release(pulling).await;
+                    return Next::Resubscribe;
+                }
                 Event::Pin(advisory) => self.follow_pin(&advisory),
                 Event::ReclaimCheck => self.reclaim(&pulling.consumer).await,
             }
@@ -382,9 +387,10 @@ impl PartitionWorker {
         }
     }
 
-    /// Lets the next owner in, with nothing in hand: releases the pin, then finishes any
-    /// message the server delivered before it saw the release (the next owner cannot get one
-    /// until that is settled), and stops pulling.
+    /// Lets the next puller in (another node's, or this worker's next subscription), with
+    /// nothing in hand: releases the pin, then finishes any message the server delivered before
+    /// it saw the release (the next puller cannot get one until that is settled), and stops
+    /// pulling.
     async fn release(&mut self, mut pulling: Pulling) {
         if self.unpin(&pulling.consumer).await {
             // The release was answered on this connection, so everything the server sent

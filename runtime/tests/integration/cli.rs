@@ -289,6 +289,41 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
     assert_eq!(json[0]["deployment"]["stream"], "IN");
     assert_eq!(json[0]["deployment"]["retry"]["max_deliver"], 5);
 
+    // `weir status`: the live node, and every partition owned by it with nothing left over.
+    let status: serde_json::Value = wait_for("weir status to show an idle cluster", || {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&["status", "--json"])).expect("status is JSON");
+        let idle = status["deployments"][0]["partitions"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["lag"] == 0 && p["pending"] == 0));
+        async move { idle.then_some(status) }
+    })
+    .await;
+    assert_eq!(status["nodes"][0]["node"], "cli-node");
+    assert_eq!(status["nodes"][0]["state"], "active");
+    let partitions = status["deployments"][0]["partitions"]
+        .as_array()
+        .expect("partitions");
+    assert_eq!(partitions.len(), 4);
+    for partition in partitions {
+        assert_eq!(
+            partition["owners"],
+            serde_json::json!(["cli-node"]),
+            "{partition}"
+        );
+    }
+    let table = ok(&["status"]);
+    for expected in [
+        "cli-node",
+        "active",
+        "acme/echo",
+        "PARTITION",
+        "OWNER",
+        "LAG",
+    ] {
+        assert!(table.contains(expected), "{table} lacks {expected}");
+    }
+
     // What a guest prints lands in the node's log, tagged with where it came from.
     ok(&["publish", "in.k3.ev", "--template", "trap"]);
     let node_log = dir.path().join("node.log");
