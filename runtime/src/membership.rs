@@ -89,54 +89,89 @@ impl Default for MembershipConfig {
     }
 }
 
-/// Keeps this node's record alive until shutdown, then deletes it. `state` says what the
-/// record announces; a change is written at once.
-pub(crate) async fn keep_registered(
+/// A node's membership: its record in `weir_nodes` and the revision it last wrote.
+pub(crate) struct Membership {
     js: jetstream::Context,
     nodes: kv::Store,
-    node: String,
-    config: MembershipConfig,
-    mut state: watch::Receiver<MemberState>,
-    shutdown: CancellationToken,
-) {
-    let ttl = Duration::from_secs(config.ttl.as_secs().max(1));
-    let renew_every = ttl / 3;
-    let started_at = now_rfc3339();
-    let record = |state: MemberState| MemberRecord {
-        node: node.clone(),
-        state,
-        started_at: started_at.clone(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    let mut revision: Option<u64> = None;
-    loop {
-        let current = record(*state.borrow_and_update());
-        let result = match revision {
-            None => register(&nodes, &current, ttl).await,
-            Some(last) => renew(&js, &current, last, ttl).await,
+    record: MemberRecord,
+    ttl: Duration,
+    revision: u64,
+}
+
+impl Membership {
+    /// Registers `node`, refusing an id that a live node already holds.
+    pub(crate) async fn join(
+        js: jetstream::Context,
+        nodes: kv::Store,
+        node: &str,
+        config: MembershipConfig,
+    ) -> anyhow::Result<Self> {
+        let record = MemberRecord {
+            node: node.to_owned(),
+            state: MemberState::Active,
+            started_at: now_rfc3339(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        revision = match result {
-            Ok(next) => Some(next),
-            Err(Renewal::Lapsed) => {
-                tracing::warn!(
-                    "this node's membership lapsed (it could not renew within {ttl:?}); \
-                     registering again"
-                );
-                None
-            }
-            Err(Renewal::Failed(error)) => {
-                tracing::warn!("failed to renew membership: {error:#}");
-                revision
-            }
+        let ttl = Duration::from_secs(config.ttl.as_secs().max(1));
+        let revision = match register(&nodes, &record, ttl).await {
+            Ok(revision) => revision,
+            Err(Renewal::Lapsed) => anyhow::bail!(
+                "node id {node:?} is already registered by a live node; give each node its own \
+                 --node-id"
+            ),
+            Err(Renewal::Failed(error)) => return Err(error),
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = state.changed() => {}
-            _ = tokio::time::sleep(renew_every) => {}
-        }
+        Ok(Self {
+            js,
+            nodes,
+            record,
+            ttl,
+            revision,
+        })
     }
-    if let Err(error) = nodes.delete(&node).await {
-        tracing::warn!("failed to deregister: {error}");
+
+    /// Keeps the record alive until `shutdown`, then deletes it. `state` says what the record
+    /// announces; a change is written at once.
+    pub(crate) async fn keep(
+        mut self,
+        mut state: watch::Receiver<MemberState>,
+        shutdown: CancellationToken,
+    ) {
+        let renew_every = self.ttl / 3;
+        let mut registered = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = state.changed() => {}
+                _ = tokio::time::sleep(renew_every) => {}
+            }
+            self.record.state = *state.borrow_and_update();
+            let result = if registered {
+                renew(&self.js, &self.record, self.revision, self.ttl).await
+            } else {
+                register(&self.nodes, &self.record, self.ttl).await
+            };
+            match result {
+                Ok(revision) => {
+                    self.revision = revision;
+                    registered = true;
+                }
+                Err(Renewal::Lapsed) => {
+                    tracing::warn!(
+                        "this node's membership lapsed (it could not renew within {:?}); \
+                         registering again",
+                        self.ttl
+                    );
+                    registered = false;
+                }
+                Err(Renewal::Failed(error)) => {
+                    tracing::warn!("failed to renew membership: {error:#}");
+                }
+            }
+        }
+        if let Err(error) = self.nodes.delete(&self.record.node).await {
+            tracing::warn!("failed to deregister: {error}");
+        }
     }
 }
 
@@ -146,13 +181,17 @@ enum Renewal {
     Failed(anyhow::Error),
 }
 
+/// Creates the record; `Lapsed` here means a live record already holds the id.
 async fn register(nodes: &kv::Store, record: &MemberRecord, ttl: Duration) -> Result<u64, Renewal> {
+    use async_nats::jetstream::kv::CreateErrorKind;
     let value = serde_json::to_vec(record).map_err(|e| Renewal::Failed(e.into()))?;
-    nodes
-        .create_with_ttl(&record.node, value.into(), ttl)
-        .await
-        .with_context(|| format!("failed to register node {} in {NODES_BUCKET}", record.node))
-        .map_err(Renewal::Failed)
+    match nodes.create_with_ttl(&record.node, value.into(), ttl).await {
+        Ok(revision) => Ok(revision),
+        Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Err(Renewal::Lapsed),
+        Err(error) => Err(Renewal::Failed(anyhow::Error::from(error).context(
+            format!("failed to register node {} in {NODES_BUCKET}", record.node),
+        ))),
+    }
 }
 
 /// Writes the record again with a fresh TTL, only if it is still the revision this node wrote.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::host::Host;
-use crate::membership::{self, MemberState, MembershipConfig};
+use crate::membership::{self, MemberState, Membership, MembershipConfig};
 use crate::metrics::SharedCounters;
 use crate::registry::Registry;
 use crate::resources::ControlPlane;
@@ -114,27 +114,22 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
     let counters = SharedCounters::default();
     let span = tracing::info_span!("node", node = config.node_id.as_str());
 
+    let membership = Membership::join(
+        js.clone(),
+        control.nodes.clone(),
+        &config.node_id,
+        config.membership,
+    )
+    .await?;
     let (state, state_rx) = watch::channel(MemberState::Active);
     let (view_tx, view) = watch::channel(None);
     let leave = CancellationToken::new();
     let membership = tokio::spawn(
         {
-            let (js, nodes, node, leave) = (
-                js.clone(),
-                control.nodes.clone(),
-                config.node_id.clone(),
-                leave.clone(),
-            );
+            let (nodes, leave) = (control.nodes.clone(), leave.clone());
             async move {
                 tokio::join!(
-                    membership::keep_registered(
-                        js,
-                        nodes.clone(),
-                        node,
-                        config.membership,
-                        state_rx,
-                        leave.clone()
-                    ),
+                    membership.keep(state_rx, leave.clone()),
                     membership::watch_members(nodes, view_tx, leave),
                 );
             }

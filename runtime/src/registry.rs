@@ -61,14 +61,15 @@ impl Registry {
     /// worker and waits while each hands its partition off. A watch that breaks (say, across a
     /// server restart) is opened again; replayed entries that match what runs change nothing.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        while !shutdown.is_cancelled() {
+        'watching: while !shutdown.is_cancelled() {
             match self.node.control.deployments.watch_with_history(">").await {
                 Ok(mut entries) => loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         changed = self.members.changed() => {
                             if changed.is_err() {
-                                break;
+                                tracing::error!("the membership view closed; stopping every partition");
+                                break 'watching;
                             }
                             self.place_all().await;
                         }
