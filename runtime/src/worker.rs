@@ -288,19 +288,20 @@ impl PartitionWorker {
             .headers
             .as_ref()
             .and_then(|headers| headers.get(PIN_ID_HEADER))
-            .map(|value| value.as_str().to_owned());
-        if pin != self.pin {
-            match (&self.pin, &pin) {
-                (None, Some(pin)) => tracing::debug!(pin, "pinned"),
-                (Some(old), Some(new)) => {
-                    tracing::info!(old, new, "pinned again after the pin expired")
-                }
-                (_, None) => tracing::warn!(
-                    "message without {PIN_ID_HEADER}: the consumer is not pinned_client"
-                ),
-            }
-            self.pin = pin;
+            .map(|value| value.as_str());
+        if pin == self.pin.as_deref() {
+            return;
         }
+        match (&self.pin, pin) {
+            (None, Some(pin)) => tracing::debug!(pin, "pinned"),
+            (Some(old), Some(new)) => {
+                tracing::info!(old, new, "pinned again after the pin expired")
+            }
+            (_, None) => {
+                tracing::warn!("message without {PIN_ID_HEADER}: the consumer is not pinned_client")
+            }
+        }
+        self.pin = pin.map(str::to_owned);
     }
 
     /// Drops this worker's claim to the pin when an advisory says that another client now

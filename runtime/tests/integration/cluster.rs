@@ -12,7 +12,9 @@ use weir::placement;
 use weir::resources::DeploymentId;
 use weir::traffic::{Payload, Traffic};
 
-use crate::fleet::{NodeProcess, drained, history, judge, owners, settled, wait_stored};
+use crate::fleet::{
+    NodeProcess, drained, history, judge, owners, resumption, settled, wait_stored,
+};
 use crate::support::{Env, OUTPUT, create_streams, scripted, wait_for};
 
 const PARTITIONS: u32 = 16;
@@ -148,25 +150,14 @@ async fn a_join_and_a_drain_move_only_placed_partitions_and_lose_or_repeat_nothi
 
     // Reported, not asserted: how long partitions waited for their new owner.
     let drained_at = b.logged_at("draining").expect("b logged its drain");
-    let resumed_at = calls
-        .iter()
-        .filter(|call| call.at > drained_at && four[call.partition as usize] == "b")
-        .fold(BTreeMap::new(), |mut first, call| {
-            first.entry(call.partition).or_insert(call.at);
-            first
-        });
-    let handoff = resumed_at
-        .values()
-        .map(|at| at - drained_at)
-        .max()
-        .unwrap_or(0);
+    let (_, handoff) = resumption(&calls, drained_at, |p| four[p as usize] == "b");
     eprintln!(
         "placement: join moved {moved_on_join} of {PARTITIONS} partitions (d gained {}), drain \
          moved {moved_on_drain} (b held {}); drain took {drain_time:?}; b's partitions resumed elsewhere within \
          {:?} of the drain starting",
         four.iter().filter(|o| *o == "d").count(),
         four.iter().filter(|o| *o == "b").count(),
-        Duration::from_nanos(handoff as u64)
+        handoff
     );
     a.kill9();
     Ok(())
@@ -236,24 +227,13 @@ async fn kills_and_joins_during_fifty_thousand_messages_lose_nothing_and_keep_or
     assert_eq!(handled.len() as u64, MESSAGES, "every message handled");
 
     // Reported, not asserted: how long a's partitions waited after the kill.
-    let resumed = calls
-        .iter()
-        .filter(|call| call.at > killed_a_at && before[call.partition as usize] == "a")
-        .fold(BTreeMap::new(), |mut first, call| {
-            first.entry(call.partition).or_insert(call.at);
-            first
-        });
-    let failover = resumed
-        .values()
-        .map(|at| at - killed_a_at)
-        .max()
-        .unwrap_or(0);
+    let (resumed, failover) = resumption(&calls, killed_a_at, |p| before[p as usize] == "a");
     eprintln!(
         "chaos: {} duplicate(s) from kills; a's {} partitions resumed on survivors within {:?} \
          of kill -9 (membership TTL 3s + pin timeout 5s); {} moved when a died",
         verdict.duplicates.len(),
-        resumed.len(),
-        Duration::from_nanos(failover as u64),
+        resumed,
+        failover,
         moved(&before, &after_a)
     );
     Ok(())

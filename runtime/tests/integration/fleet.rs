@@ -168,6 +168,18 @@ pub fn history(nodes: &[&NodeProcess]) -> Vec<Call> {
     calls
 }
 
+/// For the partitions `moved` picks: how many were handled again after `since` (nanoseconds
+/// since the epoch), and the longest wait from `since` to a partition's first call.
+pub fn resumption(calls: &[Call], since: i128, moved: impl Fn(u32) -> bool) -> (usize, Duration) {
+    let mut first: BTreeMap<u32, i128> = BTreeMap::new();
+    for call in calls.iter().filter(|c| c.at > since && moved(c.partition)) {
+        first.entry(call.partition).or_insert(call.at);
+    }
+    let longest = first.values().map(|at| at - since).max().unwrap_or(0);
+    let longest = Duration::from_nanos(u64::try_from(longest).unwrap_or(0));
+    (first.len(), longest)
+}
+
 /// What a history proves about one handler's partitions.
 #[derive(Debug, Default)]
 pub struct Verdict {
