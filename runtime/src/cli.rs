@@ -74,6 +74,9 @@ pub enum Command {
     Status(LsArgs),
     /// Publish test traffic
     Publish(PublishArgs),
+    /// Inspect, replay and purge dead letters
+    #[command(subcommand)]
+    Dlq(crate::dlq::commands::DlqCommand),
     /// Run weir end to end on an embedded nats-server
     Demo(crate::demo::DemoArgs),
     /// Measure weir against a plain JetStream consumer on the same data
@@ -254,6 +257,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => ls(&cli.nats, args).await,
         Command::Status(args) => status(&cli.nats, args).await,
         Command::Publish(args) => publish(&cli.nats, args).await,
+        Command::Dlq(command) => {
+            crate::dlq::commands::run(&jetstream::new(cli.nats.connect().await?), command).await
+        }
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(&cli.nats, args).await,
     }
@@ -292,6 +298,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         },
         pin_timeout: args.pin_timeout,
         claim_all_partitions: false,
+        dlq_mover: true,
     };
     let mut node = node::start(client, config).await?;
     eprintln!("weir: node {} running; Ctrl-C to stop", node.id());
@@ -410,18 +417,29 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     for reports in statuses.values_mut() {
         reports.retain(|status| live.contains(&status.node));
     }
+    let dead_letters = crate::dlq::counts(&js).await?;
     let rows: Vec<_> = deploy::list(&control)
         .await?
         .into_iter()
         .map(|deployed| {
             let key = format!("{}.{}", deployed.spec.tenant, deployed.spec.handler);
             let nodes = statuses.remove(&key).unwrap_or_default();
-            (deployed, nodes)
+            let dead = dead_letters.get(&key).copied().unwrap_or(0);
+            (deployed, nodes, dead)
         })
         .collect();
     if args.json {
-        let json: Vec<_> =
-            rows.iter().map(|(d, nodes)| serde_json::json!({ "deployment": d.spec, "revision": d.revision, "nodes": nodes })).collect();
+        let json: Vec<_> = rows
+            .iter()
+            .map(|(d, nodes, dead)| {
+                serde_json::json!({
+                    "deployment": d.spec,
+                    "revision": d.revision,
+                    "nodes": nodes,
+                    "dead_letters": dead,
+                })
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
@@ -430,10 +448,10 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12} {:<16} {:<12} {:<12} {:>10}  {:<20} NODES",
-        "TENANT", "HANDLER", "VERSION", "STREAM", "PARTITIONS", "OUTPUTS"
+        "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} NODES",
+        "TENANT", "HANDLER", "VERSION", "STREAM", "PARTITIONS", "DEAD", "OUTPUTS"
     );
-    for (deployed, nodes) in rows {
+    for (deployed, nodes, dead) in rows {
         let spec = &deployed.spec;
         let nodes = if nodes.is_empty() {
             "none yet".to_owned()
@@ -451,12 +469,13 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
                 .join("; ")
         };
         println!(
-            "{:<12} {:<16} {:<12} {:<12} {:>10}  {:<20} {nodes}",
+            "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} {nodes}",
             spec.tenant,
             spec.handler,
             spec.short_version(),
             spec.stream,
             spec.partitions,
+            dead,
             spec.outputs.join(",")
         );
     }

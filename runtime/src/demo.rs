@@ -175,6 +175,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let outputs = traffic::read_stream(&js, "ENRICHED").await?;
     let report = check_order(&outputs, &traffic, args.messages);
+    let dead_letters = wait_dead_letters(&js, last.rejected).await?;
     node.shutdown().await?;
     drop(server);
 
@@ -193,6 +194,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  rejected         {} (malformed orders, terminated with the reason)",
         last.rejected
     );
+    match dead_letters.first() {
+        Some(example) => println!(
+            "  dead letters     {} in WEIR_DLQ, e.g. #{}: {}, {:?} ({})",
+            dead_letters.len(),
+            example.id,
+            example.reason.map_or("?", |r| r.as_str()),
+            example.last_error,
+            example.subject.as_deref().unwrap_or("?"),
+        ),
+        None => println!("  dead letters     none"),
+    }
+    anyhow::ensure!(
+        dead_letters.len() as u64 == last.rejected,
+        "{} rejected orders but {} dead letters",
+        last.rejected,
+        dead_letters.len()
+    );
     match report {
         Ok(checked) => {
             println!(
@@ -202,6 +220,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Err(problem) => anyhow::bail!("per-customer order check failed: {problem}"),
+    }
+}
+
+/// The dead letters, once there are `expected` of them (the mover copies each rejected order
+/// moments after its rejection), or whatever there is after a few seconds.
+async fn wait_dead_letters(
+    js: &async_nats::jetstream::Context,
+    expected: u64,
+) -> anyhow::Result<Vec<crate::dlq::records::DeadLetter>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let letters = crate::dlq::records::list(js, None, None).await?;
+        if letters.len() as u64 >= expected || Instant::now() >= deadline {
+            return Ok(letters);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,8 +1,8 @@
 //! `weir deploy`: validate a component, store it, and activate it.
 //!
-//! Nothing is stored until everything has been checked: the names, the stream (it must exist
-//! and be partitioned), the output patterns, the component (it must parse, satisfy the world
-//! and compile) and its `init` (it must accept the configuration).
+//! Nothing is stored until everything has been checked: the names, the stream (it must exist,
+//! be partitioned and use Limits retention), the output patterns, the component (it must parse,
+//! satisfy the world and compile) and its `init` (it must accept the configuration).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub async fn deploy(
         subject::validate_pattern(pattern)
             .map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
     }
-    let partitions = partition::stream_partitions(js, &stream).await?;
+    let partitions = partition::input_stream_partitions(js, &stream).await?;
     for pattern in &outputs {
         check_output_stored(js, pattern).await?;
     }

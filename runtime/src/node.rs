@@ -1,6 +1,6 @@
 //! A processing node: one NATS connection, one Wasm engine, its membership in `weir_nodes`,
-//! and the registry that runs every deployment in `weir_deployments` on the partitions
-//! placement gives this node.
+//! the registry that runs every deployment in `weir_deployments` on the partitions placement
+//! gives this node, and a dead-letter mover.
 //!
 //! Stopping a node is a drain: it announces that it is draining (the other nodes place its
 //! partitions elsewhere and wait on standby), hands every partition off, deregisters, and
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::dlq::Mover;
 use crate::host::Host;
 use crate::membership::{self, MemberState, Membership, MembershipConfig};
 use crate::metrics::SharedCounters;
@@ -37,6 +38,9 @@ pub struct NodeConfig {
     /// Ignore placement and run every partition of every deployment. Only the pin then keeps
     /// delivery exclusive; this exists to test that fence, not for production.
     pub claim_all_partitions: bool,
+    /// Run a dead-letter mover ([`crate::dlq::Mover`]) beside the partitions. Every node does by
+    /// default; any number may, since they share one consumer.
+    pub dlq_mover: bool,
 }
 
 impl Default for NodeConfig {
@@ -46,6 +50,7 @@ impl Default for NodeConfig {
             membership: MembershipConfig::default(),
             pin_timeout: crate::worker::DEFAULT_PIN_TIMEOUT,
             claim_all_partitions: false,
+            dlq_mover: true,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct NodeHandle {
     /// Stops the membership tasks: the node deregisters.
     leave: CancellationToken,
     membership: JoinHandle<()>,
+    /// The dead-letter mover, stopped with the registry.
+    mover: Option<JoinHandle<()>>,
 }
 
 /// Starts a node on `client`: creates the control-plane buckets if needed, registers in
@@ -137,6 +144,14 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         .instrument(span.clone()),
     );
 
+    let drain = CancellationToken::new();
+    let mover = config.dlq_mover.then(|| {
+        tokio::spawn(
+            Mover::new(js.clone(), &control)
+                .run(drain.clone())
+                .instrument(span.clone()),
+        )
+    });
     let context = NodeContext {
         id: config.node_id.clone(),
         js,
@@ -146,7 +161,6 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         pin_timeout: config.pin_timeout,
         claim_all_partitions: config.claim_all_partitions,
     };
-    let drain = CancellationToken::new();
     let registry = tokio::spawn(
         Registry::new(context, view)
             .run(drain.clone())
@@ -162,6 +176,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         registry,
         leave,
         membership,
+        mover,
     })
 }
 
@@ -184,6 +199,11 @@ impl NodeHandle {
         self.state.send_replace(MemberState::Draining);
         self.drain.cancel();
         let result = self.registry.await.context("the node task panicked")?;
+        if let Some(mover) = self.mover
+            && let Err(error) = mover.await
+        {
+            tracing::warn!(node = self.id, "dead-letter mover failed: {error}");
+        }
         self.leave.cancel();
         if let Err(error) = self.membership.await {
             tracing::warn!(node = self.id, "membership task failed: {error}");

@@ -169,8 +169,10 @@ pub async fn create_stream(
         .clone())
 }
 
-/// The partition count of an existing stream, with an error that says what is wrong with it.
-pub async fn stream_partitions(js: &jetstream::Context, name: &str) -> anyhow::Result<u32> {
+/// The partition count of an existing input stream, with an error that says what is wrong
+/// with it: it must be partitioned, and keep its messages under Limits retention, so that a
+/// message that dies can still be read and copied to the dead-letter stream.
+pub async fn input_stream_partitions(js: &jetstream::Context, name: &str) -> anyhow::Result<u32> {
     let mut stream = match js.get_stream(name).await {
         Ok(stream) => stream,
         Err(error)
@@ -192,6 +194,13 @@ pub async fn stream_partitions(js: &jetstream::Context, name: &str) -> anyhow::R
         .info()
         .await
         .with_context(|| format!("failed to read stream {name}"))?;
+    let retention = &info.config.retention;
+    anyhow::ensure!(
+        *retention == stream::RetentionPolicy::Limits,
+        "stream {name} has {retention:?} retention; weir needs Limits retention, which keeps a \
+         message after it is acknowledged or terminated, so that a message that dies can still \
+         be copied to the dead-letter stream (create input streams with `weir stream create`)"
+    );
     partitions_of(&info.config)
 }
 

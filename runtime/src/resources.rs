@@ -57,6 +57,15 @@ impl DeploymentId {
         format!("weir_{}_{}_p{partition:03}", self.tenant, self.handler)
     }
 
+    /// The deployment and partition of a consumer named by [`DeploymentId::consumer_name`];
+    /// `None` for any other name.
+    pub fn from_consumer_name(name: &str) -> Option<(Self, u32)> {
+        let (names, partition) = name.strip_prefix("weir_")?.rsplit_once("_p")?;
+        let (tenant, handler) = names.split_once('_')?;
+        let partition = partition.parse().ok()?;
+        Some((Self::new(tenant, handler).ok()?, partition))
+    }
+
     /// The object name of a component in `weir_artifacts`.
     pub fn artifact_name(&self, digest: &str) -> String {
         format!("{}/{}/{digest}", self.tenant, self.handler)
@@ -83,7 +92,9 @@ impl std::fmt::Display for DeploymentId {
     }
 }
 
-fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+/// Checks a tenant or handler name (`what` says which) against the rule of
+/// [`DeploymentId::new`].
+pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     let valid = (1..=32).contains(&name.len())
         && name
             .chars()
@@ -108,6 +119,8 @@ pub struct ControlPlane {
     pub status: kv::Store,
     /// See [`NODES_BUCKET`].
     pub nodes: kv::Store,
+    /// See [`crate::failures::FAILURES_BUCKET`].
+    pub failures: kv::Store,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -117,8 +130,8 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Opens the buckets, creating any that do not exist yet, replicated three times on a
-    /// NATS cluster of three or more servers.
+    /// Opens the buckets, creating any that do not exist yet, and the dead-letter streams
+    /// ([`crate::dlq`]), all replicated three times on a NATS cluster of three or more servers.
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
         let replicas = control_plane_replicas(&js.client().server_info());
         let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
@@ -167,11 +180,14 @@ impl ControlPlane {
             },
         )
         .await?;
+        let failures = open_kv(js, crate::failures::bucket_config(replicas)).await?;
+        crate::dlq::ensure_streams(js, replicas).await?;
         Ok(Self {
             artifacts,
             deployments,
             status,
             nodes,
+            failures,
         })
     }
 }
@@ -214,6 +230,18 @@ mod tests {
             "weir:acme:orders:ORDERS:42:1"
         );
         assert_eq!(DeploymentId::from_key("acme.orders")?, id);
+        assert_eq!(
+            DeploymentId::from_consumer_name("weir_acme_orders_p003"),
+            Some((id.clone(), 3))
+        );
+        for other in [
+            "weir_dlq_mover",
+            "orders_p003",
+            "weir_acme_orders_pX",
+            "weir_a_b_c_p1",
+        ] {
+            assert_eq!(DeploymentId::from_consumer_name(other), None, "{other}");
+        }
         Ok(())
     }
 

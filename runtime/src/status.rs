@@ -1,5 +1,6 @@
-//! What the cluster looks like right now: the live nodes, and for every deployment and
-//! partition the node running it and its consumer's backlog. Read by `weir status`.
+//! What the cluster looks like right now: the live nodes, and for every deployment its dead
+//! letters and, per partition, the node running it and its consumer's backlog. Read by
+//! `weir status`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +36,8 @@ pub struct DeploymentStatus {
     pub stream: String,
     /// Load errors reported by live nodes, by node.
     pub errors: BTreeMap<String, String>,
+    /// Dead letters held in `WEIR_DLQ` (see `weir dlq ls`).
+    pub dead_letters: u64,
     /// Every partition, in order.
     pub partitions: Vec<PartitionStatus>,
 }
@@ -63,6 +66,7 @@ pub async fn read(
     let nodes = membership::live_nodes(&control.nodes).await?;
     let live: BTreeSet<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
     let mut statuses = node_statuses(control).await?;
+    let dead_letters = crate::dlq::counts(js).await?;
     let mut deployments = Vec::new();
     for deployed in deploy::list(control).await? {
         let spec = deployed.spec;
@@ -102,6 +106,7 @@ pub async fn read(
                 .iter()
                 .filter_map(|r| Some((r.node.clone(), r.error.clone()?)))
                 .collect(),
+            dead_letters: dead_letters.get(&id.key()).copied().unwrap_or(0),
             partitions,
         });
     }
@@ -153,11 +158,12 @@ pub fn print(status: &ClusterStatus) {
     for deployment in &status.deployments {
         println!();
         println!(
-            "{}/{} version {} on stream {}",
+            "{}/{} version {} on stream {}, {} dead letter(s)",
             deployment.tenant,
             deployment.handler,
             &deployment.version[..deployment.version.len().min(12)],
-            deployment.stream
+            deployment.stream,
+            deployment.dead_letters
         );
         for (node, error) in &deployment.errors {
             println!("  error on {node}: {error}");

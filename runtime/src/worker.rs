@@ -8,6 +8,9 @@
 //!                                  └─► failure: drop the instance, -NAK with backoff
 //! ```
 //!
+//! Before any `-NAK` or `+TERM` the worker records what went wrong in `weir_failures`
+//! ([`crate::failures`]); the dead-letter mover copies the last record into the dead letter.
+//!
 //! The consumer allows one unacknowledged message (MaxAckPending 1), so the server itself keeps
 //! a retried message ahead of every later message of its partition.
 //!
@@ -43,7 +46,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::deployment::{Deployment, SharedDeployment};
+use crate::deployment::{Deployment, SharedDeployment, now_rfc3339};
+use crate::failures::{self, Failure};
 use crate::host::{Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output};
 use crate::metrics::SharedCounters;
 use crate::partition;
@@ -60,6 +64,8 @@ const RECLAIM_CHECK: Duration = Duration::from_secs(1);
 /// Bounds of the pause between attempts to store a call's outputs.
 const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How soon a rejected message comes back when its failure record could not be written.
+const TERM_RECORD_RETRY: Duration = Duration::from_secs(1);
 /// Longest reason sent with `+TERM`.
 const MAX_TERM_REASON_BYTES: usize = 1024;
 /// The header carrying the pinned client's id on every delivered message.
@@ -81,6 +87,9 @@ pub(crate) struct PartitionWorker {
     /// Whether the last reclaim check found the consumer unpinned with a message pending.
     seen_abandoned: bool,
     js: jetstream::Context,
+    /// Where failures are recorded for dead letters.
+    failures: async_nats::jetstream::kv::Store,
+    node_id: String,
     pin_timeout: Duration,
     counters: SharedCounters,
     stop: CancellationToken,
@@ -112,7 +121,7 @@ enum Next {
     Stop,
 }
 
-/// What to tell the server about a handled message.
+/// What to tell the server about a handled message; `error` is what the failure record says.
 enum Verdict {
     Ack {
         outputs: usize,
@@ -120,8 +129,22 @@ enum Verdict {
     Nak {
         delay: Duration,
         last_delivery: bool,
+        error: String,
     },
-    Term(String),
+    Term {
+        reason: String,
+        error: String,
+    },
+}
+
+/// What became of a failure record.
+enum Recorded {
+    /// It is stored: the message may be settled.
+    Yes,
+    /// The message has been delivered again since: it is not this delivery's to settle.
+    Superseded,
+    /// It could not be stored, for this reason.
+    Failed(anyhow::Error),
 }
 
 impl PartitionWorker {
@@ -140,6 +163,8 @@ impl PartitionWorker {
             pin: None,
             seen_abandoned: false,
             js: node.js.clone(),
+            failures: node.control.failures.clone(),
+            node_id: node.id.clone(),
             pin_timeout: node.pin_timeout,
             counters: node.counters.clone(),
             stop,
@@ -486,7 +511,11 @@ impl PartitionWorker {
             Ok(input) => input,
             Err(error) => {
                 tracing::error!(subject = %message.subject, "{error:#}; terminating it");
-                return Verdict::Term(format!("weir could not read the message: {error:#}"));
+                let reason = format!("weir could not read the message: {error:#}");
+                return Verdict::Term {
+                    error: reason.clone(),
+                    reason,
+                };
             }
         };
         let (stream_seq, attempt) = (input.stream_seq, input.delivery_attempt);
@@ -501,9 +530,10 @@ impl PartitionWorker {
         let deployment = self.deployment.clone();
         let retry = &deployment.spec.retry;
         let last_delivery = attempt >= retry.max_deliver;
-        let nak = |delay| Verdict::Nak {
+        let nak = |delay, error| Verdict::Nak {
             delay,
             last_delivery,
+            error,
         };
         match result {
             Ok(Handled {
@@ -515,7 +545,7 @@ impl PartitionWorker {
                 },
                 Err(error) => {
                     tracing::warn!(stream_seq, delivery = attempt, "{error:#}; retrying");
-                    nak(Duration::ZERO)
+                    nak(Duration::ZERO, format!("outputs not stored: {error:#}"))
                 }
             },
             Ok(Handled {
@@ -523,16 +553,29 @@ impl PartitionWorker {
                 ..
             }) => {
                 self.counters.retried();
-                nak(delay
-                    .map(Duration::from_nanos)
-                    .unwrap_or_else(|| retry.backoff_for(attempt)))
+                match delay.map(Duration::from_nanos) {
+                    Some(delay) => nak(
+                        delay,
+                        format!(
+                            "the handler asked for a retry after {}",
+                            humantime::format_duration(delay)
+                        ),
+                    ),
+                    None => nak(
+                        retry.backoff_for(attempt),
+                        "the handler asked for a retry".to_owned(),
+                    ),
+                }
             }
             Ok(Handled {
                 outcome: Outcome::Reject(reason),
                 ..
             }) => {
                 self.counters.rejected();
-                Verdict::Term(reason)
+                Verdict::Term {
+                    error: format!("rejected: {reason}"),
+                    reason,
+                }
             }
             Err(failure) => {
                 self.counters.failed();
@@ -542,7 +585,7 @@ impl PartitionWorker {
                     delivery = attempt,
                     "handler failed: {failure}; instance replaced, message retried"
                 );
-                nak(retry.backoff_for(attempt))
+                nak(retry.backoff_for(attempt), failure.to_string())
             }
         }
     }
@@ -594,12 +637,43 @@ impl PartitionWorker {
             Verdict::Nak {
                 delay,
                 last_delivery,
-            } => nak(message, delay, last_delivery).await,
-            Verdict::Term(reason) => term(&self.js, message, &reason).await,
+                error,
+            } => match self.failure_log().record(message, error, false).await {
+                Recorded::Yes => nak(message, delay, last_delivery).await,
+                Recorded::Superseded => return,
+                Recorded::Failed(record_error) => {
+                    tracing::warn!("{record_error:#}; its dead letter will not say why it failed");
+                    nak(message, delay, last_delivery).await
+                }
+            },
+            // weir never terminates a message without the record that tells the mover the
+            // termination is its own.
+            Verdict::Term { reason, error } => {
+                match self.failure_log().record(message, error, true).await {
+                    Recorded::Yes => term(&self.js, message, &reason).await,
+                    Recorded::Superseded => return,
+                    Recorded::Failed(record_error) => {
+                        tracing::warn!(
+                            "{record_error:#}; retrying the message instead of terminating it"
+                        );
+                        nak(message, TERM_RECORD_RETRY, false).await
+                    }
+                }
+            }
         };
         if let Err(error) = settled {
             // The server redelivers after AckWait; outputs already stored are deduplicated.
             tracing::warn!(subject = %message.subject, "failed to settle the message: {error:#}");
+        }
+    }
+
+    fn failure_log(&self) -> FailureLog<'_> {
+        FailureLog {
+            js: &self.js,
+            failures: &self.failures,
+            deployment: &self.deployment,
+            node_id: &self.node_id,
+            consumer: self.consumer_name(),
         }
     }
 
@@ -669,6 +743,97 @@ async fn store_outputs(
     Ok(())
 }
 
+/// What a worker needs to record a failure: borrowed from it, so the record can be written
+/// while the worker's instance (which is not `Sync`) stays where it is.
+struct FailureLog<'a> {
+    js: &'a jetstream::Context,
+    failures: &'a async_nats::jetstream::kv::Store,
+    deployment: &'a Deployment,
+    node_id: &'a str,
+    consumer: String,
+}
+
+impl FailureLog<'_> {
+    /// Records why a delivery did not end in an ack, for the message's dead letter, unless the
+    /// delivery is no longer the one the server waits on. That happens only to a worker whose
+    /// pin lapsed mid-call: another worker has the message now, and this one must neither
+    /// settle it nor overwrite what the other records.
+    async fn record(
+        &self,
+        message: &jetstream::Message,
+        error: String,
+        terminated: bool,
+    ) -> Recorded {
+        let info = match message.info() {
+            Ok(info) => info,
+            Err(error) => {
+                return Recorded::Failed(anyhow::anyhow!("unreadable ack metadata: {error}"));
+            }
+        };
+        let subject = partition::split_subject(&message.subject)
+            .map_or(message.subject.as_str(), |(_, subject)| subject);
+        let failure = Failure {
+            version: self.deployment.spec.version.clone(),
+            subject: subject.to_owned(),
+            delivery: u64::try_from(info.delivered).unwrap_or(0),
+            consumer_seq: info.consumer_sequence,
+            error: failures::clip(&error, failures::MAX_ERROR_BYTES),
+            terminated,
+            node: self.node_id.to_owned(),
+            at: now_rfc3339(),
+        };
+        let stream_seq = info.stream_sequence;
+        let record = async {
+            if !self.is_current_delivery(info.consumer_sequence).await? {
+                return Ok(false);
+            }
+            let spec = &self.deployment.spec;
+            failures::record(
+                self.failures,
+                &self.deployment.id,
+                &spec.stream,
+                stream_seq,
+                &failure,
+            )
+            .await?;
+            Ok(true)
+        };
+        // Within the ack wait, so the server does not redeliver while the record is written.
+        let limit = self.deployment.spec.retry.ack_wait / 3;
+        match tokio::time::timeout(limit, record).await {
+            Ok(Ok(true)) => Recorded::Yes,
+            Ok(Ok(false)) => {
+                tracing::warn!(
+                    stream_seq,
+                    consumer_seq = info.consumer_sequence,
+                    "the partition's consumer has delivered this message again since (this \
+                     worker's pin lapsed during the call); leaving it to the new delivery"
+                );
+                Recorded::Superseded
+            }
+            Ok(Err(error)) => Recorded::Failed(error),
+            Err(_) => Recorded::Failed(anyhow::anyhow!(
+                "recording the failure of stream sequence {stream_seq} took longer than {limit:?}"
+            )),
+        }
+    }
+
+    /// Whether the delivery `consumer_seq` is still the consumer's latest: with one message
+    /// in flight per partition, a later delivery (or a reset by a worker that took this one
+    /// for abandoned) means this one is over.
+    async fn is_current_delivery(&self, consumer_seq: u64) -> anyhow::Result<bool> {
+        let name = &self.consumer;
+        let info = self
+            .js
+            .get_stream_no_info(&self.deployment.spec.stream)
+            .await?
+            .consumer_info(name)
+            .await
+            .with_context(|| format!("failed to read consumer {name}"))?;
+        Ok(info.delivered.consumer_sequence == consumer_seq)
+    }
+}
+
 /// Asks for redelivery after `delay`; on the last allowed delivery, at once, so the server
 /// gives up on the message without holding its partition for the delay.
 async fn nak(
@@ -698,13 +863,9 @@ async fn term(
         .reply
         .clone()
         .context("the message has no reply subject to terminate it on")?;
-    let reason: String = reason.replace(['\r', '\n'], " ");
-    let mut end = reason.len().min(MAX_TERM_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
+    let reason = failures::clip(reason, MAX_TERM_REASON_BYTES);
     js.client()
-        .request(reply, format!("+TERM {}", &reason[..end]).into())
+        .request(reply, format!("+TERM {reason}").into())
         .await
         .context("the server did not confirm the termination")?;
     Ok(())

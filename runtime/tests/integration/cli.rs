@@ -7,7 +7,7 @@ use async_nats::jetstream::stream;
 
 use crate::support::{Env, OUTPUT, guest, guest_path, wait_for};
 
-fn weir(args: &[&str]) -> Output {
+pub fn weir(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
         .env_remove("NATS_URL")
@@ -16,7 +16,7 @@ fn weir(args: &[&str]) -> Output {
         .expect("weir runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -377,6 +377,10 @@ fn the_demo_processes_orders_in_per_customer_order() {
         .find_map(|l| l.trim().strip_prefix("rejected"))
         .unwrap_or_default();
     assert!(rejected.trim_start().starts_with("3 "), "{stdout}");
+    assert!(
+        stdout.contains("dead letters     3 in WEIR_DLQ"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -3,23 +3,18 @@
 
 use std::time::Duration;
 
-use weir::deployment::{LimitsSpec, RetrySpec};
+use weir::deployment::LimitsSpec;
+use weir::dlq::Reason;
 
-use crate::support::{Env, OUTPUT, key_in, scripted};
+use crate::support::{Env, OUTPUT, key_in, scripted_giving_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_an_endless_loop_and_a_memory_hog_are_contained_and_stop_after_max_deliver()
 -> anyhow::Result<()> {
     const PARTITIONS: u32 = 4;
     let env = Env::with_streams(PARTITIONS).await?;
-    env.capture_advisories().await?;
     let node = env.node().await?;
-    let mut request = scripted("contain");
-    request.retry = RetrySpec {
-        max_deliver: 2,
-        backoff: vec![Duration::from_millis(100)],
-        ..RetrySpec::default()
-    };
+    let mut request = scripted_giving_up("contain", 2, Duration::from_millis(100));
     request.limits = LimitsSpec {
         max_memory_bytes: 16 << 20,
         handler_timeout: Duration::from_millis(500),
@@ -50,15 +45,22 @@ async fn a_trap_an_endless_loop_and_a_memory_hog_are_contained_and_stop_after_ma
             "partition of {command} did not move on"
         );
     }
-    let mut advisories = env.wait_advisories(3).await;
-    advisories.sort_by_key(|a| a["stream_seq"].as_u64());
-    for (advisory, seq) in advisories.iter().zip(&poisons) {
-        assert_eq!(
-            advisory["type"],
-            "io.nats.jetstream.advisory.v1.max_deliver"
+    let mut letters = env.wait_dead_letters(3).await;
+    letters.sort_by_key(|letter| letter.stream_seq);
+    let expected_errors = [
+        "trap: ",
+        "deadline of 500ms exceeded",
+        "memory limit of 16777216 bytes exceeded",
+    ];
+    for (letter, (seq, error)) in letters.iter().zip(poisons.iter().zip(expected_errors)) {
+        assert_eq!(letter.reason, Some(Reason::MaxDeliveries));
+        assert_eq!(letter.stream_seq, *seq);
+        assert_eq!(letter.deliveries, 2);
+        assert!(
+            letter.last_error.starts_with(error),
+            "dead letter of {seq} says {:?}, expected {error:?}",
+            letter.last_error
         );
-        assert_eq!(advisory["stream_seq"], *seq);
-        assert_eq!(advisory["deliveries"], 2);
     }
     assert_eq!(
         node.counters().snapshot().failed,

@@ -7,6 +7,7 @@
 mod cli;
 mod cluster;
 mod containment;
+mod dlq;
 mod fleet;
 mod host;
 mod order;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use weir::dlq::Reason;
+
 use crate::support::{Env, INPUT, OUTPUT, header, key_in, read, scripted};
 
 const PARTITIONS: u32 = 4;
@@ -108,7 +110,6 @@ async fn other_partitions_keep_flowing_while_one_waits_for_a_retry() -> anyhow::
 async fn a_rejected_message_is_terminated_with_the_handlers_reason_and_its_partition_moves_on()
 -> anyhow::Result<()> {
     let env = Env::with_streams(PARTITIONS).await?;
-    env.capture_advisories().await?;
     let node = env.node().await?;
     env.deploy_on(&node, scripted("reject")).await?;
 
@@ -121,22 +122,17 @@ async fn a_rejected_message_is_terminated_with_the_handlers_reason_and_its_parti
 
     let outputs = env.wait_messages(OUTPUT, 1).await;
     assert_eq!(&outputs[0].payload[..], b"echo after the reject");
-    let advisories = env.wait_advisories(1).await;
-    let advisory = &advisories[0];
-    assert_eq!(advisory["type"], "io.nats.jetstream.advisory.v1.terminated");
-    assert_eq!(advisory["reason"], "bad payload: not json");
-    assert_eq!(advisory["stream_seq"], rejected);
-    assert_eq!(advisory["consumer"], "weir_test_reject_p002");
+    let letters = env.wait_dead_letters(1).await;
+    let letter = &letters[0];
+    assert_eq!(letter.reason, Some(Reason::Terminated));
+    assert_eq!(letter.term_reason.as_deref(), Some("bad payload: not json"));
+    assert_eq!(letter.last_error, "rejected: bad payload: not json");
+    assert_eq!(
+        (letter.stream.as_str(), letter.stream_seq),
+        (INPUT, rejected)
+    );
+    assert_eq!(&letter.payload[..], b"reject bad payload: not json");
     assert_eq!(node.counters().snapshot().rejected, 1);
-
-    // Limits retention keeps the terminated message readable for the dead-letter mover.
-    let original = env
-        .js
-        .get_stream(INPUT)
-        .await?
-        .get_raw_message(rejected)
-        .await?;
-    assert_eq!(&original.payload[..], b"reject bad payload: not json");
     assert_eq!(read(&env.js, OUTPUT).await.len(), 1);
     node.shutdown().await
 }

@@ -2,21 +2,17 @@
 
 use std::time::Duration;
 
-use weir::deployment::RetrySpec;
+use weir::dlq::Reason;
 
-use crate::support::{Env, INPUT, OUTPUT, header, key_in, read, scripted, wait_for};
+use crate::support::{
+    Env, INPUT, OUTPUT, header, key_in, read, scripted, scripted_giving_up, wait_for,
+};
 
 #[tokio::test]
 async fn outputs_of_calls_that_retried_or_failed_are_never_seen() -> anyhow::Result<()> {
     let env = Env::with_streams(2).await?;
-    env.capture_advisories().await?;
     let node = env.node().await?;
-    let mut request = scripted("unseen");
-    request.retry = RetrySpec {
-        max_deliver: 2,
-        backoff: vec![Duration::from_millis(50)],
-        ..RetrySpec::default()
-    };
+    let request = scripted_giving_up("unseen", 2, Duration::from_millis(50));
     env.deploy_on(&node, request).await?;
 
     let key = key_in(0, 2, 0);
@@ -27,11 +23,11 @@ async fn outputs_of_calls_that_retried_or_failed_are_never_seen() -> anyhow::Res
     env.publish(&format!("in.{key}.ev"), "echo the only output")
         .await?;
 
-    let advisories = env.wait_advisories(2).await;
+    let letters = env.wait_dead_letters(2).await;
     assert!(
-        advisories
+        letters
             .iter()
-            .all(|a| a["type"] == "io.nats.jetstream.advisory.v1.max_deliver")
+            .all(|letter| letter.reason == Some(Reason::MaxDeliveries))
     );
     let outputs = env.wait_messages(OUTPUT, 1).await;
     let payloads: Vec<&[u8]> = outputs.iter().map(|m| &m.payload[..]).collect();

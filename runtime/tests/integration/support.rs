@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, message::StreamMessage, stream};
 use weir::deploy::{self, DeployRequest, Deployed};
 use weir::deployment::{DeploymentSpec, LimitsSpec, NodeStatus, RetrySpec};
+use weir::dlq::records::{self, DeadLetter};
 use weir::embedded::{NatsServer, ServerOptions};
 use weir::host::Host;
 use weir::node::{self, NodeConfig, NodeHandle};
@@ -97,28 +98,14 @@ impl Env {
         read(&self.js, stream).await
     }
 
-    /// Captures MSG_TERMINATED and MAX_DELIVERIES advisories for `IN` into stream `ADVISORIES`.
-    pub async fn capture_advisories(&self) -> anyhow::Result<()> {
-        self.js
-            .create_stream(stream::Config {
-                name: "ADVISORIES".into(),
-                subjects: vec![
-                    format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{INPUT}.>"),
-                    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INPUT}.>"),
-                ],
-                ..Default::default()
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// The advisories captured so far, as JSON.
-    pub async fn wait_advisories(&self, count: usize) -> Vec<serde_json::Value> {
-        self.wait_messages("ADVISORIES", count)
-            .await
-            .iter()
-            .map(|m| serde_json::from_slice(&m.payload).expect("advisories are JSON"))
-            .collect()
+    /// Waits until the dead-letter stream holds at least `count` dead letters, then returns
+    /// them all, oldest first.
+    pub async fn wait_dead_letters(&self, count: usize) -> Vec<DeadLetter> {
+        wait_for(&format!("{count} dead letter(s)"), || async {
+            let letters = records::list(&self.js, None, None).await.ok()?;
+            (letters.len() >= count).then_some(letters)
+        })
+        .await
     }
 }
 
@@ -171,6 +158,18 @@ pub fn scripted(handler: &str) -> DeployRequest {
         },
         config: BTreeMap::new(),
         outputs: vec!["out.>".into()],
+    }
+}
+
+/// [`scripted`], giving a message up after `max_deliver` deliveries, `backoff` apart.
+pub fn scripted_giving_up(handler: &str, max_deliver: u32, backoff: Duration) -> DeployRequest {
+    DeployRequest {
+        retry: RetrySpec {
+            max_deliver,
+            backoff: vec![backoff],
+            ..RetrySpec::default()
+        },
+        ..scripted(handler)
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `retry-until N MS`           | retries after MS ms while the delivery attempt is below N, then echoes |
 //! | `retry`                      | asks for a retry with the deployment's backoff, always    |
 //! | `reject REASON...`           | rejects with REASON                                       |
+//! | `reject-unless-fixed`        | rejects unless the configuration sets `fixed`, else echoes|
 //! | `trap`                       | panics                                                    |
 //! | `spin`                       | loops forever                                             |
 //! | `hog`                        | allocates until the memory limit stops it                 |
@@ -18,8 +19,8 @@
 //! | `emit N`                     | publishes N outputs `<prefix>.<subject>.<i>`, then acks   |
 //!
 //! Every output carries the header `delivery-attempt`, and `tag` when the configuration sets
-//! one. Configuration: `output_prefix` (default `out`), `tag`; `refuse` set to anything makes
-//! `init` refuse the configuration.
+//! one. Configuration: `output_prefix` (default `out`), `tag`, `fixed`; `refuse` set to anything
+//! makes `init` refuse the configuration.
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use weir_guest::{Config, Handler, Message, Outcome};
 struct Scripted {
     prefix: String,
     tag: String,
+    fixed: bool,
 }
 
 impl Handler for Scripted {
@@ -38,6 +40,7 @@ impl Handler for Scripted {
         Ok(Self {
             prefix: config.get_or("output_prefix", "out").to_owned(),
             tag: config.get_or("tag", "").to_owned(),
+            fixed: config.get("fixed").is_some(),
         })
     }
 
@@ -57,6 +60,7 @@ impl Handler for Scripted {
             }
             "retry" => Outcome::retry(),
             "reject" => Outcome::reject(words.collect::<Vec<_>>().join(" ")),
+            "reject-unless-fixed" if !self.fixed => Outcome::reject("not fixed yet"),
             "trap" => panic!("trap requested by the message"),
             "spin" => loop {
                 std::hint::black_box(0);
