@@ -72,7 +72,9 @@ pub async fn deploy(
     }
 
     let compile_host = host.clone();
+    // A core module (a Go handler) is stored as the component it is made into here.
     let version = tokio::task::spawn_blocking(move || {
+        let component = crate::host::componentize(component)?;
         compile_host.compile(&component).map(|v| (v, component))
     })
     .await

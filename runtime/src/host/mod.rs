@@ -11,6 +11,7 @@
 //! runtime at every epoch tick, so it delays nothing else on the node, and the deadline stops it.
 
 mod bindings;
+mod componentize;
 mod console;
 mod engine;
 mod instance;
@@ -19,6 +20,7 @@ mod state;
 mod version;
 
 pub use bindings::weir::handler::types::{Header, Level, Message, Outcome};
+pub use componentize::componentize;
 pub use engine::Host;
 pub use instance::{Handled, HandlerFailure, HandlerInstance, InstanceContext, Output};
 pub use limits::CallLimits;

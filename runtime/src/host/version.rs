@@ -16,12 +16,20 @@ pub enum ComponentError {
     /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file (it does not start with the \\0asm header)")]
     NotWasm,
-    /// A core module where a component was expected.
+    /// A core module where a component was expected: `weir deploy` makes components of core
+    /// modules, nodes load only components.
     #[error(
-        "this is a core WebAssembly module, not a component: build a Rust handler with \
-         `cargo build --release --target wasm32-wasip2`"
+        "this is a core WebAssembly module, not a component: deploy it with `weir deploy`, \
+         which makes it a component"
     )]
     CoreModule,
+    /// A core module that could not be made a `weir:handler` component.
+    #[error(
+        "this core WebAssembly module cannot be made a {WORLD} component: {0}. A Go handler \
+         must use guest-sdk/go and be built with `GOOS=wasip1 GOARCH=wasm go build \
+         -buildmode=c-shared`; a Rust handler with `cargo build --target wasm32-wasip2`"
+    )]
+    NotAdaptable(String),
     /// Malformed, or uses features the engine does not support.
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),
@@ -83,13 +91,13 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
         .collect()
 }
 
-enum Layer {
+pub(crate) enum Layer {
     Core,
     Component,
 }
 
 /// Reads the preamble: magic, then a 16-bit version and a 16-bit layer (0 core, 1 component).
-fn wasm_layer(bytes: &[u8]) -> Option<Layer> {
+pub(crate) fn wasm_layer(bytes: &[u8]) -> Option<Layer> {
     let preamble = bytes.get(..8)?;
     if &preamble[..4] != b"\0asm" {
         return None;

@@ -5,7 +5,12 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use async_nats::jetstream::stream;
 
-use crate::support::{Env, OUTPUT, guest, guest_path, wait_for};
+use async_nats::jetstream::consumer::PullConsumer;
+use tokio::io::AsyncReadExt as _;
+use weir::deployment::DeploymentSpec;
+use weir::resources::{ControlPlane, DeploymentId};
+
+use crate::support::{Env, INPUT, OUTPUT, guest, guest_path, wait_for};
 
 pub fn weir(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -139,7 +144,7 @@ async fn deploy_refuses_bad_input_with_a_clear_message_and_stores_nothing() -> a
     let core = wat::parse_str("(module)")?;
     run(
         deploy(&write(dir.path(), "core.wasm", &core), "IN", &[]),
-        "core WebAssembly module, not a component",
+        "this core WebAssembly module cannot be made a weir:handler/handler@0.1.0 component",
     );
     let empty = wat::parse_str("(component)")?;
     run(
@@ -207,6 +212,74 @@ fn a_node_pointed_at_nothing_exits_with_an_error() {
         &["node", "--nats-url", "nats://127.0.0.1:1"],
         "cannot connect to NATS at nats://127.0.0.1:1",
     );
+}
+
+#[tokio::test]
+async fn a_core_module_is_deployed_as_a_component_and_handles_messages() -> anyhow::Result<()> {
+    let env = Env::with_streams(2).await?;
+    let node = env.node().await?;
+    let dir = tempfile::tempdir()?;
+    let core = wat::parse_str(include_str!("../../../tests/guests/ack-core.wat"))?;
+    let file = write(dir.path(), "ack-core.wasm", &core);
+    let url = env.server.url();
+    let output = weir(&[
+        "deploy",
+        &file.to_string_lossy(),
+        "--tenant",
+        "acme",
+        "--name",
+        "core",
+        "--stream",
+        INPUT,
+        "--nats-url",
+        &url,
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    // What is stored, and what nodes load, is the component made of it.
+    let control = ControlPlane::open(&env.js).await?;
+    let spec: DeploymentSpec =
+        serde_json::from_slice(&control.deployments.get("acme.core").await?.expect("stored"))?;
+    let mut artifact = Vec::new();
+    control
+        .artifacts
+        .get(&spec.artifact)
+        .await?
+        .read_to_end(&mut artifact)
+        .await?;
+    assert_eq!(&artifact[..4], b"\0asm");
+    assert_eq!(&artifact[6..8], &[1, 0], "a component, not a core module");
+    assert_ne!(artifact, core);
+
+    let id = DeploymentId::new("acme", "core")?;
+    wait_for("the node to run acme.core", || async {
+        control
+            .status
+            .get(id.status_key(node.id()))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    for n in 0..10 {
+        env.publish(&format!("in.k{n}.ev"), "anything").await?;
+    }
+    wait_for("every message delivered once and acked", || async {
+        let mut delivered = 0;
+        for partition in 0..2 {
+            let mut consumer: PullConsumer = env
+                .js
+                .get_consumer_from_stream(id.consumer_name(partition), INPUT)
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())?;
+            delivered += info.delivered.consumer_sequence;
+        }
+        (delivered == 10).then_some(())
+    })
+    .await;
+    node.shutdown().await
 }
 
 #[tokio::test]
