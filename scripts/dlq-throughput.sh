@@ -11,9 +11,22 @@ WEIR=./target/release/weir
 GUEST=./target/guests/wasm32-wasip2/release/scripted.wasm
 URL=nats://127.0.0.1:$PORT
 DIR=$(mktemp -d)
-PIDS=()
+SERVER=
+NODE_PIDS=()
+# Nodes first, while their server is still there to drain against; then the server. Whatever
+# has not exited 10 s after SIGTERM is killed.
+stop() {
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$@" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$@" 2>/dev/null || true
+}
 cleanup() {
-  [ ${#PIDS[@]} -eq 0 ] || kill -TERM "${PIDS[@]}" 2>/dev/null || true
+  stop "${NODE_PIDS[@]}"
+  [ -z "$SERVER" ] || stop "$SERVER"
   wait 2>/dev/null || true
   rm -rf "$DIR"
 }
@@ -22,14 +35,14 @@ now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 .venv/bin/nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$DIR/js" >"$DIR/server.log" 2>&1 &
-PIDS+=($!)
+SERVER=$!
 w() { "$WEIR" --nats-url "$URL" "$@"; }
 until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
 w stream create IN --subjects 'in.*.>' --partitions 16 >/dev/null
 w stream create OUT --subjects 'out.>' >/dev/null
 for i in $(seq 1 "$NODES"); do
-  w node --node-id "n$i" 2>"$DIR/node$i.log" &
-  PIDS+=($!)
+  "$WEIR" --nats-url "$URL" node --node-id "n$i" 2>"$DIR/node$i.log" &
+  NODE_PIDS+=($!)
 done
 w deploy "$GUEST" --tenant bench --name dead --stream IN --output 'out.>' >/dev/null
 
