@@ -7,9 +7,8 @@
 //! tells weir's own `+TERM`s from anybody else's: weir never terminates a message without
 //! writing one first, naming the delivery (`consumer_seq`) the `+TERM` is for.
 //!
-//! Records expire after [`FAILURE_RECORD_AGE`]; a message that dies later than that after its
-//! last failure (only possible while no mover runs) gets a dead letter that says no failure was
-//! recorded.
+//! Records outlive the captured advisories ([`crate::dlq::ADVISORY_AGE`]) by a day: a record
+//! is written before its advisory exists, so the mover always finds it while the advisory waits.
 
 use std::time::Duration;
 
@@ -21,8 +20,9 @@ use crate::resources::DeploymentId;
 
 /// KV of failure records, keyed `<tenant>.<handler>.<stream>.<seq>`.
 pub const FAILURES_BUCKET: &str = "weir_failures";
-/// How long a failure record is kept.
-pub const FAILURE_RECORD_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a failure record is kept: a day longer than an advisory waits for a mover.
+pub const FAILURE_RECORD_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
+const _: () = assert!(FAILURE_RECORD_AGE.as_secs() > crate::dlq::ADVISORY_AGE.as_secs());
 /// Longest error a record keeps; the rest of a long trap report is in the node's log.
 pub const MAX_ERROR_BYTES: usize = 1024;
 

@@ -784,7 +784,10 @@ impl FailureLog<'_> {
         };
         let stream_seq = info.stream_sequence;
         let record = async {
-            if !self.is_current_delivery(info.consumer_sequence).await? {
+            if !self
+                .is_current_delivery(info.consumer_sequence, stream_seq)
+                .await?
+            {
                 return Ok(false);
             }
             let spec = &self.deployment.spec;
@@ -818,10 +821,15 @@ impl FailureLog<'_> {
         }
     }
 
-    /// Whether the delivery `consumer_seq` is still the consumer's latest: with one message
-    /// in flight per partition, a later delivery (or a reset by a worker that took this one
-    /// for abandoned) means this one is over.
-    async fn is_current_delivery(&self, consumer_seq: u64) -> anyhow::Result<bool> {
+    /// Whether the delivery `consumer_seq` of `stream_seq` is still the consumer's latest: with
+    /// one message in flight per partition, a later delivery (or a reset by a worker that took
+    /// this one for abandoned) means this one is over. A reset restarts delivery sequences at 1,
+    /// so a redelivery after one can carry this delivery's numbers; that case is not told apart.
+    async fn is_current_delivery(
+        &self,
+        consumer_seq: u64,
+        stream_seq: u64,
+    ) -> anyhow::Result<bool> {
         let name = &self.consumer;
         let info = self
             .js
@@ -830,7 +838,8 @@ impl FailureLog<'_> {
             .consumer_info(name)
             .await
             .with_context(|| format!("failed to read consumer {name}"))?;
-        Ok(info.delivered.consumer_sequence == consumer_seq)
+        Ok(info.delivered.consumer_sequence == consumer_seq
+            && info.delivered.stream_sequence == stream_seq)
     }
 }
 

@@ -39,7 +39,7 @@ pub const DLQ_STREAM: &str = "WEIR_DLQ";
 /// The durable consumer every node's mover pulls advisories from.
 pub const MOVER_CONSUMER: &str = "weir_dlq_mover";
 /// How long a captured advisory waits for a mover before the stream drops it.
-pub const ADVISORY_AGE: std::time::Duration = crate::failures::FAILURE_RECORD_AGE;
+pub const ADVISORY_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// The subjects of the advisories the mover acts on.
 pub const ADVISORY_SUBJECTS: [&str; 2] = [
     "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
