@@ -3,7 +3,11 @@ CARGO ?= cargo
 GUEST_TARGET_DIR := $(CURDIR)/target/guests
 GUEST_BUILD := CARGO_TARGET_DIR=$(GUEST_TARGET_DIR) $(CARGO) build --release --target wasm32-wasip2
 
-.PHONY: demo test bootstrap guests build check
+# Go from the project venv, offline: Go handlers use the standard library only.
+GO := $(CURDIR)/.venv/bin/go
+GO_ENV := GOPROXY=off GOTOOLCHAIN=local
+
+.PHONY: demo test bootstrap guests go-guests build check
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -13,6 +17,14 @@ guests: bootstrap
 	$(GUEST_BUILD) --manifest-path examples/Cargo.toml
 	$(GUEST_BUILD) --manifest-path tests/guests/Cargo.toml
 
+## Test the Go SDK and example natively, then build the example as a WASI preview1 reactor.
+go-guests: bootstrap
+	cd guest-sdk/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test ./...
+	cd examples/go-orders && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test ./...
+	cd tests/guests/go-scripted && GOOS=wasip1 GOARCH=wasm $(GO_ENV) $(GO) vet ./...
+	cd examples/go-orders && GOOS=wasip1 GOARCH=wasm $(GO_ENV) $(GO) build -buildmode=c-shared \
+		-o $(GUEST_TARGET_DIR)/go/go-orders.wasm .
+
 build: bootstrap
 	$(CARGO) build --release -p weir-runtime
 
@@ -21,7 +33,7 @@ demo: guests build
 	./target/release/weir demo
 
 ## Every test: unit tests, then the integration suite against a real nats-server.
-test: guests
+test: guests go-guests
 	$(CARGO) test --workspace --all-targets
 
 check:

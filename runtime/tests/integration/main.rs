@@ -9,6 +9,7 @@ mod cluster;
 mod containment;
 mod dlq;
 mod fleet;
+mod go_guests;
 mod host;
 mod order;
 mod outcomes;

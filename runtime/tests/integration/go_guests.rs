@@ -1,0 +1,392 @@
+//! Go guests through the real host: the Go orders example (examples/go-orders), built with
+//! mainline Go as a WASI preview1 reactor and made a component as `weir deploy` makes one,
+//! agrees with the Rust orders example message for message, and survives large messages, many
+//! headers and a long run of garbage-heavy calls in bounded memory. A Go test guest
+//! (tests/guests/go-scripted) panics and allocates on demand.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use weir::host::{
+    CallLimits, Handled, HandlerFailure, HandlerInstance, HandlerVersion, Header, Host,
+    InstanceContext, Message, Outcome, componentize,
+};
+
+use crate::support::guest;
+
+fn limits() -> CallLimits {
+    CallLimits {
+        max_memory_bytes: 64 << 20,
+        handler_timeout: Duration::from_secs(10),
+        max_outputs_per_call: 10,
+        max_output_bytes_per_call: 4 << 20,
+    }
+}
+
+/// A Go guest, built with mainline Go, made a component as `weir deploy` makes one, and
+/// compiled: once per test run, since compiling a Go component takes a while.
+struct GoGuest {
+    /// Where its source is, from the repository root.
+    dir: &'static str,
+    compiled: OnceLock<HandlerVersion>,
+}
+
+static GO_ORDERS: GoGuest = GoGuest {
+    dir: "examples/go-orders",
+    compiled: OnceLock::new(),
+};
+static GO_SCRIPTED: GoGuest = GoGuest {
+    dir: "tests/guests/go-scripted",
+    compiled: OnceLock::new(),
+};
+static RUST_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
+
+impl GoGuest {
+    fn version(&self) -> &HandlerVersion {
+        self.compiled.get_or_init(|| {
+            let core = build_go(self.dir);
+            let component = componentize(core)
+                .unwrap_or_else(|e| panic!("{} does not become a component: {e}", self.dir));
+            compile(&component)
+        })
+    }
+}
+
+fn rust_orders() -> &'static HandlerVersion {
+    RUST_ORDERS.get_or_init(|| compile(&guest("orders")))
+}
+
+fn compile(component: &[u8]) -> HandlerVersion {
+    Host::new()
+        .expect("host")
+        .compile(component)
+        .expect("the component compiles")
+}
+
+/// Builds the Go module in `dir` into a WASI preview1 reactor and returns its bytes.
+fn build_go(dir: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv_go = root.join(".venv/bin/go");
+    let go = if venv_go.exists() {
+        venv_go
+    } else {
+        PathBuf::from("go")
+    };
+    let name = Path::new(dir).file_name().expect("a directory name");
+    let out = root
+        .join("target/guests/go")
+        .join(name)
+        .with_extension("wasm");
+    let status = std::process::Command::new(&go)
+        .args(["build", "-buildmode=c-shared", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(root.join(dir))
+        .env("GOOS", "wasip1")
+        .env("GOARCH", "wasm")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (install Go with scripts/bootstrap.sh): {e}",
+                go.display()
+            )
+        });
+    assert!(status.success(), "building {dir} failed");
+    std::fs::read(&out).unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()))
+}
+
+async fn start(
+    version: &HandlerVersion,
+    config: &[(&str, &str)],
+) -> Result<HandlerInstance, HandlerFailure> {
+    let context = Arc::new(InstanceContext {
+        limits: limits(),
+        outputs: vec!["enriched.>".into(), "out.>".into()],
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    });
+    HandlerInstance::start(version, context).await
+}
+
+fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Message {
+    Message {
+        subject: "orders.c42.created".into(),
+        payload: payload.into(),
+        headers: vec![],
+        stream: "ORDERS".into(),
+        stream_seq: 17,
+        partition: 3,
+        delivery_attempt,
+        published_at: 1_700_000_000_000_000_000,
+    }
+}
+
+/// A call's result in a form two handlers can be compared by: serde_json's and Go's texts for a
+/// malformed order differ after "malformed order:", so only that much of such a reason counts.
+fn comparable(result: Result<Handled, HandlerFailure>) -> String {
+    match result {
+        Ok(handled) => {
+            let outcome = match handled.outcome {
+                Outcome::Ack => "ack".to_owned(),
+                Outcome::Retry(delay) => format!("retry {delay:?}"),
+                Outcome::Reject(reason) if reason.starts_with("malformed order:") => {
+                    "reject malformed order:".to_owned()
+                }
+                Outcome::Reject(reason) => format!("reject {reason}"),
+            };
+            let outputs: Vec<String> = handled
+                .outputs
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {:?} {}",
+                        o.subject,
+                        o.headers,
+                        String::from_utf8_lossy(&o.payload)
+                    )
+                })
+                .collect();
+            format!("{outcome} {outputs:?}")
+        }
+        Err(failure) => format!("failure {failure}"),
+    }
+}
+
+/// Message in, outcome and outputs out: the same table for both examples.
+const VECTORS: &[(&str, u32)] = &[
+    (
+        r#"{"order_id":"o-1","customer":"c42","seq":7,"items":[{"sku":"A","qty":2,"price_cents":1500},{"sku":"B","qty":1,"price_cents":999}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-2","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":10000}],"payment":"paid","extra":[1,{"x":null}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-3","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":99999}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-4","customer":"c1","items":[{"sku":"A","qty":4,"price_cents":25000}]}"#,
+        2,
+    ),
+    (
+        "{\"order_id\":\"q\\\"b\\\\s\\u0001\\u001f\u{2028}é<>&\\b\\f\\n\\r\\t\u{7f}\",\"customer\":\"kundé-ü\",\"items\":[{\"sku\":\"€\",\"qty\":1,\"price_cents\":1}]}",
+        1,
+    ),
+    (r#"{"order_id":"o-5","customer":"c1","items":[]}"#, 1),
+    (
+        r#"{"order_id":"o-6","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":"pending"}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-6","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":"pending"}"#,
+        2,
+    ),
+    (
+        r#"{"order_id":"o-6","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":"pending"}"#,
+        3,
+    ),
+    (
+        r#"{"order_id":"o-7","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":null}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-8","customer":"c1","items":[{"sku":"A","qty":4294967295,"price_cents":18446744073709551615},{"sku":"B","qty":2,"price_cents":1}]}"#,
+        1,
+    ),
+    ("not json", 1),
+    (
+        r#"{"order_id":null,"customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"ORDER_ID":"o-9","order_id":"o-9","Customer":"x","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-11","customer":"c1","items":[{"sku":"A","qty":-1,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-13","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}]} x"#,
+        1,
+    ),
+    (r#"["o-16","c1",1,[["A",1,2]],null]"#, 1),
+    (
+        r#"{"order_id":"o-17","order_id":"o-17b","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    // An output subject the host refuses: publish fails inside the call, with an error string
+    // the host writes into the guest's memory.
+    (
+        r#"{"order_id":"o-18","customer":"a b","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+];
+
+#[tokio::test]
+async fn the_go_and_rust_orders_examples_agree_on_every_vector() {
+    let config = [("region", "ap-south"), ("pending_delay", "750")];
+    let mut rust = start(rust_orders(), &config)
+        .await
+        .expect("Rust orders starts");
+    let mut go = start(GO_ORDERS.version(), &config)
+        .await
+        .expect("Go orders starts");
+    for (payload, delivery) in VECTORS {
+        let msg = message(*payload, *delivery);
+        let expected = comparable(rust.handle(&msg).await);
+        let actual = comparable(go.handle(&msg).await);
+        assert_eq!(actual, expected, "payload {payload} delivery {delivery}");
+    }
+}
+
+#[tokio::test]
+async fn the_go_and_rust_orders_examples_refuse_the_same_configuration() {
+    let config = [("pending_delay", "soon")];
+    let Err(HandlerFailure::InitRefused(rust)) = start(rust_orders(), &config).await else {
+        panic!("Rust orders accepted pending_delay=soon");
+    };
+    let Err(HandlerFailure::InitRefused(go)) = start(GO_ORDERS.version(), &config).await else {
+        panic!("Go orders accepted pending_delay=soon");
+    };
+    assert_eq!(go, rust);
+    assert_eq!(
+        go,
+        "pending_delay must be a number of milliseconds: invalid digit found in string"
+    );
+}
+
+#[tokio::test]
+async fn a_go_handler_takes_a_1_mib_payload_with_100_non_ascii_headers() {
+    let mut go = start(GO_ORDERS.version(), &[])
+        .await
+        .expect("Go orders starts");
+    let order = r#"{"order_id":"o-big","customer":"ünïcödé","items":[{"sku":"Ä","qty":1,"price_cents":5}],"note":""#;
+    let mut payload = order.as_bytes().to_vec();
+    payload.resize((1 << 20) - 2, b'x');
+    payload.extend_from_slice(br#""}"#);
+    assert_eq!(payload.len(), 1 << 20);
+    let mut msg = message(payload, 1);
+    msg.subject = "orders.kundé.créé".into();
+    msg.headers = (0..100)
+        .map(|i| Header {
+            name: format!("x-größe-{i}"),
+            value: format!("wert ✓ {i} {}", "é".repeat(i)),
+        })
+        .collect();
+    // Twice through the same instance: the second call's arguments reuse the first's memory.
+    for _ in 0..2 {
+        let handled = go
+            .handle(&msg)
+            .await
+            .expect("the Go handler takes the message");
+        assert!(
+            matches!(handled.outcome, Outcome::Ack),
+            "{:?}",
+            handled.outcome
+        );
+        assert_eq!(handled.outputs.len(), 1);
+        assert_eq!(handled.outputs[0].subject, "enriched.ünïcödé");
+    }
+}
+
+#[tokio::test]
+async fn a_warm_go_instance_handles_100000_garbage_heavy_messages_in_bounded_memory() {
+    let mut go = start(GO_ORDERS.version(), &[])
+        .await
+        .expect("Go orders starts");
+    let items: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"sku":"sku-{i}","qty":{},"price_cents":{}}}"#,
+                i % 7 + 1,
+                i * 13
+            )
+        })
+        .collect();
+    let mut after_warm_up = 0;
+    for n in 0..100_000u64 {
+        // About 2 KiB of JSON a message, decoded into fresh Go values and thrown away: the
+        // collector runs many times, between and during calls.
+        let payload = format!(
+            r#"{{"order_id":"o-{n}","customer":"c{}","seq":{n},"items":[{}]}}"#,
+            n % 50,
+            items.join(",")
+        );
+        let mut msg = message(payload, 1);
+        msg.stream_seq = n + 1;
+        let handled = go
+            .handle(&msg)
+            .await
+            .unwrap_or_else(|failure| panic!("message {n}: {failure}"));
+        assert!(
+            matches!(handled.outcome, Outcome::Ack),
+            "message {n}: {:?}",
+            handled.outcome
+        );
+        if n == 999 {
+            after_warm_up = go.memory_bytes();
+        }
+    }
+    let high_water = go.memory_bytes();
+    println!(
+        "Go orders linear memory: {} KiB after 1,000 messages, {} KiB after 100,000",
+        after_warm_up >> 10,
+        high_water >> 10
+    );
+    assert!(
+        high_water <= after_warm_up + (16 << 20),
+        "memory kept growing: {after_warm_up} bytes after 1,000 messages, {high_water} after 100,000"
+    );
+}
+
+#[tokio::test]
+async fn a_go_panic_is_a_trap_and_a_new_instance_takes_the_message() {
+    let mut go = start(GO_SCRIPTED.version(), &[])
+        .await
+        .expect("go-scripted starts");
+    let Err(HandlerFailure::Trap(detail)) = go.handle(&message("panic at the disco", 1)).await
+    else {
+        panic!("a Go panic did not trap");
+    };
+    println!("a Go panic reads: {detail}");
+    let mut fresh = start(GO_SCRIPTED.version(), &[])
+        .await
+        .expect("go-scripted starts again");
+    let handled = fresh
+        .handle(&message("ack", 2))
+        .await
+        .expect("the next instance handles the redelivery");
+    assert!(matches!(handled.outcome, Outcome::Ack));
+}
+
+#[tokio::test]
+async fn heavy_allocation_inside_go_calls_collects_without_a_trap() {
+    let mut go = start(GO_SCRIPTED.version(), &[])
+        .await
+        .expect("go-scripted starts");
+    // 20 calls of 128 MiB each in 64 KiB pieces, with a 64 MiB memory limit: the collector must
+    // run inside the calls, reading the clock through WASI, and memory must stay bounded.
+    for n in 0..20 {
+        let handled = go
+            .handle(&message("churn 128", 1))
+            .await
+            .unwrap_or_else(|failure| panic!("call {n}: {failure}"));
+        assert!(
+            matches!(handled.outcome, Outcome::Ack),
+            "call {n}: {:?}",
+            handled.outcome
+        );
+    }
+    println!(
+        "go-scripted linear memory after 2.5 GiB of garbage: {} KiB",
+        go.memory_bytes() >> 10
+    );
+}
