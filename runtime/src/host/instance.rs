@@ -220,7 +220,14 @@ fn settle<T>(
                 Some(trap) => trap.to_string(),
                 None => error.root_cause().to_string(),
             };
-            if !stderr.is_empty() {
+            // A Go guest's panic prints "panic: MESSAGE" (the runtime's own, "fatal error: ...")
+            // and then every goroutine's stack: that first line says what went wrong.
+            let go_panic = stderr
+                .iter()
+                .find(|line| line.starts_with("panic: ") || line.starts_with("fatal error: "));
+            if let Some(line) = go_panic {
+                detail = format!("{detail} (guest stderr: {line})");
+            } else if !stderr.is_empty() {
                 let tail = &stderr[stderr.len().saturating_sub(2)..];
                 detail = format!("{detail} (guest stderr: {})", tail.join(" "));
             }

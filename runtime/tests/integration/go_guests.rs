@@ -356,7 +356,10 @@ async fn a_go_panic_is_a_trap_and_a_new_instance_takes_the_message() {
     else {
         panic!("a Go panic did not trap");
     };
-    println!("a Go panic reads: {detail}");
+    assert!(
+        detail.contains("panic: at the disco"),
+        "the trap does not say what the Go guest said: {detail}"
+    );
     let mut fresh = start(GO_SCRIPTED.version(), &[])
         .await
         .expect("go-scripted starts again");
