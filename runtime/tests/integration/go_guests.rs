@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use weir::deploy::DeployRequest;
+use weir::deployment::{LimitsSpec, RetrySpec};
 use weir::host::{
     CallLimits, Handled, HandlerFailure, HandlerInstance, HandlerVersion, Header, Host,
     InstanceContext, Message, Outcome, componentize,
 };
+use weir::resources::DeploymentId;
 
-use crate::support::guest;
+use crate::support::{Env, INPUT, OUTPUT, guest};
 
 fn limits() -> CallLimits {
     CallLimits {
@@ -29,24 +32,31 @@ fn limits() -> CallLimits {
 struct GoGuest {
     /// Where its source is, from the repository root.
     dir: &'static str,
+    core: OnceLock<Vec<u8>>,
     compiled: OnceLock<HandlerVersion>,
 }
 
 static GO_ORDERS: GoGuest = GoGuest {
     dir: "examples/go-orders",
+    core: OnceLock::new(),
     compiled: OnceLock::new(),
 };
 static GO_SCRIPTED: GoGuest = GoGuest {
     dir: "tests/guests/go-scripted",
+    core: OnceLock::new(),
     compiled: OnceLock::new(),
 };
 static RUST_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
 
 impl GoGuest {
+    /// The core module Go builds: what a user hands `weir deploy`.
+    fn core(&self) -> &[u8] {
+        self.core.get_or_init(|| build_go(self.dir))
+    }
+
     fn version(&self) -> &HandlerVersion {
         self.compiled.get_or_init(|| {
-            let core = build_go(self.dir);
-            let component = componentize(core)
+            let component = componentize(self.core().to_vec())
                 .unwrap_or_else(|e| panic!("{} does not become a component: {e}", self.dir));
             compile(&component)
         })
@@ -392,4 +402,65 @@ async fn heavy_allocation_inside_go_calls_collects_without_a_trap() {
         "go-scripted linear memory after 2.5 GiB of garbage: {} KiB",
         go.memory_bytes() >> 10
     );
+}
+
+#[tokio::test]
+async fn weir_deploy_takes_the_go_core_module_and_a_node_runs_it() -> anyhow::Result<()> {
+    let env = Env::with_streams(2).await?;
+    let node = env.node().await?;
+    let request = DeployRequest {
+        id: DeploymentId::new("acme", "go-orders")?,
+        component: GO_ORDERS.core().to_vec(),
+        stream: INPUT.into(),
+        limits: LimitsSpec::default(),
+        retry: RetrySpec {
+            backoff: vec![Duration::from_millis(100)],
+            ..RetrySpec::default()
+        },
+        config: [("output_prefix", "out"), ("pending_delay", "50")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        outputs: vec!["out.>".into()],
+    };
+    env.deploy_on(&node, request).await?;
+
+    env.publish(
+        "in.c1.created",
+        r#"{"order_id":"o-1","customer":"c1","items":[{"sku":"A","qty":2,"price_cents":50}]}"#,
+    )
+    .await?;
+    env.publish(
+        "in.c2.created",
+        r#"{"order_id":"o-2","customer":"c2","items":[{"sku":"B","qty":1,"price_cents":7}],"payment":"pending"}"#,
+    )
+    .await?;
+    let malformed = env.publish("in.c3.created", "{not json").await?;
+
+    let outputs = env.wait_messages(OUTPUT, 2).await;
+    let by_subject = |subject: &str| {
+        outputs
+            .iter()
+            .find(|m| m.subject.as_str() == subject)
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .unwrap_or_else(|| panic!("nothing on {subject}"))
+    };
+    assert!(by_subject("out.c1").starts_with(
+        r#"{"order_id":"o-1","customer":"c1","seq":0,"total_cents":100,"item_count":2,"skus":["A"],"tier":"standard","region":"eu-west","partition":"#
+    ));
+    assert!(
+        by_subject("out.c2").ends_with(r#""delivery_attempt":3}"#),
+        "the pending order is published on its third delivery"
+    );
+    let dead = env.wait_dead_letters(1).await;
+    assert_eq!(dead[0].stream_seq, malformed);
+    assert!(
+        dead[0]
+            .term_reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with("malformed order:")),
+        "{:?}",
+        dead[0]
+    );
+    node.shutdown().await
 }
