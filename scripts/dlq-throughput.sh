@@ -11,27 +11,8 @@ WEIR=./target/release/weir
 GUEST=./target/guests/wasm32-wasip2/release/scripted.wasm
 URL=nats://127.0.0.1:$PORT
 DIR=$(mktemp -d)
-SERVER=
-NODE_PIDS=()
-# Nodes first, while their server is still there to drain against; then the server. Whatever
-# has not exited 10 s after SIGTERM is killed.
-stop() {
-  [ $# -gt 0 ] || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 "$@" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL "$@" 2>/dev/null || true
-}
-cleanup() {
-  stop "${NODE_PIDS[@]}"
-  [ -z "$SERVER" ] || stop "$SERVER"
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
+. scripts/processes.sh
 trap cleanup EXIT
-now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
 .venv/bin/nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$DIR/js" >"$DIR/server.log" 2>&1 &

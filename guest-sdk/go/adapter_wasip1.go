@@ -30,9 +30,10 @@ var adapterMemory struct {
 // updating it needs no write barrier.
 var adapterUsed uint32
 
-//go:wasmexport cabi_realloc_adapter
+// reallocAdapter serves cabi_realloc_adapter from adapterMemory.
+//
 //go:nosplit
-func cabiReallocAdapter(oldPtr, oldSize, align, newSize uint32) uint32 {
+func reallocAdapter(oldPtr, oldSize, align, newSize uint32) uint32 {
 	a := arena{
 		mem:  adapterMemory.bytes[:],
 		base: addressOf(unsafe.Pointer(&adapterMemory.bytes[0])),

@@ -20,7 +20,8 @@
 //
 //	func main() {}
 //
-// Build with mainline Go (1.24 or later) or TinyGo; both make a WASI preview1 reactor:
+// Build with mainline Go (1.24 or later) or TinyGo (0.36 or later); both make a WASI
+// preview1 reactor:
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o handler.wasm .
 //	tinygo build -target=wasip1 -buildmode=c-shared -o handler.wasm .
@@ -32,7 +33,8 @@
 // The package uses the standard library only. The canonical-ABI glue for the world is written
 // by hand: abi.go holds the memory layout, arena.go the memory the host writes arguments into
 // (and why it is not taken from the Go heap at call time), exports_wasip1.go and
-// host_wasip1.go the exports and imports themselves, adapter_wasip1.go the memory the WASI
-// adapter keeps. Outside GOOS=wasip1 the package builds too, so that `go test` runs a
+// host_wasip1.go the exports and imports themselves, realloc_go.go and realloc_tinygo.go the
+// allocator exports (which each compiler must export its own way), adapter_wasip1.go the
+// memory the WASI adapter keeps. Outside GOOS=wasip1 the package builds too, so that `go test` runs a
 // handler's logic natively; Publish then reports that there is no host.
 package weir

@@ -5,8 +5,8 @@ package weir
 import "unsafe"
 
 // The world's exports, under the core names wit-component expects for functions exported by
-// the world itself: "init", "handle" and "cabi_realloc" (and, for the WASI adapter,
-// "cabi_realloc_adapter" in adapter_wasip1.go). There is no cabi_post_init or
+// the world itself: "init" and "handle" here, "cabi_realloc" and, for the WASI adapter,
+// "cabi_realloc_adapter" in realloc_go.go and realloc_tinygo.go. There is no cabi_post_init or
 // cabi_post_handle: the return areas are static, and the strings they point at stay
 // referenced until the next call replaces them, so there is nothing to free after the host
 // has read a result (and post-return code, like realloc, may not call out of the component).
@@ -46,12 +46,6 @@ func (a *arena) reserve(n int) {
 func endCall() {
 	args.reset()
 	args.reserve(arenaBytesFor(MaxMessageBytes))
-}
-
-//go:wasmexport cabi_realloc
-//go:nosplit
-func cabiRealloc(oldPtr, oldSize, align, newSize uint32) uint32 {
-	return args.realloc(oldPtr, oldSize, align, newSize)
 }
 
 //go:wasmexport init

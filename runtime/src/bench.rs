@@ -23,7 +23,8 @@ use clap::Args;
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use crate::cli::{NatsArgs, connect, progress_bar};
+use crate::cli::{NatsArgs, progress_bar};
+use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
 use crate::deployment::{LimitsSpec, RetrySpec, instance_context};
 use crate::embedded::{NatsServer, ServerOptions};
@@ -31,6 +32,7 @@ use crate::host::{HandlerInstance, Host, Message};
 use crate::node::{self, NodeConfig};
 use crate::partition::{self, StreamRequest};
 use crate::resources::DeploymentId;
+use crate::tenants::Quotas;
 use crate::traffic::{Payload, Traffic};
 
 /// `weir bench` options.
@@ -82,10 +84,13 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
         "--messages and --keys must be at least 1"
     );
     let (client, _server) = match &nats.nats_url {
-        Some(url) => (connect(url, nats.creds.as_deref()).await?, None),
+        Some(url) => (connect(url, &nats.credentials()).await?, None),
         None => {
             let server = NatsServer::start(ServerOptions::default())?;
-            (connect(&server.url(), None).await?, Some(server))
+            (
+                connect(&server.url(), &Credentials::none()).await?,
+                Some(server),
+            )
         }
     };
     let js = jetstream::new(client.clone());
@@ -128,10 +133,12 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
 async fn host_call_cost(component: &[u8], payload_bytes: usize, calls: u64) -> anyhow::Result<f64> {
     let host = Host::new()?;
     let version = host.compile(component)?;
+    let budget = host.tenant_budget("bench", Quotas::default().budget());
     let context = Arc::new(instance_context(
         &LimitsSpec::default(),
         &[],
         &Default::default(),
+        &budget,
     ));
     let mut instance = HandlerInstance::start(&version, context).await?;
     let mut message = Message {

@@ -1,7 +1,7 @@
 //! The `weir` command line.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{parse_duration, parse_size};
+use crate::connection::{
+    Credentials, Refusals, Refused, RefusedOperation, connect, connect_watching,
+};
 use crate::deploy::{self, DeployRequest};
 use crate::deployment::{LimitsSpec, RetrySpec};
 use crate::embedded::{NatsServer, ServerOptions};
@@ -17,6 +20,7 @@ use crate::host::Host;
 use crate::node::{self, NodeConfig};
 use crate::partition::{self, StreamRequest};
 use crate::resources::{ControlPlane, DeploymentId};
+use crate::tenants::TenantsConfig;
 use crate::traffic::{Payload, Traffic};
 
 /// The NATS URL used when none is given.
@@ -56,6 +60,17 @@ pub struct NatsArgs {
     /// NATS credentials file
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
+    /// NATS user, with --password, for servers whose configuration lists users (a tenant's
+    /// user may deploy only that tenant's handlers)
+    #[arg(long, env = "NATS_USER", global = true)]
+    pub user: Option<String>,
+    /// The NATS user's password (prefer the environment variable: arguments show in `ps`)
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub password: Option<String>,
+    /// Prefix of the reply subjects instead of `_INBOX`, for a user allowed to receive replies
+    /// only under its own prefix, e.g. `_INBOX_acme`
+    #[arg(long, env = "NATS_INBOX_PREFIX", global = true)]
+    pub inbox_prefix: Option<String>,
 }
 
 /// The `weir` subcommands.
@@ -103,6 +118,10 @@ pub struct NodeArgs {
     /// partitions resume elsewhere within the membership TTL plus this
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub pin_timeout: Duration,
+    /// The node's configuration file: tenants' quotas, allowed streams and subjects, and
+    /// credentials (see the README's "Tenants")
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `weir stream` subcommands.
@@ -181,6 +200,10 @@ pub struct LsArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Only this tenant's deployments [default: every tenant's, or, for a user who may read only
+    /// one tenant's, the tenant named like the user]
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 /// `weir publish` options.
@@ -212,39 +235,50 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
-/// Connects to NATS at `urls` (one URL, or several separated by commas, for a cluster), naming
-/// them in the error.
-pub async fn connect(urls: &str, creds: Option<&Path>) -> anyhow::Result<async_nats::Client> {
-    let servers: Vec<async_nats::ServerAddr> = urls
-        .split(',')
-        .map(|url| {
-            url.trim()
-                .parse()
-                .with_context(|| format!("invalid NATS URL {url:?}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let mut options = async_nats::ConnectOptions::new()
-        .name("weir")
-        .connection_timeout(Duration::from_secs(5));
-    if let Some(creds) = creds {
-        options = options
-            .credentials_file(creds)
-            .await
-            .with_context(|| format!("failed to read credentials {}", creds.display()))?;
-    }
-    options
-        .connect(servers)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {urls}"))
-}
-
 impl NatsArgs {
     fn url(&self) -> &str {
         self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
     }
 
-    async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        connect(self.url(), self.creds.as_deref()).await
+    /// Whose identity the command presents.
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            creds: self.creds.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            inbox_prefix: self.inbox_prefix.clone(),
+        }
+    }
+
+    /// Connects, keeping what the server refuses so that a refused command fails at once and
+    /// says what was refused.
+    async fn session(&self) -> anyhow::Result<Session> {
+        let (client, refusals) = connect_watching(self.url(), &self.credentials()).await?;
+        Ok(Session {
+            js: jetstream::new(client),
+            refusals,
+            user: self.user.clone(),
+        })
+    }
+}
+
+/// A command's connection.
+struct Session {
+    js: jetstream::Context,
+    refusals: Refusals,
+    /// The user the command connected as, if it gave one.
+    user: Option<String>,
+}
+
+impl Session {
+    /// Runs `work`, which is `action`, failing it as soon as the server refuses something
+    /// (see [`Refusals::guard`]).
+    async fn guard<T>(
+        &self,
+        action: &str,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        self.refusals.guard(action, work).await
     }
 }
 
@@ -258,7 +292,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status(&cli.nats, args).await,
         Command::Publish(args) => publish(&cli.nats, args).await,
         Command::Dlq(command) => {
-            crate::dlq::commands::run(&jetstream::new(cli.nats.connect().await?), command).await
+            let session = cli.nats.session().await?;
+            session
+                .guard(
+                    "manage dead letters",
+                    crate::dlq::commands::run(&session.js, command),
+                )
+                .await
         }
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Bench(args) => crate::bench::run(&cli.nats, args).await,
@@ -266,12 +306,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
+    // A mistake in the configuration is reported before anything starts.
+    let tenants = match &args.config {
+        Some(path) => TenantsConfig::load(path)?,
+        None => TenantsConfig::default(),
+    };
     // With no URL given, a reachable server at the default URL is used; failing that, the node
     // brings its own. An explicit URL that does not answer is an error.
-    let (client, _server) = match &nats.nats_url {
-        Some(url) => (connect(url, nats.creds.as_deref()).await?, None),
-        None => match connect(DEFAULT_NATS_URL, nats.creds.as_deref()).await {
-            Ok(client) => (client, None),
+    let (client, _server, url) = match &nats.nats_url {
+        Some(url) => (connect(url, &nats.credentials()).await?, None, url.clone()),
+        None => match connect(DEFAULT_NATS_URL, &nats.credentials()).await {
+            Ok(client) => (client, None, DEFAULT_NATS_URL.to_owned()),
             Err(_) => {
                 let server = NatsServer::start(ServerOptions {
                     port: Some(4222),
@@ -287,7 +332,12 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
                     server.url(),
                     args.data_dir.display()
                 );
-                (connect(&server.url(), None).await?, Some(server))
+                let url = server.url();
+                (
+                    connect(&url, &Credentials::none()).await?,
+                    Some(server),
+                    url,
+                )
             }
         },
     };
@@ -299,6 +349,8 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         pin_timeout: args.pin_timeout,
         claim_all_partitions: false,
         dlq_mover: true,
+        tenants,
+        nats_urls: Some(url),
     };
     let mut node = node::start(client, config).await?;
     eprintln!("weir: node {} running; Ctrl-C to stop", node.id());
@@ -328,7 +380,14 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 }
 
 async fn stream_create(nats: &NatsArgs, args: StreamCreateArgs) -> anyhow::Result<()> {
-    let js = jetstream::new(nats.connect().await?);
+    let session = nats.session().await?;
+    let action = format!("create stream {}", args.name);
+    session
+        .guard(&action, create_stream(&session.js, args))
+        .await
+}
+
+async fn create_stream(js: &jetstream::Context, args: StreamCreateArgs) -> anyhow::Result<()> {
     let Some(partitions) = args.partitions else {
         anyhow::ensure!(
             args.key_tokens.is_empty(),
@@ -354,7 +413,7 @@ async fn stream_create(nats: &NatsArgs, args: StreamCreateArgs) -> anyhow::Resul
         key_tokens: args.key_tokens,
         replicas: args.replicas,
     };
-    let info = partition::create_stream(&js, &request).await?;
+    let info = partition::create_stream(js, &request).await?;
     let transform = info
         .config
         .subject_transform
@@ -371,7 +430,7 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
     let id = DeploymentId::new(&args.tenant, &args.name)?;
     let component = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let js = jetstream::new(nats.connect().await?);
+    let session = nats.session().await?;
     let host = Host::new()?;
     let request = DeployRequest {
         id: id.clone(),
@@ -391,7 +450,9 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
         outputs: args.outputs,
     };
-    let spec = deploy::deploy(&js, &host, request)
+    let action = format!("deploy for tenant {}", id.tenant);
+    let spec = session
+        .guard(&action, deploy::deploy(&session.js, &host, request))
         .await
         .with_context(|| format!("cannot deploy {} as {id}", args.file.display()))?
         .spec;
@@ -404,21 +465,74 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a listing of every tenant's deployments, or of `--tenant`'s. A user who may not read
+/// every tenant's is shown the tenant named like the user: a tenant's user may read only its
+/// own deployments and their status (see the README's "Who may deploy what").
+async fn scoped<T, F, Fut>(session: &Session, tenant: Option<&str>, listing: F) -> anyhow::Result<T>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    if let Some(tenant) = tenant {
+        crate::resources::validate_name("tenant", tenant)?;
+        let action = format!("read tenant {tenant}'s deployments");
+        return session
+            .guard(&action, listing(Some(tenant.to_owned())))
+            .await;
+    }
+    let every = session
+        .guard("read every tenant's deployments", listing(None))
+        .await;
+    // Refused to read a record (a direct get), rather than, say, its replies or a bucket.
+    let refused_a_read = |error: &anyhow::Error| {
+        error.downcast_ref::<Refused>().is_some_and(|refused| {
+            refused.refusal.operation == RefusedOperation::Publish
+                && refused.refusal.subject.starts_with("$JS.API.DIRECT.GET.")
+        })
+    };
+    let own = match (&every, &session.user) {
+        (Err(error), Some(user)) if refused_a_read(error) => {
+            crate::resources::validate_name("tenant", user)
+                .ok()
+                .map(|()| user.clone())
+        }
+        _ => None,
+    };
+    let Some(own) = own else {
+        return every;
+    };
+    eprintln!("weir: user {own:?} may read only tenant {own}'s deployments; showing those");
+    let action = format!("read tenant {own}'s deployments");
+    session.guard(&action, listing(Some(own))).await
+}
+
 async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
-    let js = jetstream::new(nats.connect().await?);
-    let control = ControlPlane::open(&js).await?;
+    let session = nats.session().await?;
+    let js = &session.js;
+    let rows = scoped(&session, args.tenant.as_deref(), |tenant| async move {
+        ls_rows(js, tenant.as_deref()).await
+    })
+    .await?;
+    print_ls(rows, args.json)
+}
+
+/// A deployment as `weir ls` shows it: with what the live nodes made of it and its dead letters.
+type LsRow = (deploy::Deployed, Vec<crate::deployment::NodeStatus>, u64);
+
+async fn ls_rows(js: &jetstream::Context, tenant: Option<&str>) -> anyhow::Result<Vec<LsRow>> {
+    let control = ControlPlane::open(js).await?;
     let live: std::collections::BTreeSet<String> = crate::membership::live_nodes(&control.nodes)
         .await?
         .into_iter()
         .map(|record| record.node)
         .collect();
-    let mut statuses = crate::status::node_statuses(&control).await?;
+    let mut statuses = crate::status::node_statuses(&control, tenant).await?;
     // Records left by nodes that died are not news.
     for reports in statuses.values_mut() {
         reports.retain(|status| live.contains(&status.node));
     }
-    let dead_letters = crate::dlq::counts(&js).await?;
-    let rows: Vec<_> = deploy::list(&control)
+    let dead_letters = crate::dlq::counts(js, tenant).await?;
+    Ok(deploy::list(&control, tenant)
         .await?
         .into_iter()
         .map(|deployed| {
@@ -427,8 +541,11 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
             let dead = dead_letters.get(&key).copied().unwrap_or(0);
             (deployed, nodes, dead)
         })
-        .collect();
-    if args.json {
+        .collect())
+}
+
+fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
+    if json {
         let json: Vec<_> = rows
             .iter()
             .map(|(d, nodes, dead)| {
@@ -483,9 +600,13 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
 }
 
 async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
-    let js = jetstream::new(nats.connect().await?);
-    let control = ControlPlane::open(&js).await?;
-    let status = crate::status::read(&js, &control).await?;
+    let session = nats.session().await?;
+    let js = &session.js;
+    let status = scoped(&session, args.tenant.as_deref(), |tenant| async move {
+        let control = ControlPlane::open(js).await?;
+        crate::status::read(js, &control, tenant.as_deref()).await
+    })
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -512,11 +633,15 @@ async fn publish(nats: &NatsArgs, args: PublishArgs) -> anyhow::Result<()> {
         keys: args.keys,
         headers: args.headers,
     };
-    let js = jetstream::new(nats.connect().await?);
+    let session = nats.session().await?;
     let bar = progress_bar(args.count, "publishing");
     let started = Instant::now();
-    traffic
-        .publish(&js, |stored| bar.set_position(stored))
+    let action = format!("publish to {}", traffic.subject);
+    session
+        .guard(
+            &action,
+            traffic.publish(&session.js, |stored| bar.set_position(stored)),
+        )
         .await?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();

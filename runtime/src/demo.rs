@@ -12,7 +12,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use clap::Args;
 
-use crate::cli::{connect, progress_bar};
+use crate::cli::progress_bar;
+use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
 use crate::deployment::{LimitsSpec, RetrySpec};
 use crate::embedded::{NatsServer, ServerOptions};
@@ -67,7 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         server.version(),
         server.url()
     );
-    let client = connect(&server.url(), None).await?;
+    let client = connect(&server.url(), &Credentials::none()).await?;
     let js = jetstream::new(client.clone());
 
     let orders = StreamRequest {

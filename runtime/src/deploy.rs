@@ -8,14 +8,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, object_store::ObjectMetadata};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use tracing::Instrument as _;
 
 use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, instance_context, now_rfc3339};
 use crate::host::{HandlerInstance, Host};
 use crate::partition;
-use crate::resources::{ControlPlane, DeploymentId};
+use crate::resources::{self, ControlPlane, DEPLOYMENTS_BUCKET, DeploymentId};
 use crate::subject;
+use crate::tenants::Quotas;
 
 /// Everything `weir deploy` was given.
 #[derive(Debug, Clone)]
@@ -66,6 +67,7 @@ pub async fn deploy(
         subject::validate_pattern(pattern)
             .map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
     }
+    check_may_write(js, &id).await?;
     let partitions = partition::input_stream_partitions(js, &stream).await?;
     for pattern in &outputs {
         check_output_stored(js, pattern).await?;
@@ -81,7 +83,9 @@ pub async fn deploy(
     .context("the compile task panicked")?;
     let (version, component) = version?;
 
-    let context = Arc::new(instance_context(&limits, &outputs, &config));
+    // The configuration is tried under the default quotas: nodes apply the tenant's own.
+    let budget = host.tenant_budget(&id.tenant, Quotas::default().budget());
+    let context = Arc::new(instance_context(&limits, &outputs, &config, &budget));
     let span = tracing::info_span!(
         "deploy",
         tenant = id.tenant.as_str(),
@@ -93,19 +97,10 @@ pub async fn deploy(
         .context("the handler failed to start with this configuration")?;
 
     let control = ControlPlane::open(js).await?;
-    let artifact = id.artifact_name(version.digest());
-    if control.artifacts.info(&artifact).await.is_err() {
-        let metadata = ObjectMetadata {
-            name: artifact.clone(),
-            description: Some(format!("weir handler {id}")),
-            ..Default::default()
-        };
-        control
-            .artifacts
-            .put(metadata, &mut component.as_slice())
-            .await
-            .with_context(|| format!("failed to upload {artifact}"))?;
-    }
+    let artifact = control
+        .artifacts
+        .store(&id, version.digest(), &component)
+        .await?;
     let spec = DeploymentSpec {
         tenant: id.tenant.clone(),
         handler: id.handler.clone(),
@@ -127,6 +122,34 @@ pub async fn deploy(
     Ok(Deployed { spec, revision })
 }
 
+/// Asks the server whether this connection may write `id`'s deployment record, without
+/// writing it, so that a user deploying for a tenant it does not belong to is refused before
+/// anything is uploaded. The probe expects a revision no key can have: a user who may write
+/// the key gets "wrong last sequence" from the stream, and nothing is stored; any other user's
+/// publish is refused by the server's permissions (reported on the side, see
+/// [`crate::connection::Refusals`]; here it is a timeout).
+async fn check_may_write(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<()> {
+    let subject = format!("$KV.{DEPLOYMENTS_BUCKET}.{}", id.key());
+    let probe =
+        jetstream::message::PublishMessage::build().expected_last_subject_sequence(u64::MAX);
+    let result = match js.send_publish(subject.clone(), probe).await {
+        Ok(ack) => ack.await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    match result {
+        Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(()),
+        // No bucket yet: the deploy creates it, if it may.
+        Err(error) if error.kind() == PublishErrorKind::StreamNotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| {
+            format!(
+                "failed to check the right to write {subject} (deploying for tenant {})",
+                id.tenant
+            )
+        }),
+        Ok(()) => anyhow::bail!("a probe of the right to write {subject} was stored"),
+    }
+}
+
 /// Outputs are stored before their input is acked, so some stream must capture them; without
 /// one, every acked message would fail and be retried until it is given up.
 async fn check_output_stored(js: &jetstream::Context, pattern: &str) -> anyhow::Result<()> {
@@ -142,13 +165,16 @@ async fn check_output_stored(js: &jetstream::Context, pattern: &str) -> anyhow::
     }
 }
 
-/// Every deployment in `weir_deployments`, sorted by tenant and handler.
-pub async fn list(control: &ControlPlane) -> anyhow::Result<Vec<Deployed>> {
-    use futures::TryStreamExt as _;
-    let keys: Vec<String> = control.deployments.keys().await?.try_collect().await?;
+/// Every deployment in `weir_deployments`, or `tenant`'s, sorted by tenant and handler.
+pub async fn list(control: &ControlPlane, tenant: Option<&str>) -> anyhow::Result<Vec<Deployed>> {
     let mut deployed = Vec::new();
-    for key in keys {
-        if let Some(entry) = control.deployments.entry(&key).await? {
+    for key in resources::keys(&control.deployments, tenant).await? {
+        let entry = control
+            .deployments
+            .entry(&key)
+            .await
+            .with_context(|| format!("failed to read deployment {key}"))?;
+        if let Some(entry) = entry.filter(|e| e.operation == jetstream::kv::Operation::Put) {
             let spec = serde_json::from_slice::<DeploymentSpec>(&entry.value)
                 .with_context(|| format!("deployment {key} is unreadable"))?;
             deployed.push(Deployed {

@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{duration_text, durations_text};
-use crate::host::{CallLimits, HandlerVersion, InstanceContext};
+use crate::host::{CallLimits, HandlerVersion, InstanceContext, TenantBudget};
 use crate::resources::DeploymentId;
+use crate::tenants::Tenant;
 
 /// Deliveries before the server gives a message up.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
@@ -41,7 +42,8 @@ pub struct DeploymentSpec {
     pub handler: String,
     /// SHA-256 of the component, in hex.
     pub version: String,
-    /// The component's name in `weir_artifacts`.
+    /// The component's name in its tenant's `weir_artifacts_<tenant>` (older deployments:
+    /// `weir_artifacts`).
     pub artifact: String,
     /// The partitioned input stream.
     pub stream: String,
@@ -156,7 +158,7 @@ impl DeploymentSpec {
     }
 }
 
-/// A spec with its compiled handler version, as a node runs it.
+/// A spec with its compiled handler version, as a node runs it for its tenant.
 #[derive(Debug)]
 pub struct Deployment {
     /// Whose handler this is.
@@ -165,33 +167,54 @@ pub struct Deployment {
     pub spec: DeploymentSpec,
     /// The spec's component, compiled and linked on this node.
     pub version: HandlerVersion,
-    /// What every instance of this deployment is given.
+    /// The tenant, as this node runs it.
+    pub tenant: Arc<Tenant>,
+    /// What every instance of this deployment is given: the spec's limits within the tenant's
+    /// quotas, and the tenant's budget.
     pub context: Arc<InstanceContext>,
 }
 
 impl Deployment {
-    /// Joins a spec with its compiled version.
-    pub fn new(id: DeploymentId, spec: DeploymentSpec, version: HandlerVersion) -> Self {
-        let context = Arc::new(instance_context(&spec.limits, &spec.outputs, &spec.config));
-        Self {
+    /// Joins a spec with its compiled version and its tenant, after checking that the tenant
+    /// may read the spec's input stream.
+    pub fn new(
+        id: DeploymentId,
+        spec: DeploymentSpec,
+        version: HandlerVersion,
+        tenant: Arc<Tenant>,
+    ) -> anyhow::Result<Self> {
+        tenant
+            .quotas
+            .check_input_stream(&tenant.name, &spec.stream)?;
+        let (limits, lowered) = tenant.quotas.clamp(&spec.limits);
+        for note in lowered {
+            tracing::warn!(tenant = id.tenant, handler = id.handler, "{note}");
+        }
+        let mut context = instance_context(&limits, &spec.outputs, &spec.config, &tenant.budget);
+        context.tenant_outputs = tenant.quotas.output_subjects.clone();
+        Ok(Self {
             id,
             spec,
             version,
-            context,
-        }
+            tenant,
+            context: Arc::new(context),
+        })
     }
 }
 
-/// What instances get from a deployment's limits, outputs and configuration.
+/// What instances get from a deployment's limits, outputs and configuration, sharing `budget`.
 pub fn instance_context(
     limits: &LimitsSpec,
     outputs: &[String],
     config: &BTreeMap<String, String>,
+    budget: &Arc<TenantBudget>,
 ) -> InstanceContext {
     InstanceContext {
         limits: limits.into(),
         outputs: outputs.to_vec(),
+        tenant_outputs: None,
         config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        budget: budget.clone(),
     }
 }
 

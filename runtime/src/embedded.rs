@@ -79,6 +79,7 @@ pub struct NatsServer {
     data_dir: PathBuf,
     port: u16,
     cluster: Option<ClusterOptions>,
+    config_file: Option<PathBuf>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -86,6 +87,23 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start(options: ServerOptions) -> anyhow::Result<Self> {
+        Self::start_configured(options, None)
+    }
+
+    /// Starts a server with the configuration file `config_file` (e.g. users and their
+    /// permissions), which must enable JetStream. The server runs in the data directory, so a
+    /// relative `store_dir` in the file lands there; the port is `options`' as usual.
+    pub fn start_with_config(options: ServerOptions, config_file: &Path) -> anyhow::Result<Self> {
+        let config_file = config_file
+            .canonicalize()
+            .with_context(|| format!("cannot find {}", config_file.display()))?;
+        Self::start_configured(options, Some(config_file))
+    }
+
+    fn start_configured(
+        options: ServerOptions,
+        config_file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let binary = find_binary()?;
         let (data_dir, temp) = match options.data_dir {
             Some(dir) => (dir, None),
@@ -101,6 +119,7 @@ impl NatsServer {
             data_dir,
             port: options.port.unwrap_or(0),
             cluster: options.cluster,
+            config_file,
             child: None,
             _temp: temp,
         };
@@ -166,10 +185,18 @@ impl NatsServer {
                 .arg(format!("nats://127.0.0.1:{}", cluster.route_port))
                 .args(["--routes", &routes.join(",")]);
         }
+        match &self.config_file {
+            // The server refuses a store directory given both in its file and on the line.
+            Some(config) => command
+                .arg("--config")
+                .arg(config)
+                .current_dir(&self.data_dir),
+            None => command
+                .arg("--store_dir")
+                .arg(self.data_dir.join("jetstream")),
+        };
         let child = command
             .args(["--jetstream", "--addr", "127.0.0.1", "--port", &port])
-            .arg("--store_dir")
-            .arg(self.data_dir.join("jetstream"))
             .arg("--ports_file_dir")
             .arg(&ports_dir)
             .arg("--log")

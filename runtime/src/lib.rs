@@ -31,6 +31,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod deploy;
 pub mod deployment;
@@ -47,5 +48,6 @@ mod registry;
 pub mod resources;
 pub mod status;
 pub mod subject;
+pub mod tenants;
 pub mod traffic;
 mod worker;

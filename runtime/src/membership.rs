@@ -285,10 +285,8 @@ pub(crate) async fn watch_members(
 
 /// The live nodes right now, read once (for `weir status`).
 pub async fn live_nodes(nodes: &kv::Store) -> anyhow::Result<Vec<MemberRecord>> {
-    let mut keys = nodes.keys().await.context("failed to list weir_nodes")?;
     let mut records = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.context("failed to list weir_nodes")?;
+    for key in crate::resources::keys(nodes, None).await? {
         if let Some(value) = nodes.get(&key).await.context("failed to read weir_nodes")? {
             match serde_json::from_slice::<MemberRecord>(&value) {
                 Ok(record) => records.push(record),

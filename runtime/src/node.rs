@@ -6,6 +6,7 @@
 //! partitions elsewhere and wait on standby), hands every partition off, deregisters, and
 //! flushes its connection.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +22,7 @@ use crate::membership::{self, MemberState, Membership, MembershipConfig};
 use crate::metrics::SharedCounters;
 use crate::registry::Registry;
 use crate::resources::ControlPlane;
+use crate::tenants::{Tenants, TenantsConfig};
 
 /// How long a stopping node tries to hand its last acknowledgements to NATS.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +43,11 @@ pub struct NodeConfig {
     /// Run a dead-letter mover ([`crate::dlq::Mover`]) beside the partitions. Every node does by
     /// default; any number may, since they share one consumer.
     pub dlq_mover: bool,
+    /// Each tenant's quotas and identity (`weir node --config`).
+    pub tenants: TenantsConfig,
+    /// Where the connections of tenants with credentials of their own go: the URL(s) the node
+    /// itself was given. Needed only when a tenant has credentials.
+    pub nats_urls: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -51,6 +58,8 @@ impl Default for NodeConfig {
             pin_timeout: crate::worker::DEFAULT_PIN_TIMEOUT,
             claim_all_partitions: false,
             dlq_mover: true,
+            tenants: TenantsConfig::default(),
+            nats_urls: None,
         }
     }
 }
@@ -70,10 +79,10 @@ pub fn default_node_id() -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct NodeContext {
     pub(crate) id: String,
-    pub(crate) js: jetstream::Context,
     pub(crate) host: Host,
     pub(crate) control: ControlPlane,
     pub(crate) counters: SharedCounters,
+    pub(crate) tenants: Arc<Tenants>,
     pub(crate) pin_timeout: Duration,
     pub(crate) claim_all_partitions: bool,
 }
@@ -93,6 +102,7 @@ pub struct NodeHandle {
     membership: JoinHandle<()>,
     /// The dead-letter mover, stopped with the registry.
     mover: Option<JoinHandle<()>>,
+    tenants: Arc<Tenants>,
 }
 
 /// Starts a node on `client`: creates the control-plane buckets if needed, registers in
@@ -119,6 +129,23 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         .await
         .context("failed to open weir's control plane")?;
     let counters = SharedCounters::default();
+    // A tenant's user may use its artifact bucket but not create it: the node does.
+    for tenant in config.tenants.tenants.keys() {
+        control
+            .artifacts
+            .bucket(tenant)
+            .await
+            .with_context(|| format!("failed to open the artifact bucket of tenant {tenant}"))?;
+    }
+    let tenants = Arc::new(
+        Tenants::open(
+            config.tenants,
+            host.clone(),
+            js.clone(),
+            config.nats_urls.as_deref(),
+        )
+        .await?,
+    );
     let span = tracing::info_span!("node", node = config.node_id.as_str());
 
     let membership = Membership::join(
@@ -154,10 +181,10 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
     });
     let context = NodeContext {
         id: config.node_id.clone(),
-        js,
         host,
         control,
         counters: counters.clone(),
+        tenants: tenants.clone(),
         pin_timeout: config.pin_timeout,
         claim_all_partitions: config.claim_all_partitions,
     };
@@ -177,6 +204,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         leave,
         membership,
         mover,
+        tenants,
     })
 }
 
@@ -204,6 +232,7 @@ impl NodeHandle {
         {
             tracing::warn!(node = self.id, "dead-letter mover failed: {error}");
         }
+        self.tenants.flush().await;
         self.leave.cancel();
         if let Err(error) = self.membership.await {
             tracing::warn!(node = self.id, "membership task failed: {error}");

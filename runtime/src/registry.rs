@@ -149,6 +149,8 @@ impl Registry {
             spec.tenant,
             spec.handler
         );
+        let tenant = self.node.tenants.get(&id.tenant);
+        tenant.quotas.check_input_stream(&id.tenant, &spec.stream)?;
         let mut object = self
             .node
             .control
@@ -173,7 +175,7 @@ impl Registry {
             version.digest(),
             spec.version
         );
-        Ok(Deployment::new(id.clone(), spec, version))
+        Deployment::new(id.clone(), spec, version, tenant)
     }
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {

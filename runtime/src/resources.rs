@@ -4,7 +4,9 @@
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, object_store};
 
-/// Object store of uploaded components, keyed `<tenant>/<handler>/<sha256>`.
+/// The uploaded components: one object store per tenant, `weir_artifacts_<tenant>` (see
+/// [`artifacts_bucket`]), keyed `<tenant>/<handler>/<sha256>`. Before weir had tenant
+/// permissions every tenant's components were in this one bucket, which is still read.
 pub const ARTIFACTS_BUCKET: &str = "weir_artifacts";
 /// KV of deployment specs, keyed `<tenant>.<handler>`.
 pub const DEPLOYMENTS_BUCKET: &str = "weir_deployments";
@@ -92,6 +94,13 @@ impl std::fmt::Display for DeploymentId {
     }
 }
 
+/// The object store of `tenant`'s components. A bucket of its own, rather than a shared one,
+/// because an object's subjects (`$O.<bucket>.C.<nuid>` for its chunks, `$O.<bucket>.M.<base64
+/// name>` for its metadata) do not name the tenant: only the bucket can fence them by subject.
+pub fn artifacts_bucket(tenant: &str) -> String {
+    format!("{ARTIFACTS_BUCKET}_{tenant}")
+}
+
 /// Checks a tenant or handler name (`what` says which) against the rule of
 /// [`DeploymentId::new`].
 pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
@@ -108,11 +117,12 @@ pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The control-plane buckets, created on first use by whichever node or command comes first.
+/// The control-plane buckets, created on first use by whichever node or command comes first
+/// (and may create them: a tenant's user binds to them but cannot create them).
 #[derive(Clone)]
 pub struct ControlPlane {
     /// See [`ARTIFACTS_BUCKET`].
-    pub artifacts: object_store::ObjectStore,
+    pub artifacts: Artifacts,
     /// See [`DEPLOYMENTS_BUCKET`].
     pub deployments: kv::Store,
     /// See [`STATUS_BUCKET`].
@@ -130,21 +140,14 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Opens the buckets, creating any that do not exist yet, and the dead-letter streams
-    /// ([`crate::dlq`]), all replicated three times on a NATS cluster of three or more servers.
+    /// Opens the buckets and the dead-letter streams ([`crate::dlq`]), creating any that do not
+    /// exist yet, all replicated three times on a NATS cluster of three or more servers. The
+    /// tenants' artifact buckets are opened when needed ([`Artifacts`]).
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
         let replicas = control_plane_replicas(&js.client().server_info());
-        let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: ARTIFACTS_BUCKET.to_owned(),
-                    description: Some("weir: uploaded handler components".to_owned()),
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("failed to create object store {ARTIFACTS_BUCKET}"))?,
+        let artifacts = Artifacts {
+            js: js.clone(),
+            replicas,
         };
         let kv = |bucket: &str, description: &str, history| kv::Config {
             bucket: bucket.to_owned(),
@@ -212,7 +215,134 @@ async fn open_kv(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<
     let bucket = config.bucket.clone();
     js.create_key_value(config)
         .await
-        .with_context(|| format!("failed to create KV bucket {bucket}"))
+        .with_context(|| format!("failed to create KV bucket {bucket}{MADE_BY_OPERATORS}"))
+}
+
+/// Said when weir fails to create one of its buckets, which a tenant's user may not do.
+pub(crate) const MADE_BY_OPERATORS: &str = " (if this user may not create it, an operator must \
+     start a node, or run a weir command as a user with every right, first)";
+
+/// The keys of `store` under `<prefix>.`, or all its keys, sorted, including keys whose last
+/// entry is a deletion (reading them says so).
+///
+/// Read from the stream's subject counts (stream info), not with a consumer like
+/// [`kv::Store::keys`]: a tenant's user may read a shared bucket's stream info, but may create
+/// consumers, and read values, only under its own prefix. Which keys exist is therefore no
+/// secret between tenants; what they hold is.
+pub async fn keys(store: &kv::Store, prefix: Option<&str>) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt as _;
+    let filter = match prefix {
+        Some(prefix) => format!("{}{prefix}.>", store.prefix),
+        None => format!("{}>", store.prefix),
+    };
+    let subjects: Vec<(String, usize)> = store
+        .stream
+        .info_with_subjects(&filter)
+        .await
+        .with_context(|| format!("failed to list the keys of {}", store.name))?
+        .try_collect()
+        .await
+        .with_context(|| format!("failed to list the keys of {}", store.name))?;
+    let mut keys: Vec<String> = subjects
+        .into_iter()
+        .filter_map(|(subject, _)| subject.strip_prefix(&store.prefix).map(str::to_owned))
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// The tenants' artifact buckets ([`artifacts_bucket`]), opened when needed. Cheap to clone.
+#[derive(Clone)]
+pub struct Artifacts {
+    js: jetstream::Context,
+    replicas: usize,
+}
+
+impl std::fmt::Debug for Artifacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifacts").finish_non_exhaustive()
+    }
+}
+
+impl Artifacts {
+    /// Opens `tenant`'s bucket, creating it if it does not exist yet. Only an operator may
+    /// create it (a node creates the buckets of the tenants in its configuration); a tenant's
+    /// user may only use it.
+    pub async fn bucket(&self, tenant: &str) -> anyhow::Result<object_store::ObjectStore> {
+        let bucket = artifacts_bucket(tenant);
+        if let Ok(store) = self.js.get_object_store(&bucket).await {
+            return Ok(store);
+        }
+        let created = self
+            .js
+            .create_object_store(object_store::Config {
+                bucket: bucket.clone(),
+                description: Some(format!("weir: tenant {tenant}'s handler components")),
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await;
+        let error = match created {
+            Ok(store) => return Ok(store),
+            Err(error) => error,
+        };
+        // Another node or command may have made it first.
+        match self.js.get_object_store(&bucket).await {
+            Ok(store) => Ok(store),
+            Err(_) => Err(error).with_context(|| {
+                format!("failed to create object store {bucket}{MADE_BY_OPERATORS}")
+            }),
+        }
+    }
+
+    /// Stores `component` as version `digest` of `id`, unless it is there already; returns
+    /// the artifact's name.
+    pub async fn store(
+        &self,
+        id: &DeploymentId,
+        digest: &str,
+        component: &[u8],
+    ) -> anyhow::Result<String> {
+        let name = id.artifact_name(digest);
+        let bucket = self.bucket(&id.tenant).await?;
+        if bucket.info(&name).await.is_err() {
+            let metadata = object_store::ObjectMetadata {
+                name: name.clone(),
+                description: Some(format!("weir handler {id}")),
+                ..Default::default()
+            };
+            bucket
+                .put(metadata, &mut &component[..])
+                .await
+                .with_context(|| format!("failed to upload {name}"))?;
+        }
+        Ok(name)
+    }
+
+    /// The artifact `name` (`<tenant>/<handler>/<sha256>`), from its tenant's bucket, or from
+    /// the shared bucket of earlier versions.
+    pub async fn get(&self, name: &str) -> anyhow::Result<object_store::Object> {
+        let tenant = name
+            .split_once('/')
+            .map(|(tenant, _)| tenant)
+            .with_context(|| {
+                format!("artifact name {name:?} is not <tenant>/<handler>/<sha256>")
+            })?;
+        let bucket = artifacts_bucket(tenant);
+        let error = match self.js.get_object_store(&bucket).await {
+            Ok(store) => match store.get(name).await {
+                Ok(object) => return Ok(object),
+                Err(error) => anyhow::Error::new(error).context(format!("not in {bucket}")),
+            },
+            Err(error) => anyhow::Error::new(error).context(format!("cannot open {bucket}")),
+        };
+        if let Ok(shared) = self.js.get_object_store(ARTIFACTS_BUCKET).await
+            && let Ok(object) = shared.get(name).await
+        {
+            return Ok(object);
+        }
+        Err(error)
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +355,7 @@ mod tests {
         assert_eq!(id.key(), "acme.orders");
         assert_eq!(id.consumer_name(3), "weir_acme_orders_p003");
         assert_eq!(id.artifact_name("ab12"), "acme/orders/ab12");
+        assert_eq!(artifacts_bucket("acme"), "weir_artifacts_acme");
         assert_eq!(
             id.output_msg_id("ORDERS", 42, 1),
             "weir:acme:orders:ORDERS:42:1"

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use futures::TryStreamExt as _;
 use serde::Serialize;
 
 use crate::deploy;
@@ -58,17 +57,19 @@ pub struct PartitionStatus {
     pub lag: u64,
 }
 
-/// Reads the live nodes, the deployments, what each live node runs and every consumer's state.
+/// Reads the live nodes, the deployments (every tenant's, or `tenant`'s), what each live node
+/// runs and every consumer's state.
 pub async fn read(
     js: &jetstream::Context,
     control: &ControlPlane,
+    tenant: Option<&str>,
 ) -> anyhow::Result<ClusterStatus> {
     let nodes = membership::live_nodes(&control.nodes).await?;
     let live: BTreeSet<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
-    let mut statuses = node_statuses(control).await?;
-    let dead_letters = crate::dlq::counts(js).await?;
+    let mut statuses = node_statuses(control, tenant).await?;
+    let dead_letters = crate::dlq::counts(js, tenant).await?;
     let mut deployments = Vec::new();
-    for deployed in deploy::list(control).await? {
+    for deployed in deploy::list(control, tenant).await? {
         let spec = deployed.spec;
         let id = spec.id()?;
         let reports: Vec<NodeStatus> = statuses
@@ -113,14 +114,14 @@ pub async fn read(
     Ok(ClusterStatus { nodes, deployments })
 }
 
-/// What every node reported, by deployment key (`<tenant>.<handler>`), including nodes that
-/// are gone.
+/// What every node reported about every deployment (or `tenant`'s), by deployment key
+/// (`<tenant>.<handler>`), including nodes that are gone.
 pub async fn node_statuses(
     control: &ControlPlane,
+    tenant: Option<&str>,
 ) -> anyhow::Result<BTreeMap<String, Vec<NodeStatus>>> {
-    let keys: Vec<String> = control.status.keys().await?.try_collect().await?;
     let mut statuses: BTreeMap<String, Vec<NodeStatus>> = BTreeMap::new();
-    for key in keys {
+    for key in crate::resources::keys(&control.status, tenant).await? {
         // `<tenant>.<handler>.<node-id>`: names never contain dots, node ids may.
         let mut parts = key.splitn(3, '.');
         let (Some(tenant), Some(handler)) = (parts.next(), parts.next()) else {

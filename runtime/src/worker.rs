@@ -33,6 +33,7 @@
 //! A worker runs inside a `partition` span carrying `tenant`, `handler` and `partition`, so its
 //! events, and its handler's log lines, name them without repeating them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -45,13 +46,17 @@ use futures::{FutureExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::deployment::{Deployment, SharedDeployment, now_rfc3339};
 use crate::failures::{self, Failure};
-use crate::host::{Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output};
+use crate::host::{
+    GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output,
+};
 use crate::metrics::SharedCounters;
 use crate::partition;
 use crate::resources::PRIORITY_GROUP;
+use crate::tenants::Tenant;
 
 /// How long one pull request waits on the server. Pulls also keep the pin alive, so this stays
 /// well below the pin timeout.
@@ -87,6 +92,8 @@ pub(crate) struct PartitionWorker {
     /// Whether the last reclaim check found the consumer unpinned with a message pending.
     seen_abandoned: bool,
     js: jetstream::Context,
+    /// Where handler calls run.
+    guests: Arc<GuestThreads>,
     /// Where failures are recorded for dead letters.
     failures: async_nats::jetstream::kv::Store,
     node_id: String,
@@ -155,6 +162,7 @@ impl PartitionWorker {
         stop: CancellationToken,
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
+        let js = deployment.tenant.js.clone();
         Self {
             partition,
             updates,
@@ -162,7 +170,8 @@ impl PartitionWorker {
             instance: None,
             pin: None,
             seen_abandoned: false,
-            js: node.js.clone(),
+            js,
+            guests: node.host.guest_threads(),
             failures: node.control.failures.clone(),
             node_id: node.id.clone(),
             pin_timeout: node.pin_timeout,
@@ -173,7 +182,14 @@ impl PartitionWorker {
 
     /// Processes the partition until told to stop or until the deployment is withdrawn, then
     /// hands it off: the message in hand is finished and settled, and the pin released.
+    ///
+    /// The partition counts against its tenant's instances on this node from the start: when
+    /// they are all in use, the worker waits, without pulling, until one is free.
     pub(crate) async fn run(mut self) {
+        let tenant = self.deployment.tenant.clone();
+        let Some(_instance_permit) = take_instance_permit(tenant, self.stop.clone()).await else {
+            return;
+        };
         loop {
             let next = match self.subscribe().await {
                 Ok(pulling) => self.pump(pulling).await,
@@ -685,7 +701,7 @@ impl PartitionWorker {
     ) -> Result<Handled, HandlerFailure> {
         let period = self.deployment.spec.retry.ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let call = call_handler(&mut self.instance, &self.deployment, input);
+        let call = call_handler(&mut self.instance, &self.deployment, &self.guests, input);
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -880,18 +896,66 @@ async fn term(
     Ok(())
 }
 
-/// Starts an instance if there is none, then hands it the message.
+/// One of `tenant`'s instances on this node, waited for if need be; `None` if told to stop
+/// first. (A free function: the worker, which holds a Wasm store, is not `Sync`.)
+async fn take_instance_permit(
+    tenant: Arc<Tenant>,
+    stop: CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(permit) = tenant.instances.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    tracing::warn!(
+        "waiting: tenant {} already runs its quota of {} instance(s) on this node",
+        tenant.name,
+        tenant.quotas.max_instances
+    );
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        permit = tenant.instances.clone().acquire_owned() => permit.ok(),
+    }
+}
+
+/// Starts an instance if there is none, then hands it the message: on the node's guest
+/// threads, where the instance goes with the call and comes back with its result.
 async fn call_handler(
     slot: &mut Option<HandlerInstance>,
-    deployment: &Deployment,
+    deployment: &SharedDeployment,
+    guests: &GuestThreads,
     input: &Message,
 ) -> Result<Handled, HandlerFailure> {
-    let instance = match slot {
-        Some(instance) => instance,
-        None => slot
-            .insert(HandlerInstance::start(&deployment.version, deployment.context.clone()).await?),
-    };
-    instance.handle(input).await
+    let instance = slot.take();
+    let deployment = deployment.clone();
+    let input = input.clone();
+    // The call's first turn is taken here, before it needs a guest thread: see `host::fairness`.
+    let turn = deployment.context.budget.turn().await;
+    let call = guests.spawn(
+        async move {
+            let (mut instance, turn) = match instance {
+                Some(instance) => (instance, Some(turn)),
+                None => {
+                    let context = deployment.context.clone();
+                    match HandlerInstance::start_on(&deployment.version, context, Some(turn)).await
+                    {
+                        Ok(instance) => (instance, None),
+                        Err(failure) => return (None, Err(failure)),
+                    }
+                }
+            };
+            let result = instance.handle_on(&input, turn).await;
+            (Some(instance), result)
+        }
+        .instrument(tracing::Span::current()),
+    );
+    match call.await {
+        Ok((instance, result)) => {
+            *slot = instance;
+            result
+        }
+        Err(error) => Err(HandlerFailure::Trap(format!(
+            "the call's task did not finish: {error}"
+        ))),
+    }
 }
 
 /// Creates the partition's durable consumer, or updates it to the deployment's settings. A

@@ -201,9 +201,11 @@ async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> anyho
         .with_context(|| format!("failed to create stream {name} for {}", subjects.join(", ")))
 }
 
-/// Counts the dead letters held for each deployment, keyed `<tenant>.<handler>`.
+/// Counts the dead letters held for each deployment (of every tenant, or of `tenant`), keyed
+/// `<tenant>.<handler>`.
 pub async fn counts(
     js: &jetstream::Context,
+    tenant: Option<&str>,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     use futures::TryStreamExt as _;
     let stream = js
@@ -211,7 +213,7 @@ pub async fn counts(
         .await
         .with_context(|| format!("failed to open stream {DLQ_STREAM}"))?;
     let subjects: Vec<(String, usize)> = stream
-        .info_with_subjects(filter_subject(None, None))
+        .info_with_subjects(filter_subject(tenant, None))
         .await
         .with_context(|| format!("failed to read the subjects of {DLQ_STREAM}"))?
         .try_collect()

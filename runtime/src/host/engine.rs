@@ -1,5 +1,6 @@
 //! The node's one engine and linker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -7,25 +8,37 @@ use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine};
 
 use super::bindings::Handler;
+use super::budget::{BudgetQuota, TenantBudget};
+use super::fairness::{CpuScheduler, GuestThreads};
 use super::state::HostState;
 use super::version::{ComponentError, HandlerVersion};
 
-/// How often the epoch advances. A spinning guest yields to the async runtime this often, and
-/// a deadline is noticed within this much of its expiry.
+/// How often the epoch advances. A spinning guest yields to the async runtime this often (and
+/// sooner when another task waits for a core), and its CPU time is checked this often.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The engine and the linker shared by every handler on a node: WASI preview 2 plus
-/// `weir:handler/host`, set up once.
+/// `weir:handler/host`, set up once; and the scheduler that shares the node's cores between
+/// tenants.
 #[derive(Clone)]
 pub struct Host {
     engine: Engine,
     linker: Linker<HostState>,
+    scheduler: Arc<CpuScheduler>,
+    guests: Arc<GuestThreads>,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host").finish_non_exhaustive()
     }
+}
+
+/// Guests may compute on every core but one (and on one of one): the node's own network work,
+/// and a NATS server on the same machine, always have a core no guest can take.
+fn guest_turns() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(1).max(1)
 }
 
 impl Host {
@@ -54,7 +67,26 @@ impl Host {
             })
             .context("failed to start the epoch thread")?;
 
-        Ok(Self { engine, linker })
+        let turns = guest_turns();
+        let scheduler = CpuScheduler::new(turns, &engine);
+        let guests = GuestThreads::start(turns).context("failed to start the guest threads")?;
+        Ok(Self {
+            engine,
+            linker,
+            scheduler,
+            guests,
+        })
+    }
+
+    /// The threads a node runs guest calls on, apart from its network work.
+    pub fn guest_threads(&self) -> Arc<GuestThreads> {
+        self.guests.clone()
+    }
+
+    /// A new share of this node for `tenant`'s instances, under `quota`. Instances share
+    /// quotas only through the same budget: a node keeps one per tenant.
+    pub fn tenant_budget(&self, tenant: &str, quota: BudgetQuota) -> Arc<TenantBudget> {
+        Arc::new(TenantBudget::new(tenant, quota, self.scheduler.clone()))
     }
 
     /// Compiles `bytes` and checks them against the `weir:handler` world. Compilation is CPU

@@ -8,21 +8,28 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::Handler;
 use super::bindings::weir::handler::types::{Header, Level, Message, Outcome};
+use super::budget::TenantBudget;
 use super::console::Channel;
-use super::limits::CallLimits;
-use super::state::{CallState, HostState, LOG_LINES_PER_SECOND};
+use super::fairness::{Fair, Turn};
+use super::limits::{CallLimits, MemoryRefusal};
+use super::state::{CallState, HostState};
 use super::version::HandlerVersion;
 
 /// What a deployment allows and tells each of its instances; shared by all of them. Who an
-/// instance works for (tenant, handler, partition) comes from the tracing span of its task.
+/// instance works for (handler, partition) comes from the tracing span of its task.
 #[derive(Debug, Clone)]
 pub struct InstanceContext {
     /// What each call may use.
     pub limits: CallLimits,
     /// Subject patterns the handler may publish to.
     pub outputs: Vec<String>,
+    /// Subject patterns the tenant may publish to on this node, if the node restricts them; a
+    /// subject must match both lists.
+    pub tenant_outputs: Option<Vec<String>>,
     /// The deployment's configuration, handed to `init`.
     pub config: Vec<(String, String)>,
+    /// What the instance shares with the tenant's other instances on this node.
+    pub budget: Arc<TenantBudget>,
 }
 
 /// Writes one line a guest logged or printed. Tenant, handler and partition come from the span
@@ -72,12 +79,28 @@ pub enum HandlerFailure {
     /// The call ran past the deployment's handler timeout.
     #[error("deadline of {} exceeded", humantime::format_duration(*.0))]
     Deadline(Duration),
+    /// The call used more CPU time than its tenant's quota per message.
+    #[error("CPU time limit of {} per message exceeded", humantime::format_duration(*.0))]
+    CpuTime(Duration),
     /// The guest tried to grow its memory past the deployment's limit.
     #[error("memory limit of {limit_bytes} bytes exceeded (the guest asked for {requested_bytes})")]
     MemoryLimit {
         /// The limit.
         limit_bytes: u64,
         /// The total the guest asked for.
+        requested_bytes: u64,
+    },
+    /// The tenant's instances on this node together would pass the tenant's memory quota.
+    #[error(
+        "tenant memory quota of {quota_bytes} bytes on this node exceeded (its instances hold \
+         {held_bytes}; this one asked for {requested_bytes} more)"
+    )]
+    TenantMemoryQuota {
+        /// The quota.
+        quota_bytes: u64,
+        /// What the tenant's instances held when the guest asked.
+        held_bytes: u64,
+        /// What the guest asked for on top.
         requested_bytes: u64,
     },
     /// `init` returned an error for the deployment's configuration.
@@ -104,33 +127,50 @@ impl std::fmt::Debug for HandlerInstance {
 
 impl HandlerInstance {
     /// Instantiates `version` and runs its `init` with the deployment's configuration, both
-    /// under the call deadline and the memory limit.
+    /// under the call deadline, the memory limits and the CPU time per message.
     pub async fn start(
         version: &HandlerVersion,
         context: Arc<InstanceContext>,
     ) -> Result<Self, HandlerFailure> {
+        Self::start_on(version, context, None).await
+    }
+
+    /// [`HandlerInstance::start`], beginning on `turn` if given (see [`TenantBudget::turn`]).
+    pub async fn start_on(
+        version: &HandlerVersion,
+        context: Arc<InstanceContext>,
+        turn: Option<Turn>,
+    ) -> Result<Self, HandlerFailure> {
         let limits = context.limits.clone();
         let mut store = Store::new(version.pre.engine(), HostState::new(context, &limits));
         store.limiter(|state| &mut state.memory);
-        // Yield to the async runtime at every epoch tick; the deadline is a timer around the
+        // At every epoch tick: stop a call past its CPU time, else yield to the async runtime,
+        // which gives the call's core back (see `Fair`). The deadline is a timer around the
         // call, so it also covers a guest waiting inside a host call.
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            let limit = state.context.budget.quota.cpu_time_per_message;
+            if state.cpu.spent() > limit {
+                state.call.out_of_cpu = true;
+                wasmtime::bail!(
+                    "CPU time limit of {} per message exceeded",
+                    humantime::format_duration(limit)
+                );
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         store.set_epoch_deadline(1);
 
-        let instantiated = tokio::time::timeout(
-            limits.handler_timeout,
-            version.pre.instantiate_async(&mut store),
-        )
-        .await;
+        let parts = store_parts(&store);
+        let instantiate = version.pre.instantiate_async(&mut store);
+        let instantiated = bounded(&limits, &parts, turn, instantiate).await;
         let bindings = settle(&mut store, limits.handler_timeout, instantiated)?;
         let mut instance = Self { store, bindings };
 
         let config = instance.store.data().context.config.clone();
-        let init = tokio::time::timeout(
-            limits.handler_timeout,
-            instance.bindings.call_init(&mut instance.store, &config),
-        )
-        .await;
+        let parts = store_parts(&instance.store);
+        let init = instance.bindings.call_init(&mut instance.store, &config);
+        let init = bounded(&limits, &parts, None, init).await;
         settle(&mut instance.store, limits.handler_timeout, init)?
             .map_err(HandlerFailure::InitRefused)?;
         Ok(instance)
@@ -138,15 +178,26 @@ impl HandlerInstance {
 
     /// Hands `message` to the handler. On `Ok`, the outputs are those of this call only.
     pub async fn handle(&mut self, message: &Message) -> Result<Handled, HandlerFailure> {
+        self.handle_on(message, None).await
+    }
+
+    /// [`HandlerInstance::handle`], beginning on `turn` if given (see [`TenantBudget::turn`]).
+    pub async fn handle_on(
+        &mut self,
+        message: &Message,
+        turn: Option<Turn>,
+    ) -> Result<Handled, HandlerFailure> {
         self.store.data_mut().call = CallState {
             stream_seq: message.stream_seq,
             ..CallState::default()
         };
-        let timeout = self.store.data().context.limits.handler_timeout;
-        let called =
-            tokio::time::timeout(timeout, self.bindings.call_handle(&mut self.store, message))
-                .await;
-        let outcome = settle(&mut self.store, timeout, called)?;
+        let limits = self.store.data().context.limits.clone();
+        let parts = store_parts(&self.store);
+        // A full slice to begin with, not what was left of the previous call's.
+        self.store.set_epoch_deadline(1);
+        let call = self.bindings.call_handle(&mut self.store, message);
+        let called = bounded(&limits, &parts, turn, call).await;
+        let outcome = settle(&mut self.store, limits.handler_timeout, called)?;
         let call = std::mem::take(&mut self.store.data_mut().call);
         if let Some(refusal) = call.refusal {
             return Err(HandlerFailure::OutputRefused(refusal));
@@ -162,6 +213,39 @@ impl HandlerInstance {
     pub fn memory_bytes(&self) -> u64 {
         self.store.data().memory.used_bytes()
     }
+}
+
+/// What a call needs from its store while the store is lent to the call.
+struct StoreParts {
+    budget: Arc<TenantBudget>,
+    cpu: Arc<super::fairness::CpuMeter>,
+}
+
+fn store_parts(store: &Store<HostState>) -> StoreParts {
+    let state = store.data();
+    StoreParts {
+        budget: state.context.budget.clone(),
+        cpu: state.cpu.clone(),
+    }
+}
+
+/// Runs a call on the tenant's turns, the first of them `first` if given, metered, under the
+/// deadline.
+async fn bounded<T>(
+    limits: &CallLimits,
+    parts: &StoreParts,
+    first: Option<Turn>,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    parts.cpu.reset();
+    let fair = Fair::new(
+        call,
+        parts.budget.scheduler.clone(),
+        parts.budget.tenant.clone(),
+        parts.cpu.clone(),
+        first,
+    );
+    tokio::time::timeout(limits.handler_timeout, fair).await
 }
 
 /// Turns the end of a bounded call into a result, after logging what the guest printed.
@@ -182,8 +266,9 @@ fn settle<T>(
         })
         .map(|(_, line)| line.as_str())
         .collect();
+    let mut log_budget = state.context.budget.log_budget();
     for (channel, line) in &captured.lines {
-        if state.log_budget.take() {
+        if log_budget.take() {
             let level = if channel == &Channel::Stderr {
                 Level::Warn
             } else {
@@ -199,22 +284,39 @@ fn settle<T>(
             captured.dropped_bytes
         );
     }
-    let dropped_lines = std::mem::take(&mut state.log_budget.dropped);
+    let dropped_lines = std::mem::take(&mut log_budget.dropped);
+    let per_second = log_budget.per_second;
+    drop(log_budget);
     if dropped_lines > 0 {
         tracing::warn!(
             stream_seq = state.call.stream_seq,
-            "guest log over the limit of {LOG_LINES_PER_SECOND} lines/s: {dropped_lines} line(s) dropped"
+            "guest log over the tenant's limit of {per_second} lines/s: {dropped_lines} line(s) dropped"
         );
     }
     match result {
         Err(_elapsed) => Err(HandlerFailure::Deadline(timeout)),
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            if let Some(requested) = state.memory.refused_at {
-                return Err(HandlerFailure::MemoryLimit {
-                    limit_bytes: state.context.limits.max_memory_bytes,
-                    requested_bytes: requested as u64,
-                });
+            match state.memory.refused {
+                Some(MemoryRefusal::Instance { requested }) => {
+                    return Err(HandlerFailure::MemoryLimit {
+                        limit_bytes: state.context.limits.max_memory_bytes,
+                        requested_bytes: requested,
+                    });
+                }
+                Some(MemoryRefusal::Tenant { quota, held, asked }) => {
+                    return Err(HandlerFailure::TenantMemoryQuota {
+                        quota_bytes: quota,
+                        held_bytes: held,
+                        requested_bytes: asked,
+                    });
+                }
+                None => {}
+            }
+            if state.call.out_of_cpu {
+                return Err(HandlerFailure::CpuTime(
+                    state.context.budget.quota.cpu_time_per_message,
+                ));
             }
             let mut detail = match error.downcast_ref::<wasmtime::Trap>() {
                 Some(trap) => trap.to_string(),

@@ -7,21 +7,28 @@
 //!      └─ HandlerInstance  Store<HostState> + instance, one per partition, replaced after a failure
 //! ```
 //!
-//! Every call runs under a deadline and a memory limit. A guest that spins yields to the async
-//! runtime at every epoch tick, so it delays nothing else on the node, and the deadline stops it.
+//! Every call runs under a deadline, a memory limit and its tenant's CPU time per message. All
+//! instances of one tenant share a [`TenantBudget`]: a memory quota over all of them, a log
+//! rate, and a place in the round in which the node's cores are shared between tenants (see
+//! `fairness`): a guest that spins gives its core back at every epoch tick, and at once when
+//! another task waits for one.
 
 mod bindings;
+mod budget;
 mod componentize;
 mod console;
 mod engine;
+mod fairness;
 mod instance;
 mod limits;
 mod state;
 mod version;
 
 pub use bindings::weir::handler::types::{Header, Level, Message, Outcome};
+pub use budget::{BudgetQuota, TenantBudget};
 pub use componentize::componentize;
 pub use engine::Host;
+pub use fairness::{GuestThreads, Turn};
 pub use instance::{Handled, HandlerFailure, HandlerInstance, InstanceContext, Output};
 pub use limits::CallLimits;
 pub use version::{ComponentError, HandlerVersion, WORLD};

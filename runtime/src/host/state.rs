@@ -1,19 +1,16 @@
 //! The data a `Store` carries for one instance: WASI, limits, and what the current call buffered.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::weir::handler::{host, types};
 use super::console::Console;
+use super::fairness::CpuMeter;
 use super::instance::{InstanceContext, Output, log_guest_line};
 use super::limits::{CallLimits, MemoryLimiter};
 use crate::subject;
-
-/// Guest log lines allowed per second, per instance, with a burst of the same size.
-pub(crate) const LOG_LINES_PER_SECOND: u32 = 100;
 
 /// The host side of one instance. Owned by its `Store`; reset at the start of every call.
 pub(crate) struct HostState {
@@ -23,7 +20,8 @@ pub(crate) struct HostState {
     pub(crate) console: Console,
     pub(crate) context: Arc<InstanceContext>,
     pub(crate) call: CallState,
-    pub(crate) log_budget: LogBudget,
+    /// The CPU time of the call in progress.
+    pub(crate) cpu: Arc<CpuMeter>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -43,6 +41,8 @@ pub(crate) struct CallState {
     pub(crate) output_bytes: u64,
     /// Why a `publish` was refused. A refused publish fails the whole call.
     pub(crate) refusal: Option<String>,
+    /// Set when the call ran past the tenant's CPU time per message.
+    pub(crate) out_of_cpu: bool,
 }
 
 impl HostState {
@@ -61,11 +61,11 @@ impl HostState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryLimiter::new(limits.max_memory_bytes),
+            memory: MemoryLimiter::new(limits.max_memory_bytes, context.budget.memory.clone()),
             console,
             context,
             call: CallState::default(),
-            log_budget: LogBudget::new(LOG_LINES_PER_SECOND),
+            cpu: Arc::new(CpuMeter::default()),
         }
     }
 
@@ -108,6 +108,16 @@ impl host::Host for HostState {
                 self.context.outputs
             ));
         }
+        if let Some(allowed) = &self.context.tenant_outputs
+            && !allowed
+                .iter()
+                .any(|pattern| subject::matches(pattern, &subject))
+        {
+            return self.refuse(format!(
+                "subject {subject:?} is outside tenant {}'s allowed outputs {allowed:?}",
+                self.context.budget.tenant
+            ));
+        }
         if self.call.outputs.len() >= limits.max_outputs_per_call as usize {
             return self.refuse(format!(
                 "limit of {} outputs per call reached",
@@ -137,57 +147,8 @@ impl host::Host for HostState {
     }
 
     fn log(&mut self, level: types::Level, message: String) {
-        if self.log_budget.take() {
+        if self.context.budget.log_budget().take() {
             log_guest_line(level, self.call.stream_seq, &message);
         }
-    }
-}
-
-/// A token bucket for guest log lines; lines past it are dropped and counted, and the count is
-/// reported after each call.
-#[derive(Debug)]
-pub(crate) struct LogBudget {
-    per_second: u32,
-    tokens: f64,
-    refilled_at: Instant,
-    pub(crate) dropped: u64,
-}
-
-impl LogBudget {
-    fn new(per_second: u32) -> Self {
-        Self {
-            per_second,
-            tokens: f64::from(per_second),
-            refilled_at: Instant::now(),
-            dropped: 0,
-        }
-    }
-
-    pub(crate) fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let rate = f64::from(self.per_second);
-        let earned = now.duration_since(self.refilled_at).as_secs_f64() * rate;
-        self.tokens = (self.tokens + earned).min(rate);
-        self.refilled_at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.dropped += 1;
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_budget_allows_a_burst_then_drops_and_counts() {
-        let mut budget = LogBudget::new(10);
-        let allowed = (0..25).filter(|_| budget.take()).count();
-        assert!((10..=11).contains(&allowed), "allowed {allowed}");
-        assert_eq!(budget.dropped, 25 - allowed as u64);
     }
 }

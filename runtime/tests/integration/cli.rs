@@ -200,7 +200,10 @@ async fn deploy_refuses_bad_input_with_a_clear_message_and_stores_nothing() -> a
         "a failed deploy created weir_deployments"
     );
     assert!(
-        env.js.get_object_store("weir_artifacts").await.is_err(),
+        env.js
+            .get_object_store("weir_artifacts_acme")
+            .await
+            .is_err(),
         "a failed deploy stored an artifact"
     );
     Ok(())

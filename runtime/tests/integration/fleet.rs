@@ -224,7 +224,7 @@ pub fn judge(calls: &[Call], handler: &str) -> Verdict {
 /// Reads the cluster status once.
 pub async fn status(js: &jetstream::Context) -> Option<ClusterStatus> {
     let control = weir::resources::ControlPlane::open(js).await.ok()?;
-    weir::status::read(js, &control).await.ok()
+    weir::status::read(js, &control, None).await.ok()
 }
 
 /// Waits until `nodes` are exactly the live, active nodes and every partition of every

@@ -16,7 +16,7 @@ use weir::host::{
 };
 use weir::resources::DeploymentId;
 
-use crate::support::{Env, INPUT, OUTPUT, guest};
+use crate::support::{Env, INPUT, OUTPUT, default_budget, guest};
 
 fn limits() -> CallLimits {
     CallLimits {
@@ -115,6 +115,8 @@ async fn start(
     let context = Arc::new(InstanceContext {
         limits: limits(),
         outputs: vec!["enriched.>".into(), "out.>".into()],
+        tenant_outputs: None,
+        budget: default_budget(),
         config: config
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

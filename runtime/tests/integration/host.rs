@@ -7,7 +7,7 @@ use weir::host::{
     CallLimits, HandlerFailure, HandlerInstance, Host, InstanceContext, Message, Outcome,
 };
 
-use crate::support::guest;
+use crate::support::{default_budget, guest};
 
 fn limits() -> CallLimits {
     CallLimits {
@@ -22,10 +22,12 @@ fn context(limits: CallLimits, config: &[(&str, &str)]) -> Arc<InstanceContext> 
     Arc::new(InstanceContext {
         limits,
         outputs: vec!["out.>".into()],
+        tenant_outputs: None,
         config: config
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        budget: default_budget(),
     })
 }
 

@@ -12,10 +12,18 @@ use weir::deploy::{self, DeployRequest, Deployed};
 use weir::deployment::{DeploymentSpec, LimitsSpec, NodeStatus, RetrySpec};
 use weir::dlq::records::{self, DeadLetter};
 use weir::embedded::{NatsServer, ServerOptions};
-use weir::host::Host;
+use weir::host::{Host, TenantBudget};
 use weir::node::{self, NodeConfig, NodeHandle};
 use weir::partition::{self, StreamRequest};
 use weir::resources::{ControlPlane, DeploymentId};
+use weir::tenants::Quotas;
+
+/// A tenant budget under the default quotas, for instances started outside a node.
+pub fn default_budget() -> std::sync::Arc<TenantBudget> {
+    Host::new()
+        .expect("host")
+        .tenant_budget("test", Quotas::default().budget())
+}
 
 /// The input stream every NATS test uses: publishers send `in.<key>.<event>`.
 pub const INPUT: &str = "IN";

@@ -17,10 +17,15 @@
 //! | `echo-then-retry`            | publishes, then asks for a retry                          |
 //! | `forbidden`                  | publishes to `forbidden.subject`                          |
 //! | `emit N`                     | publishes N outputs `<prefix>.<subject>.<i>`, then acks   |
+//! | `recurse`                    | recurses until the stack overflows                        |
+//! | `giant BYTES`                | publishes one output of BYTES bytes, then acks            |
+//! | `publish-to SUBJECT`         | publishes the payload to SUBJECT; retries if refused      |
+//! | `snoop`                      | tries files, environment, arguments and a socket, and publishes what it got to `<prefix>.<subject>` |
+//! | `log-flood N`                | logs N lines and prints N lines to stdout, then echoes    |
 //!
 //! Every output carries the header `delivery-attempt`, and `tag` when the configuration sets
 //! one. Configuration: `output_prefix` (default `out`), `tag`, `fixed`; `refuse` set to anything
-//! makes `init` refuse the configuration.
+//! makes `init` refuse the configuration, and `trap_in_init` makes it panic.
 
 use std::time::Duration;
 
@@ -36,6 +41,9 @@ impl Handler for Scripted {
     fn init(config: Config) -> Result<Self, String> {
         if let Some(reason) = config.get("refuse") {
             return Err(format!("refusing on purpose: {reason}"));
+        }
+        if config.get("trap_in_init").is_some() {
+            panic!("trap in init requested by the configuration");
         }
         Ok(Self {
             prefix: config.get_or("output_prefix", "out").to_owned(),
@@ -99,6 +107,37 @@ impl Handler for Scripted {
                 Ok(()) => Outcome::Ack,
                 Err(_) => Outcome::Ack,
             },
+            "recurse" => {
+                let depth = recurse(0, 1, 2, 3);
+                Outcome::reject(format!("recursed {depth} deep without overflowing"))
+            }
+            "giant" => {
+                let bytes: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(1 << 20);
+                let subject = format!("{}.{}", self.prefix, msg.subject);
+                match weir_guest::publish(&subject, vec![b'g'; bytes]) {
+                    Ok(()) => Outcome::Ack,
+                    Err(_) => Outcome::retry(),
+                }
+            }
+            "publish-to" => match weir_guest::publish(words.next().unwrap_or(""), &msg.payload) {
+                Ok(()) => Outcome::Ack,
+                Err(_) => Outcome::retry(),
+            },
+            "snoop" => {
+                let subject = format!("{}.{}", self.prefix, msg.subject);
+                match weir_guest::publish(&subject, snoop()) {
+                    Ok(()) => Outcome::Ack,
+                    Err(_) => Outcome::retry(),
+                }
+            }
+            "log-flood" => {
+                let n: u32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(1000);
+                for i in 0..n {
+                    weir_guest::log(weir_guest::Level::Info, format!("flood line {i}"));
+                    println!("flood print {i}");
+                }
+                self.echo(&msg)
+            }
             _ => self.echo(&msg),
         }
     }
@@ -117,6 +156,49 @@ impl Scripted {
             Err(_) => Outcome::retry(),
         }
     }
+}
+
+/// Calls itself until Wasm's call stack runs out. Its state lives in Wasm locals, not in linear
+/// memory, and the result passes through a rotation, so the compiler can turn none of it into a
+/// loop.
+#[inline(never)]
+fn recurse(depth: u64, a: u64, b: u64, c: u64) -> u64 {
+    if depth == u64::MAX {
+        return a;
+    }
+    let deeper = recurse(depth + 1, b ^ depth, c.wrapping_add(a), a.rotate_left(7));
+    deeper.rotate_left(3) ^ a
+}
+
+/// What the sandbox lets a guest see: one line per attempt, `denied` when it got nothing.
+fn snoop() -> String {
+    let file = match std::fs::read("/etc/passwd") {
+        Ok(bytes) => format!("read {} bytes", bytes.len()),
+        Err(_) => "denied".to_owned(),
+    };
+    let listing = match std::fs::read_dir(".") {
+        Ok(entries) => format!("listed {} entries", entries.count()),
+        Err(_) => "denied".to_owned(),
+    };
+    let env = match std::env::vars().count() {
+        0 => "denied".to_owned(),
+        n => format!("{n} variables"),
+    };
+    let args = match std::env::args().count() {
+        0 => "denied".to_owned(),
+        n => format!("{n} arguments"),
+    };
+    let socket = match std::net::TcpStream::connect("127.0.0.1:4222") {
+        Ok(_) => "connected".to_owned(),
+        Err(_) => "denied".to_owned(),
+    };
+    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(_) => "listening".to_owned(),
+        Err(_) => "denied".to_owned(),
+    };
+    format!(
+        "file: {file}\nlisting: {listing}\nenv: {env}\nargs: {args}\nsocket: {socket}\nlistener: {listener}"
+    )
 }
 
 weir_guest::export_handler!(Scripted);

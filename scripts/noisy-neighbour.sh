@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The noisy-neighbour measurement: how fast a well-behaved tenant's handler gets through N
+# messages alone, then while another tenant's handler runs an endless loop on every partition
+# of its own stream, on one node and a private nats-server on loopback. Prints both rates and
+# their ratio. Needs `make guests build` first. Usage: N=20000 scripts/noisy-neighbour.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-10000}
+PARTITIONS=${PARTITIONS:-16}
+PORT=${PORT:-4334}
+WEIR=./target/release/weir
+GUEST=./target/guests/wasm32-wasip2/release/scripted.wasm
+URL=nats://127.0.0.1:$PORT
+DIR=$(mktemp -d)
+. scripts/processes.sh
+trap cleanup EXIT
+w() { "$WEIR" --nats-url "$URL" "$@"; }
+
+# Messages of tenant $1's deployments not yet acknowledged (waiting or in hand).
+backlog() {
+  w status --json | python3 -c '
+import json, sys
+status = json.load(sys.stdin)
+print(sum(p["lag"] + p["pending"] for d in status["deployments"] if d["tenant"] == sys.argv[1]
+          for p in d["partitions"]))' "$1"
+}
+
+# Publishes N messages for the calm tenant and prints how many it handled per second.
+measure() {
+  local start took
+  start=$(now)
+  w publish 'in.{key}.ev' --count "$N" --keys 256 --template 'calm {n}' >/dev/null
+  until [ "$(backlog calm)" -eq 0 ]; do sleep 0.05; done
+  took=$(python3 -c "print($(now) - $start)")
+  python3 -c "print(round($N / $took))"
+}
+
+cat >"$DIR/weir.toml" <<EOF
+[tenants.calm]
+input_streams = ["IN"]
+output_subjects = ["out.>"]
+
+[tenants.noisy]
+input_streams = ["HIN"]
+cpu_time_per_message = "10s"
+EOF
+
+.venv/bin/nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$DIR/js" >"$DIR/server.log" 2>&1 &
+SERVER=$!
+until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
+w stream create IN --subjects 'in.*.>' --partitions "$PARTITIONS" >/dev/null
+w stream create OUT --subjects 'out.>' >/dev/null
+w stream create HIN --subjects 'hin.*.>' --partitions "$PARTITIONS" >/dev/null
+"$WEIR" --nats-url "$URL" node --node-id noisy-neighbour --config "$DIR/weir.toml" 2>"$DIR/node.log" &
+NODE_PIDS+=($!)
+w deploy "$GUEST" --tenant calm --name echo --stream IN --output 'out.>' >/dev/null
+
+w publish 'in.{key}.ev' --count 1000 --keys 256 --template 'warm-up {n}' >/dev/null
+until [ "$(backlog calm)" -eq 0 ]; do sleep 0.05; done
+alone=$(measure)
+echo "calm tenant alone: $alone messages/s ($N messages, $PARTITIONS partitions)"
+
+# Every partition of the noisy tenant spins for 10 s of CPU per delivery, is retried 100 ms
+# later, and does so for the whole measurement.
+w deploy "$GUEST" --tenant noisy --name spin --stream HIN --max-deliver 1000 --backoff 100ms \
+  --handler-timeout 60s >/dev/null
+w publish 'hin.{key}.ev' --count 256 --keys 256 --template spin >/dev/null
+sleep 2
+beside=$(measure)
+echo "calm tenant beside an endless loop on all $PARTITIONS partitions: $beside messages/s"
+python3 -c "print(f'ratio: {$beside / $alone:.2f}')"
