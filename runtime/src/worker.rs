@@ -541,7 +541,7 @@ impl PartitionWorker {
             pin = self.pin.as_deref().unwrap_or(""),
             "handling"
         );
-        let result = self.call_with_progress(message, &input).await;
+        let result = self.call_with_progress(message, input).await;
 
         let deployment = self.deployment.clone();
         let retry = &deployment.spec.retry;
@@ -697,7 +697,7 @@ impl PartitionWorker {
     async fn call_with_progress(
         &mut self,
         message: &jetstream::Message,
-        input: &Message,
+        input: Message,
     ) -> Result<Handled, HandlerFailure> {
         let period = self.deployment.spec.retry.ack_wait / 3;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -922,11 +922,10 @@ async fn call_handler(
     slot: &mut Option<HandlerInstance>,
     deployment: &SharedDeployment,
     guests: &GuestThreads,
-    input: &Message,
+    input: Message,
 ) -> Result<Handled, HandlerFailure> {
     let instance = slot.take();
     let deployment = deployment.clone();
-    let input = input.clone();
     // The call's first turn is taken here, before it needs a guest thread: see `host::fairness`.
     let turn = deployment.context.budget.turn().await;
     let call = guests.spawn(
