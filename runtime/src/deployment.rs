@@ -175,30 +175,28 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Joins a spec with its compiled version and its tenant, after checking that the tenant
-    /// may read the spec's input stream.
+    /// Joins a spec with its compiled version and its tenant, whose quotas bound its limits.
+    /// (Whether the tenant may read the spec's stream is checked before its component is even
+    /// fetched: [`crate::tenants::Quotas::check_input_stream`].)
     pub fn new(
         id: DeploymentId,
         spec: DeploymentSpec,
         version: HandlerVersion,
         tenant: Arc<Tenant>,
-    ) -> anyhow::Result<Self> {
-        tenant
-            .quotas
-            .check_input_stream(&tenant.name, &spec.stream)?;
+    ) -> Self {
         let (limits, lowered) = tenant.quotas.clamp(&spec.limits);
         for note in lowered {
             tracing::warn!(tenant = id.tenant, handler = id.handler, "{note}");
         }
         let mut context = instance_context(&limits, &spec.outputs, &spec.config, &tenant.budget);
         context.tenant_outputs = tenant.quotas.output_subjects.clone();
-        Ok(Self {
+        Self {
             id,
             spec,
             version,
             tenant,
             context: Arc::new(context),
-        })
+        }
     }
 }
 

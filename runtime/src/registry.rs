@@ -175,7 +175,7 @@ impl Registry {
             version.digest(),
             spec.version
         );
-        Deployment::new(id.clone(), spec, version, tenant)
+        Ok(Deployment::new(id.clone(), spec, version, tenant))
     }
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {
