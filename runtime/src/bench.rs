@@ -1,302 +1,765 @@
 //! `weir bench`: weir measured against a plain JetStream consumer, in the same run, on the
 //! same server and the same data.
 //!
+//! For every partition count, each run gets a stream of its own holding the same pre-published
+//! messages, and consumes them in one mode:
 //! - `raw`: one async-nats pull consumer per partition with weir's ack discipline (explicit
 //!   ack awaited, MaxAckPending 1): the ceiling for in-order processing on this stack;
-//! - `wasm`: a weir node running the no-op handler (`examples/noop`) on the same layout.
+//! - `native`: a weir node running the built-in native no-op handler ([`crate::builtin`]):
+//!   weir's cost without Wasm;
+//! - `wasm`: a weir node running a component: the no-op (`examples/noop`) and the orders
+//!   example (`examples/orders`, which parses each order and publishes an enriched one).
 //!
-//! Each mode gets its own stream with the same pre-published messages. The in-process cost of
-//! one handler call (message in, outcome out) is measured on its own.
+//! Throughput, CPU time and peak RSS are taken from the first ack to the last, so that setting
+//! up consumers and compiling components is left out of every mode alike. Latency, from a
+//! message's publication (its stream timestamp) to its ack, is taken afterwards on the same
+//! consumers, with messages published at a steady rate: a backlog's latency would only say how
+//! long the backlog was.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, pull},
+    stream,
 };
 use bytes::Bytes;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
+use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::task::JoinSet;
 
+use crate::builtin::Builtin;
 use crate::cli::{NatsArgs, progress_bar};
 use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
-use crate::deployment::{LimitsSpec, RetrySpec, instance_context};
+use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::embedded::{NatsServer, ServerOptions};
-use crate::host::{HandlerInstance, Host, Message};
-use crate::node::{self, NodeConfig};
+use crate::host::Host;
+use crate::metrics::{Counters, SharedCounters};
+use crate::node::{self, NodeConfig, NodeHandle};
 use crate::partition::{self, StreamRequest};
-use crate::resources::DeploymentId;
-use crate::tenants::Quotas;
+use crate::resources::{ControlPlane, DeploymentId};
 use crate::traffic::{Payload, Traffic};
+
+/// A run that acks nothing for this long has stalled: the bench stops and says which.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the bench looks at the ack count.
+const POLL: Duration = Duration::from_millis(2);
 
 /// `weir bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Messages per mode
+    /// Messages per run, published before the run starts
     #[arg(long, default_value_t = 20_000)]
     pub messages: u64,
-    /// Partitions of each benchmark stream
-    #[arg(long, default_value_t = 8)]
-    pub partitions: u32,
-    /// Payload size in bytes
+    /// Partition counts to measure, e.g. 1,4,16,64; every mode runs at each
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub partitions: Vec<u32>,
+    /// Payload size in bytes (orders payloads are order JSON padded to about this size)
     #[arg(long, default_value_t = 128)]
     pub payload_bytes: usize,
-    /// Distinct keys
-    #[arg(long, default_value_t = 256)]
+    /// Distinct keys, spread over the partitions
+    #[arg(long, default_value_t = 1024)]
     pub keys: u64,
-    /// The no-op handler component
-    #[arg(long, default_value = "target/guests/wasm32-wasip2/release/noop.wasm")]
-    pub handler: PathBuf,
-    /// Handler calls for the in-process call-cost measurement
-    #[arg(long, default_value_t = 100_000)]
-    pub calls: u64,
+    /// Modes to run, in this order
+    #[arg(long, value_delimiter = ',', default_value = "raw,native,wasm")]
+    pub modes: Vec<Mode>,
+    /// Components the wasm mode runs
+    #[arg(long, value_delimiter = ',', default_value = "noop,orders")]
+    pub handlers: Vec<WasmHandler>,
+    /// Where the components are (`make guests` builds them there)
+    #[arg(long, default_value = "target/guests/wasm32-wasip2/release")]
+    pub components: PathBuf,
+    /// Messages published at --latency-rate after each run's backlog, for its latency
+    #[arg(long, default_value_t = 1_000)]
+    pub latency_messages: u64,
+    /// Messages per second during the latency measurement
+    #[arg(long, default_value_t = 500)]
+    pub latency_rate: u32,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct RunResult {
-    mode: &'static str,
-    handler: &'static str,
-    partitions: u32,
-    messages: u64,
-    payload_bytes: usize,
-    msgs_per_sec: f64,
+/// How a run consumes its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plain async-nats pull consumers
+    Raw,
+    /// weir with a built-in native no-op handler
+    Native,
+    /// weir with a component
+    Wasm,
 }
 
-/// Runs both modes and prints the comparison.
+/// A component the wasm mode runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WasmHandler {
+    /// `examples/noop`: acks every message
+    Noop,
+    /// `examples/orders`: parses the order, publishes an enriched event
+    Orders,
+}
+
+impl WasmHandler {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Noop => "noop",
+            Self::Orders => "orders",
+        }
+    }
+}
+
+/// One run's figures, as `--json` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// `raw`, `native` or `wasm`.
+    pub mode: Mode,
+    /// The handler: `-` for raw, `noop` or `orders`.
+    pub handler: &'static str,
+    /// Partitions of the run's stream.
+    pub partitions: u32,
+    /// Messages of the backlog.
+    pub messages: u64,
+    /// Payload size asked for.
+    pub payload_bytes: usize,
+    /// Backlog messages acked per second, from the first ack to the last.
+    pub msgs_per_sec: f64,
+    /// Latency percentiles from publication to ack, microseconds, at a steady rate.
+    pub p50_us: u64,
+    /// See `p50_us`.
+    pub p99_us: u64,
+    /// See `p50_us`.
+    pub p999_us: u64,
+    /// CPU time of this process (weir and the bench's own publisher), first ack to last.
+    pub cpu_seconds: f64,
+    /// Peak resident memory of this process from the first ack to the end of the run.
+    pub peak_rss_bytes: u64,
+}
+
+/// A mode and handler to run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    mode: Mode,
+    wasm: Option<WasmHandler>,
+}
+
+impl Run {
+    fn handler(self) -> &'static str {
+        match (self.mode, self.wasm) {
+            (Mode::Raw, _) => "-",
+            (Mode::Native, _) => "noop",
+            (Mode::Wasm, Some(handler)) => handler.name(),
+            (Mode::Wasm, None) => "?",
+        }
+    }
+
+    /// A name for the run's stream and deployment: upper case for the stream.
+    fn tag(self, partitions: u32) -> String {
+        let what = match (self.mode, self.wasm) {
+            (Mode::Raw, _) => "raw",
+            (Mode::Native, _) => "native",
+            (Mode::Wasm, _) => self.handler(),
+        };
+        format!("{what}{partitions}")
+    }
+
+    fn label(self, partitions: u32) -> String {
+        match self.mode {
+            Mode::Raw => format!("raw p{partitions}"),
+            Mode::Native => format!("native p{partitions}"),
+            Mode::Wasm => format!("{} p{partitions}", self.handler()),
+        }
+    }
+}
+
+/// Runs every mode at every partition count and prints the comparison.
 pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
-    let component = std::fs::read(&args.handler).with_context(|| {
-        format!(
-            "cannot read the no-op handler at {} (build it with `make guests`)",
-            args.handler.display()
-        )
-    })?;
     anyhow::ensure!(
         args.messages > 0 && args.keys > 0,
         "--messages and --keys must be at least 1"
     );
+    anyhow::ensure!(args.latency_rate > 0, "--latency-rate must be at least 1");
+    anyhow::ensure!(
+        !args.partitions.is_empty() && args.partitions.iter().all(|p| (1..=1024).contains(p)),
+        "--partitions takes counts from 1 to 1024"
+    );
+    let runs = runs(&args);
+    let mut components = BTreeMap::new();
+    for handler in runs.iter().filter_map(|run| run.wasm) {
+        let path = args.components.join(format!("{}.wasm", handler.name()));
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read the {} component at {} (build it with `make guests`, or point \
+                 --components at it)",
+                handler.name(),
+                path.display()
+            )
+        })?;
+        components.insert(handler.name(), bytes);
+    }
+
     let (client, _server) = match &nats.nats_url {
         Some(url) => (connect(url, &nats.credentials()).await?, None),
         None => {
             let server = NatsServer::start(ServerOptions::default())?;
-            (
-                connect(&server.url(), &Credentials::none()).await?,
-                Some(server),
-            )
+            let client = connect(&server.url(), &Credentials::none()).await?;
+            (client, Some(server))
         }
     };
-    let js = jetstream::new(client.clone());
-
-    let call_ns = host_call_cost(&component, args.payload_bytes, args.calls).await?;
-    let raw = raw_mode(&js, &args).await?;
-    let wasm = wasm_mode(&client, &js, &args, component).await?;
+    let bench = Bench {
+        js: jetstream::new(client.clone()),
+        client,
+        host: Host::new()?,
+        args: &args,
+        components,
+    };
+    let mut results = Vec::new();
+    for &partitions in &args.partitions {
+        for &run in &runs {
+            let result = bench
+                .measure(run, partitions)
+                .await
+                .with_context(|| format!("the {} run failed", run.label(partitions)))?;
+            if !args.json {
+                eprintln!(
+                    "{:>14}: {:.0} msg/s, p99 {} µs",
+                    run.label(partitions),
+                    result.msgs_per_sec,
+                    result.p99_us
+                );
+            }
+            results.push(result);
+        }
+    }
 
     if args.json {
-        let json = serde_json::json!({ "runs": [raw, wasm], "host_call_ns": call_ns });
+        let json = serde_json::json!({ "runs": results });
         println!("{}", serde_json::to_string_pretty(&json)?);
-        return Ok(());
+    } else {
+        print!("{}", table(&results));
     }
-    println!(
-        "{:<6} {:<8} {:>10} {:>9} {:>8} {:>12}",
-        "MODE", "HANDLER", "PARTITIONS", "MESSAGES", "PAYLOAD", "MSGS/S"
-    );
-    for run in [&raw, &wasm] {
-        println!(
-            "{:<6} {:<8} {:>10} {:>9} {:>8} {:>12.0}",
-            run.mode,
-            run.handler,
-            run.partitions,
-            run.messages,
-            run.payload_bytes,
-            run.msgs_per_sec
-        );
-    }
-    println!("wasm/raw: {:.2}", wasm.msgs_per_sec / raw.msgs_per_sec);
-    println!(
-        "host call, no-op handler, {}-byte payload: {:.2} µs per message ({} calls)",
-        args.payload_bytes,
-        call_ns / 1_000.0,
-        args.calls
-    );
     Ok(())
 }
 
-/// Average nanoseconds for one `handle` call on a warm instance, in process.
-async fn host_call_cost(component: &[u8], payload_bytes: usize, calls: u64) -> anyhow::Result<f64> {
-    let host = Host::new()?;
-    let version = host.compile(component)?;
-    let budget = host.tenant_budget("bench", Quotas::default().budget());
-    let context = Arc::new(instance_context(
-        &LimitsSpec::default(),
-        &[],
-        &Default::default(),
-        &budget,
-    ));
-    let mut instance = HandlerInstance::start(&version, context).await?;
-    let mut message = Message {
-        subject: "bench.k1.ev".into(),
-        payload: vec![b'x'; payload_bytes],
-        headers: vec![],
-        stream: "BENCH".into(),
-        stream_seq: 0,
-        partition: 0,
-        delivery_attempt: 1,
-        published_at: 0,
-    };
-    let started = Instant::now();
-    for seq in 0..calls.max(1) {
-        message.stream_seq = seq;
-        instance.handle(&message).await?;
+/// The runs `args` asks for, in order: every mode, the wasm mode once per handler.
+fn runs(args: &BenchArgs) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for &mode in &args.modes {
+        match mode {
+            Mode::Wasm => runs.extend(args.handlers.iter().map(|&handler| Run {
+                mode,
+                wasm: Some(handler),
+            })),
+            _ => runs.push(Run { mode, wasm: None }),
+        }
     }
-    Ok(started.elapsed().as_nanos() as f64 / calls.max(1) as f64)
+    runs
 }
 
-/// Creates `name` with `args.partitions` partitions and stores `args.messages` messages in it;
-/// returns how many landed in each partition.
-async fn prepare_stream(
-    js: &jetstream::Context,
-    name: &str,
-    args: &BenchArgs,
-) -> anyhow::Result<Vec<u64>> {
-    let prefix = name.to_lowercase();
-    partition::create_stream(
-        js,
-        &StreamRequest {
-            name: name.into(),
-            subjects: format!("{prefix}.*.>"),
-            partitions: args.partitions,
-            key_tokens: vec![],
-            replicas: 1,
-        },
-    )
-    .await?;
-    let traffic = Traffic {
-        subject: format!("{prefix}.{{key}}.ev"),
-        payload: Payload::Fixed(Bytes::from(vec![b'x'; args.payload_bytes])),
-        count: args.messages,
-        keys: args.keys,
-        headers: vec![],
-    };
-    let bar = progress_bar(args.messages, "publishing");
-    traffic
-        .publish(js, |stored| bar.set_position(stored))
+/// The results as a table, then each run's throughput as a share of raw's at the same
+/// partition count.
+pub fn table(results: &[RunResult]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:>10} {:<6} {:<7} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>6} {:>9}\n",
+        "PARTITIONS",
+        "MODE",
+        "HANDLER",
+        "MESSAGES",
+        "PAYLOAD",
+        "MSGS/S",
+        "P50 µs",
+        "P99 µs",
+        "P999 µs",
+        "CPU s",
+        "PEAK RSS"
+    );
+    for run in results {
+        let _ = writeln!(
+            out,
+            "{:>10} {:<6} {:<7} {:>8} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>5} MiB",
+            run.partitions,
+            format!("{:?}", run.mode).to_lowercase(),
+            run.handler,
+            run.messages,
+            run.payload_bytes,
+            run.msgs_per_sec,
+            run.p50_us,
+            run.p99_us,
+            run.p999_us,
+            run.cpu_seconds,
+            run.peak_rss_bytes >> 20
+        );
+    }
+    for raw in results.iter().filter(|run| run.mode == Mode::Raw) {
+        let ratios: Vec<String> = results
+            .iter()
+            .filter(|run| run.partitions == raw.partitions && run.mode != Mode::Raw)
+            .map(|run| {
+                let name = match run.mode {
+                    Mode::Wasm => format!("wasm({})", run.handler),
+                    _ => "native".to_owned(),
+                };
+                format!("{name}/raw {:.2}", run.msgs_per_sec / raw.msgs_per_sec)
+            })
+            .collect();
+        if !ratios.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} partition(s): {}",
+                raw.partitions,
+                ratios.join(", ")
+            );
+        }
+    }
+    out
+}
+
+/// What every run shares.
+struct Bench<'a> {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// Validates components at deploy time, as `weir deploy` does.
+    host: Host,
+    args: &'a BenchArgs,
+    components: BTreeMap<&'static str, Vec<u8>>,
+}
+
+/// What consumes a run's stream.
+enum Consumers {
+    Raw(JoinSet<anyhow::Result<()>>),
+    Node {
+        node: NodeHandle,
+        deployment: DeploymentId,
+    },
+}
+
+impl Bench<'_> {
+    /// Publishes the run's backlog, consumes it, then measures latency, and cleans up.
+    async fn measure(&self, run: Run, partitions: u32) -> anyhow::Result<RunResult> {
+        let tag = run.tag(partitions);
+        let stream = format!("BENCH_{}", tag.to_uppercase());
+        let output_prefix = format!("bench.out.{tag}");
+        let traffic = self.traffic(run, &tag);
+        partition::create_stream(
+            &self.js,
+            &StreamRequest {
+                name: stream.clone(),
+                subjects: format!("bench.{tag}.*.>"),
+                partitions,
+                key_tokens: vec![],
+                replicas: 1,
+            },
+        )
         .await?;
-    bar.finish_and_clear();
-    let mut per_partition = vec![0; args.partitions as usize];
-    for n in 0..args.messages {
-        per_partition
-            [partition::partition_of(&[&traffic.render(n).key], args.partitions) as usize] += 1;
+        if run.wasm == Some(WasmHandler::Orders) {
+            self.js
+                .create_stream(stream::Config {
+                    name: format!("{stream}_OUT"),
+                    subjects: vec![format!("{output_prefix}.>")],
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("failed to create stream {stream}_OUT"))?;
+        }
+        let bar = progress_bar(self.args.messages, "publishing");
+        traffic
+            .publish(&self.js, |stored| bar.set_position(stored))
+            .await?;
+        bar.finish_and_clear();
+
+        let (consumers, counters) = self
+            .start(run, partitions, &stream, &tag, &output_prefix)
+            .await?;
+        let measured = self.consume(run, partitions, &counters).await;
+        let measured = match measured {
+            Ok(throughput) => self
+                .latency(run, partitions, &traffic, &counters)
+                .await
+                .map(|latency| (throughput, latency)),
+            Err(error) => Err(error),
+        };
+        self.stop(consumers).await?;
+        self.js
+            .delete_stream(&stream)
+            .await
+            .with_context(|| format!("failed to delete stream {stream}"))?;
+        if run.wasm == Some(WasmHandler::Orders) {
+            self.js
+                .delete_stream(format!("{stream}_OUT"))
+                .await
+                .with_context(|| format!("failed to delete stream {stream}_OUT"))?;
+        }
+        let (throughput, latency) = measured?;
+        Ok(RunResult {
+            mode: run.mode,
+            handler: run.handler(),
+            partitions,
+            messages: self.args.messages,
+            payload_bytes: self.args.payload_bytes,
+            msgs_per_sec: throughput.msgs_per_sec,
+            p50_us: latency.value_at_quantile(0.5),
+            p99_us: latency.value_at_quantile(0.99),
+            p999_us: latency.value_at_quantile(0.999),
+            cpu_seconds: throughput.cpu_seconds,
+            peak_rss_bytes: throughput.peak_rss_bytes,
+        })
     }
-    Ok(per_partition)
+
+    /// The run's messages: a fixed payload, or for the orders handler, orders.
+    fn traffic(&self, run: Run, tag: &str) -> Traffic {
+        let payload = if run.wasm == Some(WasmHandler::Orders) {
+            let order = r#"{"order_id":"o{n}","customer":"{key}","seq":{seq},"items":[{"sku":"sku-1","qty":2,"price_cents":1250},{"sku":"sku-2","qty":1,"price_cents":399}],"note":""}"#;
+            let padding = "x".repeat(self.args.payload_bytes.saturating_sub(order.len()));
+            Payload::Template(order.replace(r#""note":"""#, &format!(r#""note":"{padding}""#)))
+        } else {
+            Payload::Fixed(Bytes::from(vec![b'x'; self.args.payload_bytes]))
+        };
+        Traffic {
+            subject: format!("bench.{tag}.{{key}}.ev"),
+            payload,
+            count: self.args.messages,
+            keys: self.args.keys,
+            headers: vec![],
+        }
+    }
+
+    /// Starts the run's consumers: pull consumers, or a node with the run's deployment.
+    async fn start(
+        &self,
+        run: Run,
+        partitions: u32,
+        stream: &str,
+        tag: &str,
+        output_prefix: &str,
+    ) -> anyhow::Result<(Consumers, SharedCounters)> {
+        if run.mode == Mode::Raw {
+            let counters = SharedCounters::default();
+            let consumers = raw_consumers(&self.js, stream, partitions, &counters).await?;
+            return Ok((Consumers::Raw(consumers), counters));
+        }
+        let node = node::start(
+            self.client.clone(),
+            NodeConfig {
+                builtin_handlers: true,
+                dlq_mover: false,
+                ..NodeConfig::default()
+            },
+        )
+        .await?;
+        let counters = node.counters();
+        let deployment = DeploymentId::new("bench", tag)?;
+        let deployed = match run.wasm {
+            None => self.deploy_builtin(&deployment, stream, partitions).await,
+            Some(handler) => {
+                let orders = handler == WasmHandler::Orders;
+                let request = DeployRequest {
+                    id: deployment.clone(),
+                    component: self.components[handler.name()].clone(),
+                    stream: stream.to_owned(),
+                    limits: LimitsSpec::default(),
+                    retry: RetrySpec::default(),
+                    config: orders
+                        .then(|| [("output_prefix".to_owned(), output_prefix.to_owned())].into())
+                        .unwrap_or_default(),
+                    outputs: orders
+                        .then(|| vec![format!("{output_prefix}.>")])
+                        .unwrap_or_default(),
+                };
+                deploy::deploy(&self.js, &self.host, request)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let consumers = Consumers::Node { node, deployment };
+        if let Err(error) = deployed {
+            self.stop(consumers).await?;
+            return Err(error);
+        }
+        Ok((consumers, counters))
+    }
+
+    /// Stores a deployment of the built-in no-op handler, as `weir deploy` would a component's.
+    async fn deploy_builtin(
+        &self,
+        id: &DeploymentId,
+        stream: &str,
+        partitions: u32,
+    ) -> anyhow::Result<()> {
+        let artifact = Builtin::Noop.artifact();
+        let spec = DeploymentSpec {
+            tenant: id.tenant.clone(),
+            handler: id.handler.clone(),
+            version: artifact.clone(),
+            artifact,
+            stream: stream.to_owned(),
+            partitions,
+            limits: LimitsSpec::default(),
+            retry: RetrySpec::default(),
+            config: BTreeMap::new(),
+            outputs: vec![],
+            deployed_at: now_rfc3339(),
+        };
+        ControlPlane::open(&self.js)
+            .await?
+            .deployments
+            .put(id.key(), serde_json::to_vec(&spec)?.into())
+            .await
+            .with_context(|| format!("failed to write deployment {}", id.key()))?;
+        Ok(())
+    }
+
+    /// Stops a run's consumers: the node drains and its deployment is withdrawn.
+    async fn stop(&self, consumers: Consumers) -> anyhow::Result<()> {
+        match consumers {
+            Consumers::Raw(mut tasks) => tasks.abort_all(),
+            Consumers::Node { node, deployment } => {
+                node.shutdown().await?;
+                ControlPlane::open(&self.js)
+                    .await?
+                    .deployments
+                    .purge(deployment.key())
+                    .await
+                    .with_context(|| format!("failed to withdraw deployment {deployment}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the backlog to be acked, measuring from the first ack to the last.
+    async fn consume(
+        &self,
+        run: Run,
+        partitions: u32,
+        counters: &Counters,
+    ) -> anyhow::Result<Throughput> {
+        let messages = self.args.messages;
+        let bar = progress_bar(messages, "consuming");
+        bar.set_message(run.label(partitions));
+        wait_for_acks(counters, 1, run, partitions).await?;
+        let (started, cpu_at_start) = (Instant::now(), cpu_time());
+        let acked_at_start = counters.snapshot().acked;
+        reset_peak_rss();
+        wait_for_acks(counters, messages, run, partitions).await?;
+        let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu_at_start);
+        bar.finish_and_clear();
+        // The messages acked by the time the clock started are left out.
+        let timed = (messages - acked_at_start.min(messages)).max(1);
+        Ok(Throughput {
+            msgs_per_sec: timed as f64 / elapsed.as_secs_f64().max(1e-9),
+            cpu_seconds: cpu.as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
+        })
+    }
+
+    /// Publishes `--latency-messages` at `--latency-rate` and returns their latencies.
+    async fn latency(
+        &self,
+        run: Run,
+        partitions: u32,
+        traffic: &Traffic,
+        counters: &Counters,
+    ) -> anyhow::Result<Histogram<u64>> {
+        counters.reset_latencies();
+        let count = self.args.latency_messages;
+        let bar = progress_bar(count, "latency");
+        let interval = Duration::from_secs(1) / self.args.latency_rate;
+        let started = tokio::time::Instant::now();
+        for n in 0..count {
+            tokio::time::sleep_until(started + interval * u32::try_from(n).unwrap_or(u32::MAX))
+                .await;
+            let message = traffic.render(self.args.messages + n);
+            self.js
+                .publish(message.subject, message.payload)
+                .await?
+                .await
+                .context("failed to publish a latency probe")?;
+            bar.set_position(n + 1);
+        }
+        wait_for_acks(counters, self.args.messages + count, run, partitions).await?;
+        bar.finish_and_clear();
+        Ok(counters.latencies())
+    }
 }
 
-async fn raw_mode(js: &jetstream::Context, args: &BenchArgs) -> anyhow::Result<RunResult> {
-    let expected = prepare_stream(js, "BENCH_RAW", args).await?;
-    let stream = js.get_stream("BENCH_RAW").await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let bar = progress_bar(args.messages, "raw");
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (p, expected) in expected.into_iter().enumerate() {
+/// Throughput, CPU and memory over a run's backlog.
+struct Throughput {
+    msgs_per_sec: f64,
+    cpu_seconds: f64,
+    peak_rss_bytes: u64,
+}
+
+/// Waits until `counters` has acked `target` messages; fails if acks stop for
+/// [`STALL_TIMEOUT`].
+async fn wait_for_acks(
+    counters: &Counters,
+    target: u64,
+    run: Run,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    let mut last = (counters.snapshot().acked, Instant::now());
+    loop {
+        let now = counters.snapshot();
+        if now.acked >= target {
+            return Ok(());
+        }
+        if now.acked != last.0 {
+            last = (now.acked, Instant::now());
+        } else if last.1.elapsed() > STALL_TIMEOUT {
+            anyhow::bail!(
+                "{}: no message acked for {STALL_TIMEOUT:?} ({} of {target} acked; {} failed \
+                 calls, {} retries, {} rejected)",
+                run.label(partitions),
+                now.acked,
+                now.failed,
+                now.retried,
+                now.rejected
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One pull consumer per partition, acking each message in order as weir does.
+async fn raw_consumers(
+    js: &jetstream::Context,
+    stream: &str,
+    partitions: u32,
+    counters: &SharedCounters,
+) -> anyhow::Result<JoinSet<anyhow::Result<()>>> {
+    let stream = js.get_stream(stream).await?;
+    let mut tasks = JoinSet::new();
+    for p in 0..partitions {
         let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(format!("raw_p{p:03}")),
-                filter_subject: partition::filter_subject(p as u32),
+                filter_subject: partition::filter_subject(p),
                 ack_policy: AckPolicy::Explicit,
                 max_ack_pending: 1,
                 ..Default::default()
             })
             .await?;
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
+        let counters = counters.clone();
+        tasks.spawn(async move {
             let mut messages = consumer
                 .stream()
-                .expires(Duration::from_secs(30))
-                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(2))
+                .heartbeat(Duration::from_secs(1))
                 .messages()
                 .await?;
-            for _ in 0..expected {
-                let message = messages.next().await.context("pull stream ended")??;
+            while let Some(message) = messages.next().await {
+                let message = message?;
+                let published = message
+                    .info()
+                    .map_err(|e| anyhow::anyhow!("unreadable ack metadata: {e}"))?
+                    .published
+                    .unix_timestamp_nanos();
                 message
                     .double_ack()
                     .await
                     .map_err(anyhow::Error::from_boxed)?;
-                done.fetch_add(1, Ordering::Relaxed);
+                counters.acked(0, u64::try_from(published).unwrap_or(0));
             }
-            anyhow::Ok(())
-        }));
+            Ok(())
+        });
     }
-    let watcher = {
-        let (done, bar) = (done.clone(), bar.clone());
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(done.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    for task in tasks {
-        task.await.context("a raw consumer panicked")??;
-    }
-    let elapsed = started.elapsed();
-    watcher.abort();
-    bar.finish_and_clear();
-    Ok(result("raw", "-", args, elapsed))
+    Ok(tasks)
 }
 
-async fn wasm_mode(
-    client: &async_nats::Client,
-    js: &jetstream::Context,
-    args: &BenchArgs,
-    component: Vec<u8>,
-) -> anyhow::Result<RunResult> {
-    prepare_stream(js, "BENCH_WASM", args).await?;
-    let node = node::start(client.clone(), NodeConfig::default()).await?;
-    let request = DeployRequest {
-        id: DeploymentId::new("bench", "noop")?,
-        component,
-        stream: "BENCH_WASM".into(),
-        limits: LimitsSpec::default(),
-        retry: RetrySpec::default(),
-        config: Default::default(),
-        outputs: vec![],
-    };
-    deploy::deploy(js, &Host::new()?, request).await?;
-    // The clock starts once the spec is stored, so it includes the node compiling the handler
-    // and creating its consumers, as the raw run includes creating its own.
-    let started = Instant::now();
-    let bar = progress_bar(args.messages, "wasm");
-    let counters = node.counters();
-    while counters.snapshot().acked < args.messages {
-        bar.set_position(counters.snapshot().acked);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
-    node.shutdown().await?;
-    Ok(result("wasm", "noop", args, elapsed))
+/// CPU time this process has used, on every thread.
+fn cpu_time() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(time.tv_sec).unwrap_or(0),
+        u32::try_from(time.tv_nsec).unwrap_or(0),
+    )
 }
 
-fn result(
-    mode: &'static str,
-    handler: &'static str,
-    args: &BenchArgs,
-    elapsed: Duration,
-) -> RunResult {
-    RunResult {
-        mode,
-        handler,
-        partitions: args.partitions,
-        messages: args.messages,
-        payload_bytes: args.payload_bytes,
-        msgs_per_sec: args.messages as f64 / elapsed.as_secs_f64(),
+/// Starts this process's peak resident memory afresh from what it holds now (Linux 4.0+).
+fn reset_peak_rss() {
+    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
+        tracing::debug!("cannot reset the peak RSS: {error}; it is the process's lifetime peak");
+    }
+}
+
+/// This process's peak resident memory (VmHWM), or 0 where /proc does not say.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(mode: Mode, handler: &'static str, msgs_per_sec: f64) -> RunResult {
+        RunResult {
+            mode,
+            handler,
+            partitions: 16,
+            messages: 1000,
+            payload_bytes: 128,
+            msgs_per_sec,
+            p50_us: 300,
+            p99_us: 900,
+            p999_us: 2000,
+            cpu_seconds: 1.5,
+            peak_rss_bytes: 64 << 20,
+        }
+    }
+
+    #[test]
+    fn the_table_gives_each_run_as_a_share_of_raw() {
+        let table = table(&[
+            result(Mode::Raw, "-", 1000.0),
+            result(Mode::Native, "noop", 950.0),
+            result(Mode::Wasm, "noop", 900.0),
+        ]);
+        assert!(
+            table.contains("16 partition(s): native/raw 0.95, wasm(noop)/raw 0.90"),
+            "{table}"
+        );
+        assert!(table.contains("64 MiB"), "{table}");
+    }
+
+    #[test]
+    fn wasm_runs_once_per_handler_after_the_modes_before_it() {
+        let args = BenchArgs {
+            messages: 1,
+            partitions: vec![1],
+            payload_bytes: 1,
+            keys: 1,
+            modes: vec![Mode::Raw, Mode::Wasm],
+            handlers: vec![WasmHandler::Noop, WasmHandler::Orders],
+            components: PathBuf::new(),
+            latency_messages: 1,
+            latency_rate: 1,
+            json: false,
+        };
+        let handlers: Vec<_> = runs(&args).iter().map(|run| run.handler()).collect();
+        assert_eq!(handlers, ["-", "noop", "orders"]);
+    }
+
+    #[test]
+    fn process_figures_come_from_proc() {
+        assert!(peak_rss_bytes() > 0);
+        let before = cpu_time();
+        let mut x = 0u64;
+        for n in 0..1_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(n);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time() > before);
     }
 }

@@ -348,6 +348,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         },
         pin_timeout: args.pin_timeout,
         claim_all_partitions: false,
+        builtin_handlers: false,
         dlq_mover: true,
         tenants,
         nats_urls: Some(url),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::builtin::Builtin;
 use crate::config::{duration_text, durations_text};
 use crate::host::{CallLimits, HandlerVersion, InstanceContext, TenantBudget};
 use crate::resources::DeploymentId;
@@ -158,15 +159,15 @@ impl DeploymentSpec {
     }
 }
 
-/// A spec with its compiled handler version, as a node runs it for its tenant.
+/// A spec with what runs its handler, as a node runs it for its tenant.
 #[derive(Debug)]
 pub struct Deployment {
     /// Whose handler this is.
     pub id: DeploymentId,
     /// The spec as stored.
     pub spec: DeploymentSpec,
-    /// The spec's component, compiled and linked on this node.
-    pub version: HandlerVersion,
+    /// What runs the handler on this node.
+    pub code: HandlerCode,
     /// The tenant, as this node runs it.
     pub tenant: Arc<Tenant>,
     /// What every instance of this deployment is given: the spec's limits within the tenant's
@@ -181,7 +182,7 @@ impl Deployment {
     pub fn new(
         id: DeploymentId,
         spec: DeploymentSpec,
-        version: HandlerVersion,
+        code: HandlerCode,
         tenant: Arc<Tenant>,
     ) -> Self {
         let (limits, lowered) = tenant.quotas.clamp(&spec.limits);
@@ -193,11 +194,20 @@ impl Deployment {
         Self {
             id,
             spec,
-            version,
+            code,
             tenant,
             context: Arc::new(context),
         }
     }
+}
+
+/// What runs a deployment's handler on a node.
+#[derive(Debug)]
+pub enum HandlerCode {
+    /// The spec's component, compiled and linked on this node.
+    Wasm(HandlerVersion),
+    /// A handler built into the node (`weir bench` only).
+    Builtin(Builtin),
 }
 
 /// What instances get from a deployment's limits, outputs and configuration, sharing `budget`.

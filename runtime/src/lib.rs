@@ -16,7 +16,8 @@
 //!
 //! Where things live, by lifecycle stage:
 //! - per node: [`node`] (connection, engine, counters), [`host::Host`] (engine and linker);
-//! - per deployment: [`deployment`] (the stored spec and its compiled version), the registry;
+//! - per deployment: [`deployment`] (the stored spec and its compiled version, or a
+//!   [`builtin`] handler for `weir bench`), the registry;
 //! - per partition: the worker and its [`host::HandlerInstance`].
 //!
 //! Nodes share the work through NATS alone: [`membership`] keeps the live nodes in a KV bucket
@@ -29,6 +30,7 @@
 //! command line, with [`demo`], [`bench`] and [`traffic`] behind some of its commands.
 
 pub mod bench;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -1,11 +1,16 @@
-//! Counters a node keeps about the messages it handles, for `weir demo` and the logs.
+//! Counters a node keeps about the messages it handles, for `weir demo`, `weir bench` and the
+//! logs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hdrhistogram::Histogram;
 
 /// Totals over every partition worker of a node. Workers only add; readers take snapshots.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Microseconds from each acked message's publication (its stream timestamp) to its ack.
+    latency: Latency,
     acked: AtomicU64,
     retried: AtomicU64,
     rejected: AtomicU64,
@@ -33,9 +38,12 @@ pub struct CountersSnapshot {
 pub type SharedCounters = Arc<Counters>;
 
 impl Counters {
-    pub(crate) fn acked(&self, outputs: usize) {
+    /// Counts an acked message published at `published_at` (Unix nanoseconds) that produced
+    /// `outputs`.
+    pub(crate) fn acked(&self, outputs: usize, published_at: u64) {
         self.acked.fetch_add(1, Ordering::Relaxed);
         self.outputs.fetch_add(outputs as u64, Ordering::Relaxed);
+        self.latency.record(published_at);
     }
 
     pub(crate) fn retried(&self) {
@@ -50,6 +58,16 @@ impl Counters {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The latencies from publication to ack recorded since the last reset, in microseconds.
+    pub fn latencies(&self) -> Histogram<u64> {
+        self.latency.lock().clone()
+    }
+
+    /// Forgets the latencies recorded so far.
+    pub fn reset_latencies(&self) {
+        self.latency.lock().reset();
+    }
+
     /// The counts now.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
@@ -59,5 +77,60 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             outputs: self.outputs.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A histogram of microseconds, up to an hour, at three significant figures.
+#[derive(Debug)]
+struct Latency(Mutex<Histogram<u64>>);
+
+/// The longest latency recorded as itself; longer ones count as this.
+const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
+
+impl Default for Latency {
+    fn default() -> Self {
+        #[allow(clippy::expect_used)]
+        let histogram = Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+            .expect("constant histogram bounds are valid");
+        Self(Mutex::new(histogram))
+    }
+}
+
+impl Latency {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Histogram<u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the time from `published_at` (Unix nanoseconds) to now.
+    fn record(&self, published_at: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let micros = now.saturating_sub(u128::from(published_at)) / 1_000;
+        let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+        self.lock().saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_runs_from_publication_to_ack_and_resets() {
+        let counters = Counters::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        counters.acked(2, now - 5_000_000_000);
+        counters.acked(0, now - 1_000_000);
+        let latencies = counters.latencies();
+        assert_eq!(latencies.len(), 2);
+        assert!(latencies.max() >= 5_000_000, "{}", latencies.max());
+        assert!(latencies.min() >= 1_000 && latencies.min() < 5_000_000);
+        assert_eq!(counters.snapshot().outputs, 2);
+        counters.reset_latencies();
+        assert_eq!(counters.latencies().len(), 0);
+        assert_eq!(counters.snapshot().acked, 2);
     }
 }

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Ignore placement and run every partition of every deployment. Only the pin then keeps
     /// delivery exclusive; this exists to test that fence, not for production.
     pub claim_all_partitions: bool,
+    /// Run deployments of built-in native handlers ([`crate::builtin`]). Only `weir bench`
+    /// does, to measure weir without Wasm.
+    pub builtin_handlers: bool,
     /// Run a dead-letter mover ([`crate::dlq::Mover`]) beside the partitions. Every node does by
     /// default; any number may, since they share one consumer.
     pub dlq_mover: bool,
@@ -57,6 +60,7 @@ impl Default for NodeConfig {
             membership: MembershipConfig::default(),
             pin_timeout: crate::worker::DEFAULT_PIN_TIMEOUT,
             claim_all_partitions: false,
+            builtin_handlers: false,
             dlq_mover: true,
             tenants: TenantsConfig::default(),
             nats_urls: None,
@@ -85,6 +89,7 @@ pub(crate) struct NodeContext {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) pin_timeout: Duration,
     pub(crate) claim_all_partitions: bool,
+    pub(crate) builtin_handlers: bool,
 }
 
 /// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`].
@@ -187,6 +192,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         tenants: tenants.clone(),
         pin_timeout: config.pin_timeout,
         claim_all_partitions: config.claim_all_partitions,
+        builtin_handlers: config.builtin_handlers,
     };
     let registry = tokio::spawn(
         Registry::new(context, view)

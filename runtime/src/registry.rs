@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::deployment::{Deployment, DeploymentSpec, NodeStatus, SharedDeployment, now_rfc3339};
+use crate::builtin::Builtin;
+use crate::deployment::{
+    Deployment, DeploymentSpec, HandlerCode, NodeStatus, SharedDeployment, now_rfc3339,
+};
 use crate::membership::MemberView;
 use crate::node::NodeContext;
 use crate::placement;
@@ -151,6 +154,19 @@ impl Registry {
         );
         let tenant = self.node.tenants.get(&id.tenant);
         tenant.quotas.check_input_stream(&id.tenant, &spec.stream)?;
+        if let Some(builtin) = Builtin::from_artifact(&spec.artifact) {
+            anyhow::ensure!(
+                self.node.builtin_handlers,
+                "{} names a built-in handler, which only `weir bench` nodes run",
+                spec.artifact
+            );
+            return Ok(Deployment::new(
+                id.clone(),
+                spec,
+                HandlerCode::Builtin(builtin),
+                tenant,
+            ));
+        }
         let mut object = self
             .node
             .control
@@ -175,7 +191,12 @@ impl Registry {
             version.digest(),
             spec.version
         );
-        Ok(Deployment::new(id.clone(), spec, version, tenant))
+        Ok(Deployment::new(
+            id.clone(),
+            spec,
+            HandlerCode::Wasm(version),
+            tenant,
+        ))
     }
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {

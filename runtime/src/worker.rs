@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::deployment::{Deployment, SharedDeployment, now_rfc3339};
+use crate::deployment::{Deployment, HandlerCode, SharedDeployment, now_rfc3339};
 use crate::failures::{self, Failure};
 use crate::host::{
     GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output,
@@ -132,6 +132,8 @@ enum Next {
 enum Verdict {
     Ack {
         outputs: usize,
+        /// When the message was published, Unix nanoseconds.
+        published_at: u64,
     },
     Nak {
         delay: Duration,
@@ -534,7 +536,8 @@ impl PartitionWorker {
                 };
             }
         };
-        let (stream_seq, attempt) = (input.stream_seq, input.delivery_attempt);
+        let (stream_seq, attempt, published_at) =
+            (input.stream_seq, input.delivery_attempt, input.published_at);
         tracing::debug!(
             stream_seq,
             delivery = attempt,
@@ -558,6 +561,7 @@ impl PartitionWorker {
             }) => match self.store_until_stored(message, stream_seq, &outputs).await {
                 Ok(()) => Verdict::Ack {
                     outputs: outputs.len(),
+                    published_at,
                 },
                 Err(error) => {
                     tracing::warn!(stream_seq, delivery = attempt, "{error:#}; retrying");
@@ -640,13 +644,16 @@ impl PartitionWorker {
     /// Tells the server what became of the message.
     async fn settle(&mut self, message: &jetstream::Message, verdict: Verdict) {
         let settled = match verdict {
-            Verdict::Ack { outputs } => {
+            Verdict::Ack {
+                outputs,
+                published_at,
+            } => {
                 let acked = message
                     .double_ack()
                     .await
                     .map_err(anyhow::Error::from_boxed);
                 if acked.is_ok() {
-                    self.counters.acked(outputs);
+                    self.counters.acked(outputs, published_at);
                 }
                 acked
             }
@@ -916,26 +923,32 @@ async fn take_instance_permit(
     }
 }
 
-/// Starts an instance if there is none, then hands it the message: on the node's guest
-/// threads, where the instance goes with the call and comes back with its result.
+/// Starts an instance if there is none, then hands it the message: in place for the call's
+/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]); the
+/// instance goes with the call and comes back with its result. A built-in handler answers in
+/// place.
 async fn call_handler(
     slot: &mut Option<HandlerInstance>,
     deployment: &SharedDeployment,
     guests: &GuestThreads,
     input: Message,
 ) -> Result<Handled, HandlerFailure> {
-    let instance = slot.take();
+    // The warm instance, or the version to start one from.
+    let warm = match (&deployment.code, slot.take()) {
+        (HandlerCode::Builtin(builtin), _) => return Ok(builtin.handle(&input)),
+        (HandlerCode::Wasm(_), Some(instance)) => Ok(instance),
+        (HandlerCode::Wasm(version), None) => Err(version.clone()),
+    };
     let deployment = deployment.clone();
-    // The call's first turn is taken here, before it needs a guest thread: see `host::fairness`.
+    // The call's first turn is taken here, before it runs: see `host::fairness`.
     let turn = deployment.context.budget.turn().await;
-    let call = guests.spawn(
+    let call = guests.run(
         async move {
-            let (mut instance, turn) = match instance {
-                Some(instance) => (instance, Some(turn)),
-                None => {
+            let (mut instance, turn) = match warm {
+                Ok(instance) => (instance, Some(turn)),
+                Err(version) => {
                     let context = deployment.context.clone();
-                    match HandlerInstance::start_on(&deployment.version, context, Some(turn)).await
-                    {
+                    match HandlerInstance::start_on(&version, context, Some(turn)).await {
                         Ok(instance) => (instance, None),
                         Err(failure) => return (None, Err(failure)),
                     }
@@ -945,8 +958,9 @@ async fn call_handler(
             (Some(instance), result)
         }
         .instrument(tracing::Span::current()),
-    );
-    match call.await {
+    )
+    .await;
+    match call {
         Ok((instance, result)) => {
             *slot = instance;
             result

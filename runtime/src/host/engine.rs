@@ -41,13 +41,69 @@ fn guest_turns() -> usize {
     cores.saturating_sub(1).max(1)
 }
 
+/// How a node allocates its instances' memories, tables and stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// From pools reserved once, when the engine is built: an instance reuses a slot a
+    /// previous instance of the same module left, memory image already mapped. Up to
+    /// [`POOLED_INSTANCES`] instances at a time.
+    Pooling,
+    /// Fresh mappings for every instance, as many as memory allows.
+    OnDemand,
+}
+
+/// The instances a node's pool holds at once. A Rust or Go handler is one component of a few
+/// core modules, at most two of them with a linear memory; the pool reserves (but does not
+/// commit) 4 GiB of address space per memory, 8 TiB in all, of the 128 TiB a process has on
+/// x86_64 Linux. An instance past this many fails to start, and its message is retried.
+pub const POOLED_INSTANCES: u32 = 1024;
+
+fn pooling_config() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(POOLED_INSTANCES)
+        .total_core_instances(POOLED_INSTANCES * 8)
+        .total_memories(POOLED_INSTANCES * 2)
+        .total_tables(POOLED_INSTANCES * 4)
+        .total_stacks(POOLED_INSTANCES)
+        .max_memories_per_component(4)
+        .max_core_instances_per_component(16);
+    pool
+}
+
 impl Host {
-    /// Builds the engine and starts the thread that advances its epoch; the thread ends when
-    /// the engine and everything compiled with it have been dropped.
+    /// Builds the engine, with pooled instance allocation where the process can reserve the
+    /// pool and on demand where it cannot (a limit on address space, say), and starts the
+    /// thread that advances its epoch; the thread ends when the engine and everything
+    /// compiled with it have been dropped.
     pub fn new() -> anyhow::Result<Self> {
+        match Self::with_allocation(Allocation::Pooling) {
+            Ok(host) => Ok(host),
+            Err(error) => {
+                tracing::warn!(
+                    "{error:#}; allocating every instance on demand instead (slower to start)"
+                );
+                Self::with_allocation(Allocation::OnDemand)
+            }
+        }
+    }
+
+    /// [`Host::new`] with the given allocation, and no fallback.
+    pub fn with_allocation(allocation: Allocation) -> anyhow::Result<Self> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).context("failed to create the wasmtime engine")?;
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            // Memories start as copy-on-write mappings of the module's initial image.
+            .memory_init_cow(true);
+        if allocation == Allocation::Pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                pooling_config(),
+            ));
+        }
+        let engine = Engine::new(&config).with_context(|| match allocation {
+            Allocation::Pooling => "failed to create the wasmtime engine with an instance pool",
+            Allocation::OnDemand => "failed to create the wasmtime engine",
+        })?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)

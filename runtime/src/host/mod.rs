@@ -27,7 +27,7 @@ mod version;
 pub use bindings::weir::handler::types::{Header, Level, Message, Outcome};
 pub use budget::{BudgetQuota, TenantBudget};
 pub use componentize::componentize;
-pub use engine::Host;
+pub use engine::{Allocation, Host, POOLED_INSTANCES};
 pub use fairness::{GuestThreads, Turn};
 pub use instance::{Handled, HandlerFailure, HandlerInstance, InstanceContext, Output};
 pub use limits::CallLimits;

@@ -459,43 +459,103 @@ fn the_demo_processes_orders_in_per_customer_order() {
     );
 }
 
-#[test]
-fn bench_runs_a_tiny_workload_and_reports_both_modes() {
+/// `weir bench` on a tiny workload, with the components `make guests` builds.
+fn bench(extra: &[&str]) -> Output {
     let noop = guest_path("noop");
-    let output = weir(&[
+    let components = noop.parent().expect("components are in a directory");
+    let mut args = vec![
         "bench",
         "--messages",
-        "200",
-        "--partitions",
-        "2",
-        "--calls",
-        "100",
-        "--json",
-        "--handler",
-        &noop.to_string_lossy(),
-    ]);
+        "300",
+        "--keys",
+        "64",
+        "--latency-messages",
+        "30",
+        "--latency-rate",
+        "300",
+        "--components",
+        components.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let output = weir(&args);
     assert!(
         output.status.success(),
-        "bench failed: {}",
+        "weir {args:?} failed: {}",
         text(&output.stderr)
     );
+    output
+}
+
+#[test]
+fn bench_json_reports_every_mode_at_every_partition_count() {
+    let output = bench(&["--partitions", "1,3", "--json"]);
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("bench --json prints JSON");
-    let modes: Vec<&str> = report["runs"]
-        .as_array()
-        .expect("runs")
+    let runs = report["runs"].as_array().expect("an array of runs");
+    let seen: Vec<(u64, &str, &str)> = runs
         .iter()
-        .filter_map(|r| r["mode"].as_str())
+        .map(|run| {
+            (
+                run["partitions"].as_u64().expect("partitions"),
+                run["mode"].as_str().expect("mode"),
+                run["handler"].as_str().expect("handler"),
+            )
+        })
         .collect();
-    assert_eq!(modes, ["raw", "wasm"]);
-    for run in report["runs"].as_array().expect("runs") {
-        assert_eq!(run["messages"], 200);
-        assert!(
-            run["msgs_per_sec"].as_f64().is_some_and(|r| r > 0.0),
-            "{run}"
+    assert_eq!(
+        seen,
+        [
+            (1, "raw", "-"),
+            (1, "native", "noop"),
+            (1, "wasm", "noop"),
+            (1, "wasm", "orders"),
+            (3, "raw", "-"),
+            (3, "native", "noop"),
+            (3, "wasm", "noop"),
+            (3, "wasm", "orders"),
+        ]
+    );
+    for run in runs {
+        assert_eq!(run["messages"], 300, "{run}");
+        assert_eq!(run["payload_bytes"], 128, "{run}");
+        let positive = |field: &str| run[field].as_f64().is_some_and(|v| v > 0.0);
+        for field in ["msgs_per_sec", "cpu_seconds", "peak_rss_bytes", "p50_us"] {
+            assert!(positive(field), "{field} in {run}");
+        }
+        let (p50, p99, p999) = (
+            run["p50_us"].as_u64().expect("p50"),
+            run["p99_us"].as_u64().expect("p99"),
+            run["p999_us"].as_u64().expect("p999"),
         );
+        assert!(p50 <= p99 && p99 <= p999, "{run}");
     }
-    assert!(report["host_call_ns"].as_f64().is_some_and(|ns| ns > 0.0));
+}
+
+#[test]
+fn bench_prints_a_table_with_each_mode_as_a_share_of_raw() {
+    let output = bench(&["--partitions", "2", "--handlers", "noop"]);
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("MSGS/S") && lines[0].contains("P999 µs"), "{stdout}");
+    let modes: Vec<&str> = lines[1..4]
+        .iter()
+        .map(|line| line.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(modes, ["raw", "native", "wasm"], "{stdout}");
+    assert!(
+        lines[4].starts_with("2 partition(s): native/raw ")
+            && lines[4].contains(", wasm(noop)/raw "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_refuses_a_missing_component_before_it_starts() {
+    fails_with(
+        &["bench", "--components", "/nonexistent", "--modes", "wasm"],
+        "cannot read the noop component at /nonexistent/noop.wasm (build it with `make guests`",
+    );
+    fails_with(&["bench", "--partitions", "0"], "--partitions takes counts from 1 to 1024");
 }
 
 /// Uses the default URL, so it needs 127.0.0.1:4222 free; it says so if it is not.

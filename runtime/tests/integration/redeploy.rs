@@ -87,33 +87,40 @@ async fn a_version_the_node_cannot_load_leaves_the_running_one_in_place() -> any
     let node = env.node().await?;
     let spec = env.deploy_on(&node, scripted("keep")).await?;
 
-    // A spec whose artifact does not exist, as a damaged or hand-written record would be.
+    // A spec whose artifact does not exist, as a damaged or hand-written record would be; and
+    // one naming a built-in handler, which only `weir bench` nodes run.
     let control = ControlPlane::open(&env.js).await?;
-    let broken = DeploymentSpec {
-        artifact: "test/keep/missing".into(),
-        version: "0".repeat(64),
-        ..spec
-    };
-    let revision = control
-        .deployments
-        .put("test.keep", serde_json::to_vec(&broken)?.into())
-        .await?;
-    let status: NodeStatus = wait_for("the node to report the broken version", || async {
-        let value = control
-            .status
-            .get(format!("test.keep.{}", node.id()))
-            .await
-            .ok()??;
-        let status: NodeStatus = serde_json::from_slice(&value).ok()?;
-        (status.revision == revision).then_some(status)
-    })
-    .await;
-    let error = status.error.unwrap_or_default();
-    assert!(
-        error.contains("test/keep/missing") && error.contains("still running version"),
-        "{error}"
-    );
-    assert_eq!(status.partitions, [0, 1]);
+    let broken = [
+        ("test/keep/missing", "test/keep/missing"),
+        ("builtin:noop", "names a built-in handler, which only `weir bench` nodes run"),
+    ];
+    for (artifact, expected) in broken {
+        let broken = DeploymentSpec {
+            artifact: artifact.into(),
+            version: "0".repeat(64),
+            ..spec.clone()
+        };
+        let revision = control
+            .deployments
+            .put("test.keep", serde_json::to_vec(&broken)?.into())
+            .await?;
+        let status: NodeStatus = wait_for("the node to report the broken version", || async {
+            let value = control
+                .status
+                .get(format!("test.keep.{}", node.id()))
+                .await
+                .ok()??;
+            let status: NodeStatus = serde_json::from_slice(&value).ok()?;
+            (status.revision == revision).then_some(status)
+        })
+        .await;
+        let error = status.error.unwrap_or_default();
+        assert!(
+            error.contains(expected) && error.contains("still running version"),
+            "{error}"
+        );
+        assert_eq!(status.partitions, [0, 1]);
+    }
 
     env.publish("in.k1.ev", "echo still served").await?;
     let outputs = env.wait_messages(OUTPUT, 1).await;

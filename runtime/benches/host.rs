@@ -1,0 +1,134 @@
+//! Micro-benchmarks of what weir does per message and per instance, in process, without NATS:
+//!
+//! - `host_call/<handler>`: one `handle` call on a warm instance, message in, outcome (and
+//!   outputs) out, as a partition worker makes it on a guest thread;
+//! - `instantiation/<allocation>`: a new instance of the no-op handler, `init` included, from
+//!   the instance pool and from fresh mappings.
+//!
+//! `cargo bench -p weir-runtime --bench host` after `make guests`. Under `cargo test` each
+//! benchmark runs once, as a check that it still works.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use weir::deployment::{LimitsSpec, instance_context};
+use weir::host::{Allocation, HandlerInstance, HandlerVersion, Host, InstanceContext, Message};
+use weir::tenants::Quotas;
+
+/// A component `make guests` built.
+fn component(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!("cannot read {} ({error}): run `make guests`", path.display())
+    })
+}
+
+struct Prepared {
+    version: HandlerVersion,
+    context: Arc<InstanceContext>,
+}
+
+fn prepare(host: &Host, name: &str, outputs: &[&str]) -> Prepared {
+    let version = host
+        .compile(&component(name))
+        .unwrap_or_else(|error| panic!("{name} does not compile: {error}"));
+    let budget = host.tenant_budget("bench", Quotas::default().budget());
+    let outputs: Vec<String> = outputs.iter().map(|s| (*s).to_owned()).collect();
+    let context = instance_context(&LimitsSpec::default(), &outputs, &Default::default(), &budget);
+    Prepared {
+        version,
+        context: Arc::new(context),
+    }
+}
+
+fn message(payload: &[u8]) -> Message {
+    Message {
+        subject: "orders.k1.created".into(),
+        payload: payload.to_vec(),
+        headers: vec![],
+        stream: "ORDERS".into(),
+        stream_seq: 1,
+        partition: 0,
+        delivery_attempt: 1,
+        published_at: 0,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| panic!("no tokio runtime: {error}"))
+}
+
+fn host_call(c: &mut Criterion) {
+    let rt = runtime();
+    let host = Host::new().unwrap_or_else(|error| panic!("no host: {error}"));
+    let order = br#"{"order_id":"o1","customer":"k1","seq":1,"items":[{"sku":"sku-1","qty":2,"price_cents":1250}]}"#;
+    let cases: [(&str, &[&str], Message); 2] = [
+        ("noop", &[], message(&[b'x'; 128])),
+        ("orders", &["enriched.>"], message(order)),
+    ];
+    let mut group = c.benchmark_group("host_call");
+    for (name, outputs, message) in cases {
+        let prepared = prepare(&host, name, outputs);
+        let mut instance = rt
+            .block_on(HandlerInstance::start(&prepared.version, prepared.context))
+            .unwrap_or_else(|failure| panic!("{name} does not start: {failure}"));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        let handled = instance.handle(&message).await;
+                        assert!(handled.is_ok(), "{handled:?}");
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn instantiation(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("instantiation");
+    for (name, allocation) in [
+        ("pooling", Allocation::Pooling),
+        ("on_demand", Allocation::OnDemand),
+    ] {
+        let host = Host::with_allocation(allocation)
+            .unwrap_or_else(|error| panic!("no {name} host: {error}"));
+        let prepared = prepare(&host, "noop", &[]);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let instance =
+                            HandlerInstance::start(&prepared.version, prepared.context.clone())
+                                .await;
+                        spent += started.elapsed();
+                        // Dropping the instance returns its slot to the pool: not timed.
+                        assert!(instance.is_ok(), "{instance:?}");
+                    }
+                    spent
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = host_call, instantiation
+}
+criterion_main!(benches);
