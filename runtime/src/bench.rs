@@ -30,6 +30,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -40,7 +41,7 @@ use crate::deploy::{self, DeployRequest};
 use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
-use crate::metrics::{Counters, SharedCounters};
+use crate::metrics::SharedCounters;
 use crate::node::{self, NodeConfig, NodeHandle};
 use crate::partition::{self, StreamRequest};
 use crate::resources::{ControlPlane, DeploymentId};
@@ -334,11 +335,24 @@ struct Bench<'a> {
 
 /// What consumes a run's stream.
 enum Consumers {
-    Raw(JoinSet<anyhow::Result<()>>),
+    Raw {
+        tasks: JoinSet<anyhow::Result<()>>,
+        counters: SharedCounters,
+    },
     Node {
         node: NodeHandle,
         deployment: DeploymentId,
     },
+}
+
+impl Consumers {
+    /// What the consumers have acked.
+    fn counters(&self) -> SharedCounters {
+        match self {
+            Self::Raw { counters, .. } => counters.clone(),
+            Self::Node { node, .. } => node.counters(),
+        }
+    }
 }
 
 impl Bench<'_> {
@@ -375,18 +389,22 @@ impl Bench<'_> {
             .await?;
         bar.finish_and_clear();
 
-        let (consumers, counters) = self
+        let consumers = self
             .start(run, partitions, &stream, &tag, &output_prefix)
             .await?;
-        let measured = self.consume(run, partitions, &counters).await;
-        let measured = match measured {
+        let mut running = Running {
+            counters: consumers.counters(),
+            consumers,
+            label: run.label(partitions),
+        };
+        let measured = match self.consume(&mut running).await {
             Ok(throughput) => self
-                .latency(run, partitions, &traffic, &counters)
+                .latency(&mut running, &traffic)
                 .await
                 .map(|latency| (throughput, latency)),
             Err(error) => Err(error),
         };
-        self.stop(consumers).await?;
+        self.stop(running.consumers).await?;
         self.js
             .delete_stream(&stream)
             .await
@@ -439,11 +457,11 @@ impl Bench<'_> {
         stream: &str,
         tag: &str,
         output_prefix: &str,
-    ) -> anyhow::Result<(Consumers, SharedCounters)> {
+    ) -> anyhow::Result<Consumers> {
         if run.mode == Mode::Raw {
             let counters = SharedCounters::default();
-            let consumers = raw_consumers(&self.js, stream, partitions, &counters).await?;
-            return Ok((Consumers::Raw(consumers), counters));
+            let tasks = raw_consumers(&self.js, stream, partitions, &counters);
+            return Ok(Consumers::Raw { tasks, counters });
         }
         let node = node::start(
             self.client.clone(),
@@ -454,7 +472,6 @@ impl Bench<'_> {
             },
         )
         .await?;
-        let counters = node.counters();
         let deployment = DeploymentId::new("bench", tag)?;
         let deployed = match run.wasm {
             None => self.deploy_builtin(&deployment, stream, partitions).await,
@@ -483,7 +500,7 @@ impl Bench<'_> {
             self.stop(consumers).await?;
             return Err(error);
         }
-        Ok((consumers, counters))
+        Ok(consumers)
     }
 
     /// Stores a deployment of the built-in no-op handler, as `weir deploy` would a component's.
@@ -519,7 +536,7 @@ impl Bench<'_> {
     /// Stops a run's consumers: the node drains and its deployment is withdrawn.
     async fn stop(&self, consumers: Consumers) -> anyhow::Result<()> {
         match consumers {
-            Consumers::Raw(mut tasks) => tasks.abort_all(),
+            Consumers::Raw { mut tasks, .. } => tasks.abort_all(),
             Consumers::Node { node, deployment } => {
                 node.shutdown().await?;
                 ControlPlane::open(&self.js)
@@ -534,20 +551,15 @@ impl Bench<'_> {
     }
 
     /// Waits for the backlog to be acked, measuring from the first ack to the last.
-    async fn consume(
-        &self,
-        run: Run,
-        partitions: u32,
-        counters: &Counters,
-    ) -> anyhow::Result<Throughput> {
+    async fn consume(&self, running: &mut Running) -> anyhow::Result<Throughput> {
         let messages = self.args.messages;
         let bar = progress_bar(messages, "consuming");
-        bar.set_message(run.label(partitions));
-        wait_for_acks(counters, 1, run, partitions).await?;
+        bar.set_message(running.label.clone());
+        running.wait_for_acks(1, &bar).await?;
         let (started, cpu_at_start) = (Instant::now(), cpu_time());
-        let acked_at_start = counters.snapshot().acked;
+        let acked_at_start = running.counters.snapshot().acked;
         reset_peak_rss();
-        wait_for_acks(counters, messages, run, partitions).await?;
+        running.wait_for_acks(messages, &bar).await?;
         let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu_at_start);
         bar.finish_and_clear();
         // The messages acked by the time the clock started are left out.
@@ -562,14 +574,13 @@ impl Bench<'_> {
     /// Publishes `--latency-messages` at `--latency-rate` and returns their latencies.
     async fn latency(
         &self,
-        run: Run,
-        partitions: u32,
+        running: &mut Running,
         traffic: &Traffic,
-        counters: &Counters,
     ) -> anyhow::Result<Histogram<u64>> {
-        counters.reset_latencies();
+        running.counters.reset_latencies();
         let count = self.args.latency_messages;
         let bar = progress_bar(count, "latency");
+        bar.set_message(running.label.clone());
         let interval = Duration::from_secs(1) / self.args.latency_rate;
         let started = tokio::time::Instant::now();
         for n in 0..count {
@@ -583,9 +594,11 @@ impl Bench<'_> {
                 .context("failed to publish a latency probe")?;
             bar.set_position(n + 1);
         }
-        wait_for_acks(counters, self.args.messages + count, run, partitions).await?;
         bar.finish_and_clear();
-        Ok(counters.latencies())
+        running
+            .wait_for_acks(self.args.messages + count, &ProgressBar::hidden())
+            .await?;
+        Ok(running.counters.latencies())
     }
 }
 
@@ -596,58 +609,78 @@ struct Throughput {
     peak_rss_bytes: u64,
 }
 
-/// Waits until `counters` has acked `target` messages; fails if acks stop for
-/// [`STALL_TIMEOUT`].
-async fn wait_for_acks(
-    counters: &Counters,
-    target: u64,
-    run: Run,
-    partitions: u32,
-) -> anyhow::Result<()> {
-    let mut last = (counters.snapshot().acked, Instant::now());
-    loop {
-        let now = counters.snapshot();
-        if now.acked >= target {
-            return Ok(());
+/// A run's consumers, and what they have acked.
+struct Running {
+    consumers: Consumers,
+    counters: SharedCounters,
+    /// The run, for messages.
+    label: String,
+}
+
+impl Running {
+    /// Waits until `target` messages have been acked, showing the count on `bar`. Fails if a
+    /// raw consumer fails, or acks stop for [`STALL_TIMEOUT`].
+    async fn wait_for_acks(&mut self, target: u64, bar: &ProgressBar) -> anyhow::Result<()> {
+        let mut last = (self.counters.snapshot().acked, Instant::now());
+        loop {
+            let now = self.counters.snapshot();
+            bar.set_position(now.acked.min(target));
+            if now.acked >= target {
+                return Ok(());
+            }
+            if let Consumers::Raw { tasks, .. } = &mut self.consumers
+                && let Some(ended) = tasks.try_join_next()
+            {
+                let label = &self.label;
+                match ended {
+                    Ok(Ok(())) => anyhow::bail!("{label}: a consumer's pull stream ended"),
+                    Ok(Err(error)) => return Err(error.context(label.clone())),
+                    Err(error) => anyhow::bail!("{label}: a consumer task failed: {error}"),
+                }
+            }
+            if now.acked != last.0 {
+                last = (now.acked, Instant::now());
+            } else if last.1.elapsed() > STALL_TIMEOUT {
+                anyhow::bail!(
+                    "{}: no message acked for {STALL_TIMEOUT:?} ({} of {target} acked; {} \
+                     failed calls, {} retries, {} rejected)",
+                    self.label,
+                    now.acked,
+                    now.failed,
+                    now.retried,
+                    now.rejected
+                );
+            }
+            tokio::time::sleep(POLL).await;
         }
-        if now.acked != last.0 {
-            last = (now.acked, Instant::now());
-        } else if last.1.elapsed() > STALL_TIMEOUT {
-            anyhow::bail!(
-                "{}: no message acked for {STALL_TIMEOUT:?} ({} of {target} acked; {} failed \
-                 calls, {} retries, {} rejected)",
-                run.label(partitions),
-                now.acked,
-                now.failed,
-                now.retried,
-                now.rejected
-            );
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 
-/// One pull consumer per partition, acking each message in order as weir does.
-async fn raw_consumers(
+/// One pull consumer per partition, acking each message in order as weir does. Each task
+/// creates its own consumer, as each of a node's partition workers does, so that in both the
+/// consumers come up while the first messages are being processed.
+fn raw_consumers(
     js: &jetstream::Context,
     stream: &str,
     partitions: u32,
     counters: &SharedCounters,
-) -> anyhow::Result<JoinSet<anyhow::Result<()>>> {
-    let stream = js.get_stream(stream).await?;
+) -> JoinSet<anyhow::Result<()>> {
     let mut tasks = JoinSet::new();
     for p in 0..partitions {
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(format!("raw_p{p:03}")),
-                filter_subject: partition::filter_subject(p),
-                ack_policy: AckPolicy::Explicit,
-                max_ack_pending: 1,
-                ..Default::default()
-            })
-            .await?;
-        let counters = counters.clone();
+        let (js, stream, counters) = (js.clone(), stream.to_owned(), counters.clone());
         tasks.spawn(async move {
+            let consumer = js
+                .get_stream(&stream)
+                .await?
+                .create_consumer(pull::Config {
+                    durable_name: Some(format!("raw_p{p:03}")),
+                    filter_subject: partition::filter_subject(p),
+                    ack_policy: AckPolicy::Explicit,
+                    max_ack_pending: 1,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("failed to create consumer raw_p{p:03} on {stream}"))?;
             let mut messages = consumer
                 .stream()
                 .expires(Duration::from_secs(2))
@@ -670,7 +703,7 @@ async fn raw_consumers(
             Ok(())
         });
     }
-    Ok(tasks)
+    tasks
 }
 
 /// CPU time this process has used, on every thread.

@@ -54,6 +54,10 @@ impl Console {
     /// Takes what was written since the last call, split into lines.
     pub(crate) fn take(&self) -> Captured {
         let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if buffer.stdout.is_empty() && buffer.stderr.is_empty() && buffer.dropped_bytes == 0 {
+            // Most calls print nothing.
+            return Captured::default();
+        }
         let mut lines = Vec::new();
         for (channel, bytes) in [
             (Channel::Stdout, std::mem::take(&mut buffer.stdout)),

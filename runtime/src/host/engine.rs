@@ -66,7 +66,13 @@ fn pooling_config() -> wasmtime::PoolingAllocationConfig {
         .total_tables(POOLED_INSTANCES * 4)
         .total_stacks(POOLED_INSTANCES)
         .max_memories_per_component(4)
-        .max_core_instances_per_component(16);
+        .max_core_instances_per_component(16)
+        // Slots freed together are decommitted together: one TLB flush for many.
+        .decommit_batch_size(16)
+        // What a call's stack and a handler's tables touch is zeroed in place when their slot is
+        // freed, rather than given back to the kernel and faulted in again by the next instance.
+        .async_stack_keep_resident(64 << 10)
+        .table_keep_resident(16 << 10);
     pool
 }
 

@@ -256,6 +256,10 @@ fn settle<T>(
 ) -> Result<T, HandlerFailure> {
     let state = store.data_mut();
     let captured = state.console.take();
+    if captured.lines.is_empty() && captured.dropped_bytes == 0 {
+        // The common case, without the tenant's log budget or the stderr scan.
+        return conclude(state, timeout, result, &[]);
+    }
     // A Rust guest's panic prints "thread ... panicked at FILE:LINE:" then the message, then a
     // hint about RUST_BACKTRACE; the first two say what went wrong.
     let stderr: Vec<&str> = captured
@@ -293,6 +297,16 @@ fn settle<T>(
             "guest log over the tenant's limit of {per_second} lines/s: {dropped_lines} line(s) dropped"
         );
     }
+    conclude(state, timeout, result, &stderr)
+}
+
+/// The call's value, or the failure it ended in; `stderr` is what the guest printed there.
+fn conclude<T>(
+    state: &HostState,
+    timeout: Duration,
+    result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    stderr: &[&str],
+) -> Result<T, HandlerFailure> {
     match result {
         Err(_elapsed) => Err(HandlerFailure::Deadline(timeout)),
         Ok(Ok(value)) => Ok(value),
