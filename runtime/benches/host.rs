@@ -23,7 +23,10 @@ fn component(name: &str) -> Vec<u8> {
         .join("../target/guests/wasm32-wasip2/release")
         .join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|error| {
-        panic!("cannot read {} ({error}): run `make guests`", path.display())
+        panic!(
+            "cannot read {} ({error}): run `make guests`",
+            path.display()
+        )
     })
 }
 
@@ -38,7 +41,12 @@ fn prepare(host: &Host, name: &str, outputs: &[&str]) -> Prepared {
         .unwrap_or_else(|error| panic!("{name} does not compile: {error}"));
     let budget = host.tenant_budget("bench", Quotas::default().budget());
     let outputs: Vec<String> = outputs.iter().map(|s| (*s).to_owned()).collect();
-    let context = instance_context(&LimitsSpec::default(), &outputs, &Default::default(), &budget);
+    let context = instance_context(
+        &LimitsSpec::default(),
+        &outputs,
+        &Default::default(),
+        &budget,
+    );
     Prepared {
         version,
         context: Arc::new(context),

@@ -340,7 +340,7 @@ enum Consumers {
         counters: SharedCounters,
     },
     Node {
-        node: NodeHandle,
+        node: Box<NodeHandle>,
         deployment: DeploymentId,
     },
 }
@@ -476,26 +476,30 @@ impl Bench<'_> {
         let deployed = match run.wasm {
             None => self.deploy_builtin(&deployment, stream, partitions).await,
             Some(handler) => {
-                let orders = handler == WasmHandler::Orders;
-                let request = DeployRequest {
+                let mut request = DeployRequest {
                     id: deployment.clone(),
                     component: self.components[handler.name()].clone(),
                     stream: stream.to_owned(),
                     limits: LimitsSpec::default(),
                     retry: RetrySpec::default(),
-                    config: orders
-                        .then(|| [("output_prefix".to_owned(), output_prefix.to_owned())].into())
-                        .unwrap_or_default(),
-                    outputs: orders
-                        .then(|| vec![format!("{output_prefix}.>")])
-                        .unwrap_or_default(),
+                    config: BTreeMap::new(),
+                    outputs: vec![],
                 };
+                if handler == WasmHandler::Orders {
+                    request
+                        .config
+                        .insert("output_prefix".into(), output_prefix.into());
+                    request.outputs.push(format!("{output_prefix}.>"));
+                }
                 deploy::deploy(&self.js, &self.host, request)
                     .await
                     .map(|_| ())
             }
         };
-        let consumers = Consumers::Node { node, deployment };
+        let consumers = Consumers::Node {
+            node: Box::new(node),
+            deployment,
+        };
         if let Err(error) = deployed {
             self.stop(consumers).await?;
             return Err(error);
@@ -728,7 +732,14 @@ fn peak_rss_bytes() -> u64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kib| kib * 1024)
 }
 

@@ -108,7 +108,8 @@ impl Latency {
             .map_or(0, |since| since.as_nanos());
         let micros = now.saturating_sub(u128::from(published_at)) / 1_000;
         let micros = u64::try_from(micros).unwrap_or(u64::MAX);
-        self.lock().saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
+        self.lock()
+            .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
     }
 }
 

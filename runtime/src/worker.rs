@@ -942,24 +942,25 @@ async fn call_handler(
     let deployment = deployment.clone();
     // The call's first turn is taken here, before it runs: see `host::fairness`.
     let turn = deployment.context.budget.turn().await;
-    let call = guests.run(
-        async move {
-            let (mut instance, turn) = match warm {
-                Ok(instance) => (instance, Some(turn)),
-                Err(version) => {
-                    let context = deployment.context.clone();
-                    match HandlerInstance::start_on(&version, context, Some(turn)).await {
-                        Ok(instance) => (instance, None),
-                        Err(failure) => return (None, Err(failure)),
+    let call = guests
+        .run(
+            async move {
+                let (mut instance, turn) = match warm {
+                    Ok(instance) => (instance, Some(turn)),
+                    Err(version) => {
+                        let context = deployment.context.clone();
+                        match HandlerInstance::start_on(&version, context, Some(turn)).await {
+                            Ok(instance) => (instance, None),
+                            Err(failure) => return (None, Err(failure)),
+                        }
                     }
-                }
-            };
-            let result = instance.handle_on(&input, turn).await;
-            (Some(instance), result)
-        }
-        .instrument(tracing::Span::current()),
-    )
-    .await;
+                };
+                let result = instance.handle_on(&input, turn).await;
+                (Some(instance), result)
+            }
+            .instrument(tracing::Span::current()),
+        )
+        .await;
     match call {
         Ok((instance, result)) => {
             *slot = instance;

@@ -51,7 +51,7 @@ impl TenantBudget {
     }
 
     /// A turn on one of the node's cores, in the tenant's place in the round: taken before a
-    /// call is handed to a guest thread, for the call's first poll.
+    /// call starts, for the call's first poll.
     pub async fn turn(&self) -> Turn {
         self.scheduler.turn(&self.tenant).await
     }

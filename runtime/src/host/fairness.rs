@@ -8,9 +8,8 @@
 //! first served within a tenant: a tenant with many busy partitions gets one turn in its round
 //! like a tenant with one. A task of a tenant that holds no turn advances the engine's epoch
 //! when it has to wait, so running guests reach a yield point at once instead of at the next
-//! tick. A node takes a call's first
-//! turn before it hands the call to a guest thread ([`TenantBudget::turn`]): the guests the
-//! turn was taken from then find none, and leave the threads to the call.
+//! tick. A node takes a call's first turn before the call starts ([`TenantBudget::turn`]): the
+//! guests the turn was taken from then find none, and leave the threads to the call.
 //!
 //! The same polls measure each call's CPU time ([`CpuMeter`]), which the epoch callback holds
 //! against the tenant's CPU time per message.
@@ -339,7 +338,7 @@ pub(crate) struct Fair<F> {
     tenant: Arc<str>,
     meter: Arc<CpuMeter>,
     waiting: Option<oneshot::Receiver<Turn>>,
-    /// A turn taken before the call was handed to a guest thread, for its first poll.
+    /// A turn taken before the call started, for its first poll.
     first: Option<Turn>,
 }
 

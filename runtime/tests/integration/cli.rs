@@ -536,7 +536,10 @@ fn bench_prints_a_table_with_each_mode_as_a_share_of_raw() {
     let output = bench(&["--partitions", "2", "--handlers", "noop"]);
     let stdout = text(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].contains("MSGS/S") && lines[0].contains("P999 µs"), "{stdout}");
+    assert!(
+        lines[0].contains("MSGS/S") && lines[0].contains("P999 µs"),
+        "{stdout}"
+    );
     let modes: Vec<&str> = lines[1..4]
         .iter()
         .map(|line| line.split_whitespace().nth(1).unwrap_or(""))
@@ -555,7 +558,10 @@ fn bench_refuses_a_missing_component_before_it_starts() {
         &["bench", "--components", "/nonexistent", "--modes", "wasm"],
         "cannot read the noop component at /nonexistent/noop.wasm (build it with `make guests`",
     );
-    fails_with(&["bench", "--partitions", "0"], "--partitions takes counts from 1 to 1024");
+    fails_with(
+        &["bench", "--partitions", "0"],
+        "--partitions takes counts from 1 to 1024",
+    );
 }
 
 /// Uses the default URL, so it needs 127.0.0.1:4222 free; it says so if it is not.

@@ -92,7 +92,10 @@ async fn a_version_the_node_cannot_load_leaves_the_running_one_in_place() -> any
     let control = ControlPlane::open(&env.js).await?;
     let broken = [
         ("test/keep/missing", "test/keep/missing"),
-        ("builtin:noop", "names a built-in handler, which only `weir bench` nodes run"),
+        (
+            "builtin:noop",
+            "names a built-in handler, which only `weir bench` nodes run",
+        ),
     ];
     for (artifact, expected) in broken {
         let broken = DeploymentSpec {
