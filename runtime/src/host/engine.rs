@@ -69,9 +69,8 @@ fn pooling_config() -> wasmtime::PoolingAllocationConfig {
         .max_core_instances_per_component(16)
         // Slots freed together are decommitted together: one TLB flush for many.
         .decommit_batch_size(16)
-        // What a call's stack and a handler's tables touch is zeroed in place when their slot is
-        // freed, rather than given back to the kernel and faulted in again by the next instance.
-        .async_stack_keep_resident(64 << 10)
+        // The start of a freed slot's tables is zeroed in place rather than given back to the
+        // kernel, to be faulted in again by the next instance.
         .table_keep_resident(16 << 10);
     pool
 }
