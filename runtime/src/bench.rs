@@ -88,7 +88,7 @@ pub struct BenchArgs {
 }
 
 /// How a run consumes its stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Plain async-nats pull consumers
@@ -144,39 +144,56 @@ pub struct RunResult {
     pub peak_rss_bytes: u64,
 }
 
-/// A mode and handler to run.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    mode: Mode,
-    wasm: Option<WasmHandler>,
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Native => "native",
+            Self::Wasm => "wasm",
+        }
+    }
+}
+
+/// A mode with its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Raw,
+    Native,
+    Wasm(WasmHandler),
 }
 
 impl Run {
-    fn handler(self) -> &'static str {
-        match (self.mode, self.wasm) {
-            (Mode::Raw, _) => "-",
-            (Mode::Native, _) => "noop",
-            (Mode::Wasm, Some(handler)) => handler.name(),
-            (Mode::Wasm, None) => "?",
+    fn mode(self) -> Mode {
+        match self {
+            Self::Raw => Mode::Raw,
+            Self::Native => Mode::Native,
+            Self::Wasm(_) => Mode::Wasm,
         }
     }
 
-    /// A name for the run's stream and deployment: upper case for the stream.
+    fn handler(self) -> &'static str {
+        match self {
+            Self::Raw => "-",
+            Self::Native => "noop",
+            Self::Wasm(handler) => handler.name(),
+        }
+    }
+
+    /// What the run is called in names and messages: its mode, or its component.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Wasm(handler) => handler.name(),
+            _ => self.mode().name(),
+        }
+    }
+
+    /// A name for the run's stream and deployment.
     fn tag(self, partitions: u32) -> String {
-        let what = match (self.mode, self.wasm) {
-            (Mode::Raw, _) => "raw",
-            (Mode::Native, _) => "native",
-            (Mode::Wasm, _) => self.handler(),
-        };
-        format!("{what}{partitions}")
+        format!("{}{partitions}", self.name())
     }
 
     fn label(self, partitions: u32) -> String {
-        match self.mode {
-            Mode::Raw => format!("raw p{partitions}"),
-            Mode::Native => format!("native p{partitions}"),
-            Mode::Wasm => format!("{} p{partitions}", self.handler()),
-        }
+        format!("{} p{partitions}", self.name())
     }
 }
 
@@ -193,7 +210,10 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
     );
     let runs = runs(&args);
     let mut components = BTreeMap::new();
-    for handler in runs.iter().filter_map(|run| run.wasm) {
+    for handler in runs.iter().filter_map(|run| match run {
+        Run::Wasm(handler) => Some(*handler),
+        _ => None,
+    }) {
         let path = args.components.join(format!("{}.wasm", handler.name()));
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
@@ -254,11 +274,9 @@ fn runs(args: &BenchArgs) -> Vec<Run> {
     let mut runs = Vec::new();
     for &mode in &args.modes {
         match mode {
-            Mode::Wasm => runs.extend(args.handlers.iter().map(|&handler| Run {
-                mode,
-                wasm: Some(handler),
-            })),
-            _ => runs.push(Run { mode, wasm: None }),
+            Mode::Raw => runs.push(Run::Raw),
+            Mode::Native => runs.push(Run::Native),
+            Mode::Wasm => runs.extend(args.handlers.iter().map(|&handler| Run::Wasm(handler))),
         }
     }
     runs
@@ -287,7 +305,7 @@ pub fn table(results: &[RunResult]) -> String {
             out,
             "{:>10} {:<6} {:<7} {:>8} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>5} MiB",
             run.partitions,
-            format!("{:?}", run.mode).to_lowercase(),
+            run.mode.name(),
             run.handler,
             run.messages,
             run.payload_bytes,
@@ -306,7 +324,7 @@ pub fn table(results: &[RunResult]) -> String {
             .map(|run| {
                 let name = match run.mode {
                     Mode::Wasm => format!("wasm({})", run.handler),
-                    _ => "native".to_owned(),
+                    mode => mode.name().to_owned(),
                 };
                 format!("{name}/raw {:.2}", run.msgs_per_sec / raw.msgs_per_sec)
             })
@@ -373,7 +391,7 @@ impl Bench<'_> {
             },
         )
         .await?;
-        if run.wasm == Some(WasmHandler::Orders) {
+        if run == Run::Wasm(WasmHandler::Orders) {
             self.js
                 .create_stream(stream::Config {
                     name: format!("{stream}_OUT"),
@@ -409,7 +427,7 @@ impl Bench<'_> {
             .delete_stream(&stream)
             .await
             .with_context(|| format!("failed to delete stream {stream}"))?;
-        if run.wasm == Some(WasmHandler::Orders) {
+        if run == Run::Wasm(WasmHandler::Orders) {
             self.js
                 .delete_stream(format!("{stream}_OUT"))
                 .await
@@ -417,7 +435,7 @@ impl Bench<'_> {
         }
         let (throughput, latency) = measured?;
         Ok(RunResult {
-            mode: run.mode,
+            mode: run.mode(),
             handler: run.handler(),
             partitions,
             messages: self.args.messages,
@@ -433,7 +451,7 @@ impl Bench<'_> {
 
     /// The run's messages: a fixed payload, or for the orders handler, orders.
     fn traffic(&self, run: Run, tag: &str) -> Traffic {
-        let payload = if run.wasm == Some(WasmHandler::Orders) {
+        let payload = if run == Run::Wasm(WasmHandler::Orders) {
             let order = r#"{"order_id":"o{n}","customer":"{key}","seq":{seq},"items":[{"sku":"sku-1","qty":2,"price_cents":1250},{"sku":"sku-2","qty":1,"price_cents":399}],"note":""}"#;
             let padding = "x".repeat(self.args.payload_bytes.saturating_sub(order.len()));
             Payload::Template(order.replace(r#""note":"""#, &format!(r#""note":"{padding}""#)))
@@ -458,11 +476,15 @@ impl Bench<'_> {
         tag: &str,
         output_prefix: &str,
     ) -> anyhow::Result<Consumers> {
-        if run.mode == Mode::Raw {
-            let counters = SharedCounters::default();
-            let tasks = raw_consumers(&self.js, stream, partitions, &counters);
-            return Ok(Consumers::Raw { tasks, counters });
-        }
+        let component = match run {
+            Run::Raw => {
+                let counters = SharedCounters::default();
+                let tasks = raw_consumers(&self.js, stream, partitions, &counters);
+                return Ok(Consumers::Raw { tasks, counters });
+            }
+            Run::Native => None,
+            Run::Wasm(handler) => Some(handler),
+        };
         let node = node::start(
             self.client.clone(),
             NodeConfig {
@@ -473,7 +495,7 @@ impl Bench<'_> {
         )
         .await?;
         let deployment = DeploymentId::new("bench", tag)?;
-        let deployed = match run.wasm {
+        let deployed = match component {
             None => self.deploy_builtin(&deployment, stream, partitions).await,
             Some(handler) => {
                 let mut request = DeployRequest {
