@@ -15,8 +15,10 @@ const (
 )
 
 // Publish buffers a message to subject, sent only if this call ends in [Ack]. It fails when
-// the subject is not among the deployment's allowed outputs or a per-call limit is reached;
-// the whole call then fails and is retried, so a handler usually returns [Retry] on error.
+// the subject is not among the deployment's allowed outputs or is reserved ($…, _INBOX…,
+// weir.…), a header is weir's (Nats-*, KV-Operation) or invalid, or a per-call limit is
+// reached; the whole call then fails and is retried, so a handler usually returns [Retry] on
+// error.
 func Publish(subject string, payload []byte, headers ...Header) error {
 	return hostPublish(subject, payload, headers)
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use weir::deployment::{LimitsSpec, instance_context};
+use weir::deployment::instance_context;
 use weir::host::{Allocation, HandlerInstance, HandlerVersion, Host, InstanceContext, Message};
+use weir::outputs::OutputRules;
+use weir::spec::LimitsSpec;
 use weir::tenants::Quotas;
 
 /// A component `make guests` built.
@@ -43,7 +45,7 @@ fn prepare(host: &Host, name: &str, outputs: &[&str]) -> Prepared {
     let outputs: Vec<String> = outputs.iter().map(|s| (*s).to_owned()).collect();
     let context = instance_context(
         &LimitsSpec::default(),
-        &outputs,
+        OutputRules::allowing(&outputs),
         &Default::default(),
         &budget,
     );

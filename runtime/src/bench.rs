@@ -38,13 +38,13 @@ use crate::builtin::Builtin;
 use crate::cli::{NatsArgs, progress_bar};
 use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
-use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::metrics::SharedCounters;
 use crate::node::{self, NodeConfig, NodeHandle};
 use crate::partition::{self, StreamRequest};
 use crate::resources::{ControlPlane, DeploymentId};
+use crate::spec::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::traffic::{Payload, Traffic};
 
 /// A run that acks nothing for this long has stalled: the bench stops and says which.

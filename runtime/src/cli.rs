@@ -14,12 +14,13 @@ use crate::connection::{
     Credentials, Refusals, Refused, RefusedOperation, connect, connect_watching,
 };
 use crate::deploy::{self, DeployRequest};
-use crate::deployment::{LimitsSpec, RetrySpec};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::node::{self, NodeConfig};
+use crate::outputs::{Coverage, Reserved};
 use crate::partition::{self, StreamRequest};
 use crate::resources::{ControlPlane, DeploymentId};
+use crate::spec::{LimitsSpec, RetrySpec};
 use crate::tenants::TenantsConfig;
 use crate::traffic::{Payload, Traffic};
 
@@ -151,7 +152,7 @@ pub struct StreamCreateArgs {
     pub replicas: usize,
 }
 
-/// `weir deploy` options; the defaults are those of [`crate::deployment`].
+/// `weir deploy` options; the defaults are those of [`crate::spec`].
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The handler component (.wasm)
@@ -172,7 +173,7 @@ pub struct DeployArgs {
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
     /// Deliveries before a message becomes a dead letter
-    #[arg(long, default_value_t = crate::deployment::DEFAULT_MAX_DELIVER)]
+    #[arg(long, default_value_t = crate::spec::DEFAULT_MAX_DELIVER)]
     pub max_deliver: u32,
     /// How long the server waits for an answer before redelivering
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -187,7 +188,7 @@ pub struct DeployArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub handler_timeout: Duration,
     /// Outputs one call may publish
-    #[arg(long, default_value_t = crate::deployment::DEFAULT_MAX_OUTPUTS_PER_CALL)]
+    #[arg(long, default_value_t = crate::spec::DEFAULT_MAX_OUTPUTS_PER_CALL)]
     pub max_outputs: u32,
     /// Output bytes one call may publish
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
@@ -463,6 +464,15 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         spec.stream,
         spec.partitions
     );
+    let reserved = Reserved::default();
+    for pattern in &spec.outputs {
+        if reserved.coverage(pattern) == Coverage::Part {
+            println!(
+                "note: --output {pattern:?} also matches reserved subjects (`$…`, `_INBOX…`, \
+                 `weir.…`); the handler may publish to every subject it matches but those"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -518,7 +528,7 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
 }
 
 /// A deployment as `weir ls` shows it: with what the live nodes made of it and its dead letters.
-type LsRow = (deploy::Deployed, Vec<crate::deployment::NodeStatus>, u64);
+type LsRow = (deploy::Listed, Vec<crate::spec::NodeStatus>, u64);
 
 async fn ls_rows(js: &jetstream::Context, tenant: Option<&str>) -> anyhow::Result<Vec<LsRow>> {
     let control = ControlPlane::open(js).await?;
@@ -536,11 +546,10 @@ async fn ls_rows(js: &jetstream::Context, tenant: Option<&str>) -> anyhow::Resul
     Ok(deploy::list(&control, tenant)
         .await?
         .into_iter()
-        .map(|deployed| {
-            let key = format!("{}.{}", deployed.spec.tenant, deployed.spec.handler);
-            let nodes = statuses.remove(&key).unwrap_or_default();
-            let dead = dead_letters.get(&key).copied().unwrap_or(0);
-            (deployed, nodes, dead)
+        .map(|listed| {
+            let nodes = statuses.remove(&listed.key).unwrap_or_default();
+            let dead = dead_letters.get(&listed.key).copied().unwrap_or(0);
+            (listed, nodes, dead)
         })
         .collect())
 }
@@ -549,13 +558,20 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
     if json {
         let json: Vec<_> = rows
             .iter()
-            .map(|(d, nodes, dead)| {
-                serde_json::json!({
-                    "deployment": d.spec,
-                    "revision": d.revision,
+            .map(|(listed, nodes, dead)| match &listed.spec {
+                Ok(spec) => serde_json::json!({
+                    "deployment": spec,
+                    "revision": listed.revision,
                     "nodes": nodes,
                     "dead_letters": dead,
-                })
+                }),
+                Err(reason) => serde_json::json!({
+                    "key": listed.key,
+                    "revision": listed.revision,
+                    "invalid": reason,
+                    "nodes": nodes,
+                    "dead_letters": dead,
+                }),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -569,33 +585,47 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
         "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} NODES",
         "TENANT", "HANDLER", "VERSION", "STREAM", "PARTITIONS", "DEAD", "OUTPUTS"
     );
-    for (deployed, nodes, dead) in rows {
-        let spec = &deployed.spec;
-        let nodes = if nodes.is_empty() {
-            "none yet".to_owned()
-        } else {
-            nodes
-                .iter()
-                .map(|s| match &s.error {
-                    Some(error) => format!("{}: error: {error}", s.node),
-                    None if s.revision != deployed.revision => {
-                        format!("{}: switching (on revision {})", s.node, s.revision)
-                    }
-                    None => format!("{}: {} partitions", s.node, s.partitions.len()),
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        println!(
-            "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} {nodes}",
-            spec.tenant,
-            spec.handler,
-            spec.short_version(),
-            spec.stream,
-            spec.partitions,
-            dead,
-            spec.outputs.join(",")
-        );
+    for (listed, nodes, dead) in rows {
+        let nodes = nodes
+            .iter()
+            .map(|s| match &s.error {
+                Some(error) => format!("{}: error: {error}", s.node),
+                None if s.revision != listed.revision => {
+                    format!("{}: switching (on revision {})", s.node, s.revision)
+                }
+                None => format!("{}: {} partitions", s.node, s.partitions.len()),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        match &listed.spec {
+            Ok(spec) => {
+                let nodes = if nodes.is_empty() { "none yet" } else { &nodes };
+                println!(
+                    "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} {nodes}",
+                    spec.tenant,
+                    spec.handler,
+                    spec.short_version(),
+                    spec.stream,
+                    spec.partitions,
+                    dead,
+                    spec.outputs.join(",")
+                );
+            }
+            Err(reason) => {
+                let key = &listed.key;
+                let (tenant, handler) = key.split_once('.').unwrap_or((key, ""));
+                // Every node's report says why; with none, the record's own fault is the news.
+                let nodes = if nodes.is_empty() {
+                    format!("invalid record: {reason}")
+                } else {
+                    nodes
+                };
+                println!(
+                    "{tenant:<12} {handler:<16} {:<12} {:<12} {:>10} {dead:>6}  {:<20} {nodes}",
+                    "-", "-", "-", "(invalid record)"
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -15,13 +15,13 @@ use clap::Args;
 use crate::cli::progress_bar;
 use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
-use crate::deployment::{LimitsSpec, RetrySpec};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::metrics::CountersSnapshot;
 use crate::node::{self, NodeConfig};
 use crate::partition::{self, StreamRequest};
 use crate::resources::DeploymentId;
+use crate::spec::{LimitsSpec, RetrySpec};
 use crate::traffic::{self, Payload, Traffic};
 
 /// Every this many orders one is malformed, and is rejected.

@@ -1,8 +1,10 @@
 //! `weir deploy`: validate a component, store it, and activate it.
 //!
-//! Nothing is stored until everything has been checked: the names, the stream (it must exist,
-//! be partitioned and use Limits retention), the output patterns, the component (it must parse,
-//! satisfy the world and compile) and its `init` (it must accept the configuration).
+//! Nothing is stored until everything has been checked: the names, the limits and retry policy,
+//! the stream (it must exist, be partitioned and use Limits retention), the output patterns
+//! (valid, not reserved, stored by a stream), the component (it must parse, satisfy the world
+//! and compile) and its `init` (it must accept the configuration). The spec it stores passes
+//! [`DeploymentSpec::validate`], the check every node applies to what it reads.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,11 +13,12 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use tracing::Instrument as _;
 
-use crate::deployment::{DeploymentSpec, LimitsSpec, RetrySpec, instance_context, now_rfc3339};
+use crate::deployment::instance_context;
 use crate::host::{HandlerInstance, Host};
+use crate::outputs::{Coverage, OutputRules, Reserved};
 use crate::partition;
 use crate::resources::{self, ControlPlane, DEPLOYMENTS_BUCKET, DeploymentId};
-use crate::subject;
+use crate::spec::{self, DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::tenants::Quotas;
 
 /// Everything `weir deploy` was given.
@@ -62,15 +65,16 @@ pub async fn deploy(
         config,
         outputs,
     } = request;
+    let reserved = Reserved::default();
+    limits.validate()?;
     retry.validate()?;
-    for pattern in &outputs {
-        subject::validate_pattern(pattern)
-            .map_err(|e| anyhow::anyhow!("invalid --output {pattern:?}: {e}"))?;
-    }
+    spec::validate_stream_name(&stream)?;
+    spec::validate_config(&config)?;
+    spec::validate_outputs(&reserved, &outputs)?;
     check_may_write(js, &id).await?;
     let partitions = partition::input_stream_partitions(js, &stream).await?;
     for pattern in &outputs {
-        check_output_stored(js, pattern).await?;
+        check_output_stored(js, &reserved, pattern).await?;
     }
 
     let compile_host = host.clone();
@@ -85,7 +89,8 @@ pub async fn deploy(
 
     // The configuration is tried under the default quotas: nodes apply the tenant's own.
     let budget = host.tenant_budget(&id.tenant, Quotas::default().budget());
-    let context = Arc::new(instance_context(&limits, &outputs, &config, &budget));
+    let rules = OutputRules::allowing(&outputs);
+    let context = Arc::new(instance_context(&limits, rules, &config, &budget));
     let span = tracing::info_span!(
         "deploy",
         tenant = id.tenant.as_str(),
@@ -114,6 +119,8 @@ pub async fn deploy(
         outputs,
         deployed_at: now_rfc3339(),
     };
+    spec.validate(&reserved)
+        .context("weir deploy built a spec that nodes would refuse")?;
     let revision = control
         .deployments
         .put(id.key(), serde_json::to_vec(&spec)?.into())
@@ -151,39 +158,97 @@ async fn check_may_write(js: &jetstream::Context, id: &DeploymentId) -> anyhow::
 }
 
 /// Outputs are stored before their input is acked, so some stream must capture them; without
-/// one, every acked message would fail and be retried until it is given up.
-async fn check_output_stored(js: &jetstream::Context, pattern: &str) -> anyhow::Result<()> {
-    use jetstream::context::GetStreamByNameErrorKind as Kind;
-    match js.stream_by_subject(pattern).await {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == Kind::NotFound => anyhow::bail!(
-            "no stream stores subjects matching --output {pattern:?}: create one first, e.g. \
-             `weir stream create OUTPUTS --subjects '{pattern}'`"
-        ),
-        Err(error) => Err(error)
-            .with_context(|| format!("failed to find the stream for --output {pattern:?}")),
+/// one, every acked message would fail and be retried until it is given up. A pattern that
+/// also covers reserved subjects (`>`) needs a stream of its own for the rest: the streams of
+/// key-value buckets, object stores and weir's dead letters store only reserved subjects.
+async fn check_output_stored(
+    js: &jetstream::Context,
+    reserved: &Reserved,
+    pattern: &str,
+) -> anyhow::Result<()> {
+    let mut names = streams_storing(js, pattern)
+        .await
+        .with_context(|| format!("failed to find the stream for --output {pattern:?}"))?;
+    if reserved.coverage(pattern) == Coverage::Part {
+        names.retain(|name| !stores_only_reserved_subjects(name));
+    }
+    anyhow::ensure!(
+        !names.is_empty(),
+        "no stream stores subjects matching --output {pattern:?}: create one first, e.g. \
+         `weir stream create OUTPUTS --subjects '{pattern}'`"
+    );
+    Ok(())
+}
+
+/// Whether a stream of this name holds only reserved subjects: a key-value bucket's
+/// (`KV_<bucket>`, subjects `$KV.<bucket>.>`), an object store's (`OBJ_<bucket>`, `$O.<bucket>.>`)
+/// or one of weir's own.
+fn stores_only_reserved_subjects(name: &str) -> bool {
+    name.starts_with("KV_")
+        || name.starts_with("OBJ_")
+        || [crate::dlq::DLQ_STREAM, crate::dlq::ADVISORIES_STREAM].contains(&name)
+}
+
+/// The names of the streams whose subjects overlap `pattern`, every page of them.
+async fn streams_storing(js: &jetstream::Context, pattern: &str) -> anyhow::Result<Vec<String>> {
+    use jetstream::response::Response;
+    #[derive(serde::Deserialize)]
+    struct Page {
+        total: usize,
+        #[serde(default)]
+        streams: Option<Vec<String>>,
+    }
+    let mut names = Vec::new();
+    loop {
+        let request = serde_json::json!({ "subject": pattern, "offset": names.len() });
+        let page = match js.request("STREAM.NAMES", &request).await? {
+            Response::Ok(page) => page,
+            Response::Err { error } => return Err(error.into()),
+        };
+        let Page { total, streams } = page;
+        let streams = streams.unwrap_or_default();
+        let last = streams.is_empty() || names.len() + streams.len() >= total;
+        names.extend(streams);
+        if last {
+            return Ok(names);
+        }
     }
 }
 
-/// Every deployment in `weir_deployments`, or `tenant`'s, sorted by tenant and handler.
-pub async fn list(control: &ControlPlane, tenant: Option<&str>) -> anyhow::Result<Vec<Deployed>> {
-    let mut deployed = Vec::new();
+/// A record of `weir_deployments` as `weir ls` and `weir status` read it: a deployment, or
+/// why it is none (anybody who may write a tenant's records may write one that is wrong).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its key, `<tenant>.<handler>`.
+    pub key: String,
+    /// Its revision.
+    pub revision: u64,
+    /// The spec, which passed [`DeploymentSpec::validate`], or what is wrong with the record.
+    pub spec: Result<DeploymentSpec, String>,
+}
+
+/// Every record in `weir_deployments`, or `tenant`'s, sorted by key.
+pub async fn list(control: &ControlPlane, tenant: Option<&str>) -> anyhow::Result<Vec<Listed>> {
+    let reserved = Reserved::default();
+    let mut listed = Vec::new();
     for key in resources::keys(&control.deployments, tenant).await? {
         let entry = control
             .deployments
             .entry(&key)
             .await
             .with_context(|| format!("failed to read deployment {key}"))?;
-        if let Some(entry) = entry.filter(|e| e.operation == jetstream::kv::Operation::Put) {
-            let spec = serde_json::from_slice::<DeploymentSpec>(&entry.value)
-                .with_context(|| format!("deployment {key} is unreadable"))?;
-            deployed.push(Deployed {
-                spec,
-                revision: entry.revision,
-            });
-        }
+        let Some(entry) = entry.filter(|e| e.operation == jetstream::kv::Operation::Put) else {
+            continue;
+        };
+        let spec = spec::read_record(&key, &entry.value, &reserved)
+            .map(|(_, spec)| spec)
+            .map_err(|error| format!("{error:#}"));
+        listed.push(Listed {
+            key,
+            revision: entry.revision,
+            spec,
+        });
     }
-    deployed
-        .sort_by(|a, b| (&a.spec.tenant, &a.spec.handler).cmp(&(&b.spec.tenant, &b.spec.handler)));
-    Ok(deployed)
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(listed)
 }

@@ -16,7 +16,8 @@
 //!
 //! Where things live, by lifecycle stage:
 //! - per node: [`node`] (connection, engine, counters), [`host::Host`] (engine and linker);
-//! - per deployment: [`deployment`] (the stored spec and its compiled version, or a
+//! - per deployment: [`spec`] (the stored spec and the one validation `weir deploy` and every
+//!   node apply to it), [`deployment`] (a spec joined with its compiled version, or a
 //!   [`builtin`] handler for `weir bench`), the registry;
 //! - per partition: the worker and its [`host::HandlerInstance`].
 //!
@@ -25,9 +26,11 @@
 //! partition consumer's pinned-client priority group keeps delivery exclusive while nodes
 //! disagree; [`status`] reads it all back for `weir status`.
 //!
-//! The control plane is NATS itself ([`resources`]); partitioned streams are described in
-//! [`partition`]; [`deploy`] validates and activates handler versions; [`cli`] is the `weir`
-//! command line, with [`demo`], [`bench`] and [`traffic`] behind some of its commands.
+//! The control plane is NATS itself ([`resources`]), and no handler reaches it: [`outputs`]
+//! decides where a handler may publish and with which headers. Partitioned streams are
+//! described in [`partition`]; [`deploy`] validates and activates handler versions; [`cli`] is
+//! the `weir` command line, with [`demo`], [`bench`] and [`traffic`] behind some of its
+//! commands.
 
 pub mod bench;
 pub mod builtin;
@@ -44,10 +47,12 @@ pub mod host;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod outputs;
 pub mod partition;
 pub mod placement;
 mod registry;
 pub mod resources;
+pub mod spec;
 pub mod status;
 pub mod subject;
 pub mod tenants;

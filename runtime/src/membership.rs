@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::deployment::now_rfc3339;
 use crate::resources::NODES_BUCKET;
+use crate::spec::now_rfc3339;
 
 /// Pause before watching `weir_nodes` again after the watch broke.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);

@@ -8,6 +8,9 @@ use async_nats::jetstream::{self, stream};
 /// Stream metadata key that records the partition count (set by `weir stream create`).
 pub const PARTITIONS_METADATA: &str = "weir.partitions";
 
+/// The most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
 /// FNV-1a, 32-bit: the hash nats-server's `partition()` transform uses.
 pub fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |hash, b| {
@@ -31,8 +34,8 @@ pub fn transform(
     crate::subject::validate_pattern(subjects)
         .map_err(|e| anyhow::anyhow!("invalid subject pattern {subjects:?}: {e}"))?;
     anyhow::ensure!(
-        (1..=1024).contains(&partitions),
-        "the partition count must be between 1 and 1024, not {partitions}"
+        (1..=MAX_PARTITIONS).contains(&partitions),
+        "the partition count must be between 1 and {MAX_PARTITIONS}, not {partitions}"
     );
     let wildcards = subjects.split('.').filter(|t| *t == "*").count() as u32;
     anyhow::ensure!(

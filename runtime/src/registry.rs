@@ -1,12 +1,14 @@
 //! Keeps a node's running deployments in step with `weir_deployments` and the membership.
 //!
-//! The registry task owns the map of running deployments. For each one it loads the component
-//! (object store → digest check → compile and link once), then runs a partition worker for
-//! every partition placement gives this node, and hands new versions to them through a watch
-//! channel, so a redeploy is taken at the next message boundary of each partition. When the
-//! membership changes it places every deployment again: workers for partitions that moved away
-//! are told to stop (they hand off in the background), workers for partitions that moved here
-//! start on standby until the previous owner lets go.
+//! The registry task owns the map of running deployments. It checks every record it reads as
+//! strictly as `weir deploy` does ([`crate::spec`]) and refuses, in `weir_status`, one that
+//! fails, leaving the version that ran before running. For each valid one it loads the
+//! component (object store → digest check → compile and link once), then runs a partition
+//! worker for every partition placement gives this node, and hands new versions to them
+//! through a watch channel, so a redeploy is taken at the next message boundary of each
+//! partition. When the membership changes it places every deployment again: workers for
+//! partitions that moved away are told to stop (they hand off in the background), workers for
+//! partitions that moved here start on standby until the previous owner lets go.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,14 +23,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::builtin::Builtin;
-use crate::deployment::{
-    Deployment, DeploymentSpec, HandlerCode, NodeStatus, SharedDeployment, now_rfc3339,
-};
+use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
 use crate::membership::MemberView;
 use crate::node::NodeContext;
-use crate::placement;
 use crate::resources::DeploymentId;
+use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
+use crate::tenants::Tenant;
 use crate::worker::PartitionWorker;
+use crate::{partition, placement};
 
 /// Pause before watching `weir_deployments` again after the watch broke.
 const REWATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -113,10 +115,12 @@ impl Registry {
         match entry.operation {
             Operation::Delete | Operation::Purge => self.stop(&id).await,
             Operation::Put => {
-                let spec: DeploymentSpec = match serde_json::from_slice(&entry.value) {
-                    Ok(spec) => spec,
+                let tenant = self.node.tenants.get(&id.tenant);
+                // Anybody who may write the tenant's records may write one that is wrong.
+                let spec = match spec::read_record(&entry.key, &entry.value, &tenant.reserved) {
+                    Ok((_, spec)) => spec,
                     Err(error) => {
-                        let message = format!("unreadable deployment spec: {error}");
+                        let message = format!("invalid deployment record: {error:#}");
                         self.report_error(&id, entry.revision, "", message).await;
                         return;
                     }
@@ -130,7 +134,7 @@ impl Registry {
                     self.report_running(&id, Some(entry.revision)).await;
                     return;
                 }
-                match self.load(&id, spec.clone()).await {
+                match self.load(&id, spec.clone(), tenant).await {
                     Ok(deployment) => {
                         self.start_or_swap(Arc::new(deployment), entry.revision)
                             .await
@@ -144,16 +148,18 @@ impl Registry {
         }
     }
 
-    async fn load(&self, id: &DeploymentId, spec: DeploymentSpec) -> anyhow::Result<Deployment> {
-        anyhow::ensure!(
-            spec.id()? == *id,
-            "the spec stored under {} is for {}/{}",
-            id.key(),
-            spec.tenant,
-            spec.handler
-        );
-        let tenant = self.node.tenants.get(&id.tenant);
+    /// Makes a validated spec runnable: checks what needs the server (the tenant may read the
+    /// stream, which has the partitions the spec says), then fetches, checks and compiles the
+    /// component.
+    async fn load(
+        &self,
+        id: &DeploymentId,
+        spec: DeploymentSpec,
+        tenant: Arc<Tenant>,
+    ) -> anyhow::Result<Deployment> {
         tenant.quotas.check_input_stream(&id.tenant, &spec.stream)?;
+        let partitions = partition::input_stream_partitions(&tenant.js, &spec.stream).await?;
+        spec.check_partitions(partitions)?;
         if let Some(builtin) = Builtin::from_artifact(&spec.artifact) {
             anyhow::ensure!(
                 self.node.builtin_handlers,

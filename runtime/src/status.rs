@@ -4,14 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Context as _;
 use async_nats::jetstream;
 use serde::Serialize;
 
 use crate::deploy;
-use crate::deployment::NodeStatus;
 use crate::membership::{self, MemberRecord};
-use crate::resources::ControlPlane;
+use crate::resources::{ControlPlane, DeploymentId};
+use crate::spec::{DeploymentSpec, NodeStatus};
 
 /// The whole cluster.
 #[derive(Debug, Serialize)]
@@ -33,6 +32,10 @@ pub struct DeploymentStatus {
     pub version: String,
     /// The input stream.
     pub stream: String,
+    /// What keeps this command from reading the deployment whole: its record in
+    /// `weir_deployments` is invalid (and every node refuses it), or its stream cannot be read.
+    /// Its partitions are then not listed.
+    pub problem: Option<String>,
     /// Load errors reported by live nodes, by node.
     pub errors: BTreeMap<String, String>,
     /// Dead letters held in `WEIR_DLQ` (see `weir dlq ls`).
@@ -69,49 +72,83 @@ pub async fn read(
     let mut statuses = node_statuses(control, tenant).await?;
     let dead_letters = crate::dlq::counts(js, tenant).await?;
     let mut deployments = Vec::new();
-    for deployed in deploy::list(control, tenant).await? {
-        let spec = deployed.spec;
-        let id = spec.id()?;
+    for listed in deploy::list(control, tenant).await? {
+        let key = listed.key;
         let reports: Vec<NodeStatus> = statuses
-            .remove(&id.key())
+            .remove(&key)
             .unwrap_or_default()
             .into_iter()
             .filter(|status| live.contains(status.node.as_str()))
             .collect();
-        let stream = js
-            .get_stream(&spec.stream)
-            .await
-            .with_context(|| format!("failed to open stream {} of {id}", spec.stream))?;
-        let mut partitions = Vec::new();
-        for partition in 0..spec.partitions {
-            let owners = reports
-                .iter()
-                .filter(|r| r.error.is_none() && r.partitions.contains(&partition))
-                .map(|r| r.node.clone())
-                .collect();
-            let consumer = stream.consumer_info(id.consumer_name(partition)).await.ok();
-            partitions.push(PartitionStatus {
-                partition,
-                owners,
-                pending: consumer.as_ref().map_or(0, |c| c.num_ack_pending as u64),
-                redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered as u64),
-                lag: consumer.as_ref().map_or(0, |c| c.num_pending),
-            });
-        }
+        let errors = reports
+            .iter()
+            .filter_map(|r| Some((r.node.clone(), r.error.clone()?)))
+            .collect();
+        let dead_letters = dead_letters.get(&key).copied().unwrap_or(0);
+        let spec = match listed.spec {
+            Ok(spec) => spec,
+            Err(reason) => {
+                let (tenant, handler) = key.split_once('.').unwrap_or((&key, ""));
+                deployments.push(DeploymentStatus {
+                    tenant: tenant.to_owned(),
+                    handler: handler.to_owned(),
+                    version: String::new(),
+                    stream: String::new(),
+                    problem: Some(format!("invalid deployment record: {reason}")),
+                    errors,
+                    dead_letters,
+                    partitions: Vec::new(),
+                });
+                continue;
+            }
+        };
+        let id = spec.id()?;
+        let (partitions, problem) = match js.get_stream(&spec.stream).await {
+            Ok(stream) => (partitions(&stream, &id, &spec, &reports).await, None),
+            Err(error) => {
+                let problem = format!("cannot read stream {}: {error}", spec.stream);
+                (Vec::new(), Some(problem))
+            }
+        };
         deployments.push(DeploymentStatus {
             tenant: spec.tenant.clone(),
             handler: spec.handler.clone(),
             version: spec.version.clone(),
             stream: spec.stream.clone(),
-            errors: reports
-                .iter()
-                .filter_map(|r| Some((r.node.clone(), r.error.clone()?)))
-                .collect(),
-            dead_letters: dead_letters.get(&id.key()).copied().unwrap_or(0),
+            problem,
+            errors,
+            dead_letters,
             partitions,
         });
     }
     Ok(ClusterStatus { nodes, deployments })
+}
+
+/// Every partition of a deployment: the live nodes running it, by their `reports`, and its
+/// consumer's backlog.
+async fn partitions(
+    stream: &jetstream::stream::Stream,
+    id: &DeploymentId,
+    spec: &DeploymentSpec,
+    reports: &[NodeStatus],
+) -> Vec<PartitionStatus> {
+    let mut partitions = Vec::new();
+    for partition in 0..spec.partitions {
+        let owners = reports
+            .iter()
+            .filter(|r| r.error.is_none() && r.partitions.contains(&partition))
+            .map(|r| r.node.clone())
+            .collect();
+        let consumer = stream.consumer_info(id.consumer_name(partition)).await.ok();
+        partitions.push(PartitionStatus {
+            partition,
+            owners,
+            pending: consumer.as_ref().map_or(0, |c| c.num_ack_pending as u64),
+            redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered as u64),
+            lag: consumer.as_ref().map_or(0, |c| c.num_pending),
+        });
+    }
+    partitions
 }
 
 /// What every node reported about every deployment (or `tenant`'s), by deployment key
@@ -158,16 +195,26 @@ pub fn print(status: &ClusterStatus) {
     }
     for deployment in &status.deployments {
         println!();
-        println!(
-            "{}/{} version {} on stream {}, {} dead letter(s)",
-            deployment.tenant,
-            deployment.handler,
-            &deployment.version[..deployment.version.len().min(12)],
-            deployment.stream,
-            deployment.dead_letters
-        );
+        if deployment.version.is_empty() {
+            println!("{}/{}", deployment.tenant, deployment.handler);
+        } else {
+            println!(
+                "{}/{} version {} on stream {}, {} dead letter(s)",
+                deployment.tenant,
+                deployment.handler,
+                deployment.version.get(..12).unwrap_or(&deployment.version),
+                deployment.stream,
+                deployment.dead_letters
+            );
+        }
+        if let Some(problem) = &deployment.problem {
+            println!("  {problem}");
+        }
         for (node, error) in &deployment.errors {
             println!("  error on {node}: {error}");
+        }
+        if deployment.partitions.is_empty() {
+            continue;
         }
         println!(
             "  {:>9}  {:<32} {:>7} {:>11} {:>9}",

@@ -38,12 +38,24 @@ pub fn validate_pattern(pattern: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Longest subject weir publishes or subscribes to. The server closes a connection whose
+/// protocol line passes its `max_control_line` (4 KiB by default), and a publish line holds
+/// the subject and a reply subject: one hostile output must not cost every tenant the node's
+/// connection.
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+
 fn validate_tokens(subject: &str) -> Result<(), &'static str> {
     if subject.is_empty() {
         return Err("the subject is empty");
     }
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err("a subject can have at most 1024 bytes");
+    }
     if subject.chars().any(char::is_whitespace) {
         return Err("a subject cannot contain whitespace");
+    }
+    if subject.chars().any(char::is_control) {
+        return Err("a subject cannot contain control characters");
     }
     if subject.split('.').any(str::is_empty) {
         return Err("a subject cannot have empty tokens");
@@ -75,6 +87,9 @@ mod tests {
         assert!(validate_publish_subject("enriched..c1").is_err());
         assert!(validate_publish_subject("has space").is_err());
         assert!(validate_publish_subject("").is_err());
+        assert!(validate_publish_subject("a\0b").is_err());
+        assert!(validate_publish_subject(&"x".repeat(MAX_SUBJECT_BYTES)).is_ok());
+        assert!(validate_publish_subject(&"x".repeat(MAX_SUBJECT_BYTES + 1)).is_err());
     }
 
     #[test]

@@ -35,10 +35,10 @@ use tokio::sync::Semaphore;
 
 use crate::config::{parse_duration, parse_size};
 use crate::connection::{self, Credentials};
-use crate::deployment::LimitsSpec;
 use crate::host::{BudgetQuota, Host, TenantBudget};
+use crate::outputs::{self, Reserved};
 use crate::resources::validate_name;
-use crate::subject;
+use crate::spec::LimitsSpec;
 
 /// The quotas of a tenant with no configuration at all (a node started without `--config`).
 /// Generous: they keep a runaway handler from taking the whole node, not more.
@@ -288,8 +288,11 @@ impl Section {
         }
         if let Some(patterns) = &self.output_subjects {
             for pattern in patterns {
-                subject::validate_pattern(pattern)
-                    .map_err(|e| anyhow::anyhow!("output_subjects: {pattern:?}: {e}"))?;
+                outputs::check_pattern(
+                    &Reserved::default(),
+                    &format!("output_subjects: {pattern:?}"),
+                    pattern,
+                )?;
             }
             quotas.output_subjects = Some(patterns.clone());
         }
@@ -323,6 +326,8 @@ pub struct Tenant {
     pub budget: Arc<TenantBudget>,
     /// One permit per partition the node runs for it; see [`Quotas::max_instances`].
     pub instances: Arc<Semaphore>,
+    /// The subjects its handlers may never publish to, whatever their deployments allow.
+    pub reserved: Reserved,
 }
 
 /// The tenants a node has met, each made once: connections opened at start for tenants with
@@ -332,7 +337,18 @@ pub struct Tenants {
     config: TenantsConfig,
     host: Host,
     node_js: jetstream::Context,
+    /// What no tenant's handler may publish to on this node.
+    reserved: Reserved,
     met: Mutex<HashMap<String, Arc<Tenant>>>,
+}
+
+/// The prefix of `client`'s reply subjects (`_INBOX`, or its custom prefix).
+fn reply_prefix(client: &async_nats::Client) -> String {
+    let inbox = client.new_inbox();
+    match inbox.rsplit_once('.') {
+        Some((prefix, _nuid)) => prefix.to_owned(),
+        None => inbox,
+    }
 }
 
 impl Tenants {
@@ -343,7 +359,7 @@ impl Tenants {
         node_js: jetstream::Context,
         urls: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let mut met = HashMap::new();
+        let mut clients = Vec::new();
         for (name, policy) in &config.tenants {
             let Some(credentials) = &policy.credentials else {
                 continue;
@@ -354,24 +370,43 @@ impl Tenants {
             let client = connection::connect(urls, credentials)
                 .await
                 .with_context(|| format!("cannot connect as tenant {name}"))?;
-            let tenant = Self::make(&host, name, policy.quotas.clone(), jetstream::new(client));
-            met.insert(name.clone(), Arc::new(tenant));
+            clients.push((name.clone(), policy.quotas.clone(), client));
+        }
+        // No handler may answer a request made on any of the node's connections.
+        let reserved = Reserved::with_reply_prefixes(
+            std::iter::once(&node_js.client())
+                .chain(clients.iter().map(|(_, _, client)| client))
+                .map(reply_prefix),
+        );
+        let mut met = HashMap::new();
+        for (name, quotas, client) in clients {
+            let js = jetstream::new(client);
+            let tenant = Self::make(&host, &name, quotas, js, &reserved);
+            met.insert(name, Arc::new(tenant));
         }
         Ok(Self {
             config,
             host,
             node_js,
+            reserved,
             met: Mutex::new(met),
         })
     }
 
-    fn make(host: &Host, name: &str, quotas: Quotas, js: jetstream::Context) -> Tenant {
+    fn make(
+        host: &Host,
+        name: &str,
+        quotas: Quotas,
+        js: jetstream::Context,
+        reserved: &Reserved,
+    ) -> Tenant {
         Tenant {
             name: name.to_owned(),
             budget: host.tenant_budget(name, quotas.budget()),
             instances: Arc::new(Semaphore::new(quotas.max_instances as usize)),
             quotas,
             js,
+            reserved: reserved.clone(),
         }
     }
 
@@ -381,7 +416,8 @@ impl Tenants {
         met.entry(name.to_owned())
             .or_insert_with(|| {
                 let quotas = self.config.policy(name).quotas;
-                Arc::new(Self::make(&self.host, name, quotas, self.node_js.clone()))
+                let js = self.node_js.clone();
+                Arc::new(Self::make(&self.host, name, quotas, js, &self.reserved))
             })
             .clone()
     }
@@ -465,6 +501,10 @@ mod tests {
             (
                 "[tenants.acme]\noutput_subjects = [\"a..b\"]",
                 "output_subjects",
+            ),
+            (
+                "[tenants.acme]\noutput_subjects = [\"$KV.>\"]",
+                "output_subjects: \"$KV.>\" is refused",
             ),
             (
                 "[defaults]\nnats = { user = \"x\" }",

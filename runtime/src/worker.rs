@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::deployment::{Deployment, HandlerCode, SharedDeployment, now_rfc3339};
+use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
 use crate::failures::{self, Failure};
 use crate::host::{
     GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Output,
@@ -56,6 +56,7 @@ use crate::host::{
 use crate::metrics::SharedCounters;
 use crate::partition;
 use crate::resources::PRIORITY_GROUP;
+use crate::spec::now_rfc3339;
 use crate::tenants::Tenant;
 
 /// How long one pull request waits on the server. Pulls also keep the pin alive, so this stays
@@ -743,6 +744,8 @@ async fn store_outputs(
     for (n, output) in outputs.iter().enumerate() {
         let mut headers = HeaderMap::new();
         for Header { name, value } in &output.headers {
+            // `append` panics on a name or value that is not valid in NATS; the host refused
+            // every such header when the handler published it (`outputs::check_header`).
             headers.append(name.as_str(), value.as_str());
         }
         headers.insert(

@@ -113,8 +113,9 @@ impl Outcome {
 }
 
 /// Buffers a message to `subject`, sent only if this call ends in [`Outcome::Ack`]. Fails when
-/// the subject is not among the deployment's allowed outputs or a per-call limit is reached;
-/// the whole call then fails and is retried.
+/// the subject is not among the deployment's allowed outputs or is reserved (`$…`, `_INBOX…`,
+/// `weir.…`), a header is weir's (`Nats-*`, `KV-Operation`) or invalid, or a per-call limit is
+/// reached; the whole call then fails and is retried.
 pub fn publish(subject: &str, payload: impl AsRef<[u8]>) -> Result<(), String> {
     publish_with_headers(subject, payload, &[])
 }

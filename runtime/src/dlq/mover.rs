@@ -18,10 +18,11 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{ADVISORIES_STREAM, MOVER_CONSUMER, Reason, headers, record_msg_id, record_subject};
-use crate::deployment::DeploymentSpec;
 use crate::failures::{self, Failure, MAX_ERROR_BYTES, clip};
+use crate::outputs::Reserved;
 use crate::partition;
 use crate::resources::{ControlPlane, DeploymentId};
+use crate::spec;
 
 /// The reasons nats-server gives when it terminates a pending message that the stream removed.
 const SERVER_REMOVAL_REASONS: [&str; 2] = [
@@ -255,7 +256,9 @@ impl Mover {
         }
     }
 
-    /// The version deployed now, for a message that died without a recorded failure.
+    /// The version deployed now, for a message that died without a recorded failure; only a
+    /// record nodes would run names one (a record is anybody's who may write the tenant's, and
+    /// its version goes into a header).
     async fn current_version(&self, id: &DeploymentId) -> String {
         let spec = self
             .deployments
@@ -263,8 +266,8 @@ impl Mover {
             .await
             .ok()
             .flatten()
-            .and_then(|value| serde_json::from_slice::<DeploymentSpec>(&value).ok());
-        spec.map_or_else(|| "unknown".to_owned(), |spec| spec.version)
+            .and_then(|value| spec::read_record(&id.key(), &value, &Reserved::default()).ok());
+        spec.map_or_else(|| "unknown".to_owned(), |(_, spec)| spec.version)
     }
 
     /// Publishes the dead letter unless its subject already holds one.

@@ -181,7 +181,7 @@ pub async fn replay(
             )
         })?;
     let replay = Replay {
-        at: crate::deployment::now_rfc3339(),
+        at: crate::spec::now_rfc3339(),
         to: subject,
         stored_as: format!("{}:{}", ack.stream, ack.sequence),
     };

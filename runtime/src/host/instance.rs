@@ -14,6 +14,7 @@ use super::fairness::{Fair, Turn};
 use super::limits::{CallLimits, MemoryRefusal};
 use super::state::{CallState, HostState};
 use super::version::HandlerVersion;
+use crate::outputs::OutputRules;
 
 /// What a deployment allows and tells each of its instances; shared by all of them. Who an
 /// instance works for (handler, partition) comes from the tracing span of its task.
@@ -21,11 +22,8 @@ use super::version::HandlerVersion;
 pub struct InstanceContext {
     /// What each call may use.
     pub limits: CallLimits,
-    /// Subject patterns the handler may publish to.
-    pub outputs: Vec<String>,
-    /// Subject patterns the tenant may publish to on this node, if the node restricts them; a
-    /// subject must match both lists.
-    pub tenant_outputs: Option<Vec<String>>,
+    /// Where the handler may publish, and with which headers.
+    pub outputs: OutputRules,
     /// The deployment's configuration, handed to `init`.
     pub config: Vec<(String, String)>,
     /// What the instance shares with the tenant's other instances on this node.
@@ -106,7 +104,8 @@ pub enum HandlerFailure {
     /// `init` returned an error for the deployment's configuration.
     #[error("init refused the configuration: {0}")]
     InitRefused(String),
-    /// A `publish` was refused (subject not allowed, invalid, or over a per-call limit).
+    /// A `publish` was refused (subject invalid, reserved or not allowed, a header weir's own,
+    /// or over a per-call limit).
     #[error("publish refused: {0}")]
     OutputRefused(String),
 }

@@ -10,7 +10,6 @@ use super::console::Console;
 use super::fairness::CpuMeter;
 use super::instance::{InstanceContext, Output, log_guest_line};
 use super::limits::{CallLimits, MemoryLimiter};
-use crate::subject;
 
 /// The host side of one instance. Owned by its `Store`; reset at the start of every call.
 pub(crate) struct HostState {
@@ -94,29 +93,13 @@ impl host::Host for HostState {
         headers: Vec<types::Header>,
     ) -> Result<(), String> {
         let limits = &self.context.limits;
-        if let Err(problem) = subject::validate_publish_subject(&subject) {
-            return self.refuse(format!("cannot publish to {subject:?}: {problem}"));
-        }
-        if !self
-            .context
-            .outputs
-            .iter()
-            .any(|pattern| subject::matches(pattern, &subject))
+        let headers_text = headers.iter().map(|h| (h.name.as_str(), h.value.as_str()));
+        if let Err(reason) =
+            self.context
+                .outputs
+                .check(&self.context.budget.tenant, &subject, headers_text)
         {
-            return self.refuse(format!(
-                "subject {subject:?} is not among the deployment's allowed outputs {:?}",
-                self.context.outputs
-            ));
-        }
-        if let Some(allowed) = &self.context.tenant_outputs
-            && !allowed
-                .iter()
-                .any(|pattern| subject::matches(pattern, &subject))
-        {
-            return self.refuse(format!(
-                "subject {subject:?} is outside tenant {}'s allowed outputs {allowed:?}",
-                self.context.budget.tenant
-            ));
+            return self.refuse(reason);
         }
         if self.call.outputs.len() >= limits.max_outputs_per_call as usize {
             return self.refuse(format!(

@@ -7,8 +7,8 @@ use async_nats::jetstream::stream;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use tokio::io::AsyncReadExt as _;
-use weir::deployment::DeploymentSpec;
 use weir::resources::{ControlPlane, DeploymentId};
+use weir::spec::DeploymentSpec;
 
 use crate::support::{Env, INPUT, OUTPUT, guest, guest_path, wait_for};
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use weir::deployment::LimitsSpec;
 use weir::dlq::Reason;
+use weir::spec::LimitsSpec;
 
 use crate::support::{Env, OUTPUT, key_in, scripted_giving_up};
 

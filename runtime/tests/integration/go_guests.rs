@@ -9,12 +9,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use weir::deploy::DeployRequest;
-use weir::deployment::{LimitsSpec, RetrySpec};
 use weir::host::{
     CallLimits, Handled, HandlerFailure, HandlerInstance, HandlerVersion, Header, Host,
     InstanceContext, Message, Outcome, componentize,
 };
+use weir::outputs::OutputRules;
 use weir::resources::DeploymentId;
+use weir::spec::{LimitsSpec, RetrySpec};
 
 use crate::support::{Env, INPUT, OUTPUT, default_budget, guest};
 
@@ -114,8 +115,7 @@ async fn start(
 ) -> Result<HandlerInstance, HandlerFailure> {
     let context = Arc::new(InstanceContext {
         limits: limits(),
-        outputs: vec!["enriched.>".into(), "out.>".into()],
-        tenant_outputs: None,
+        outputs: OutputRules::allowing(&["enriched.>".into(), "out.>".into()]),
         budget: default_budget(),
         config: config
             .iter()

@@ -6,6 +6,7 @@ use std::time::Duration;
 use weir::host::{
     CallLimits, HandlerFailure, HandlerInstance, Host, InstanceContext, Message, Outcome,
 };
+use weir::outputs::OutputRules;
 
 use crate::support::{default_budget, guest};
 
@@ -21,8 +22,7 @@ fn limits() -> CallLimits {
 fn context(limits: CallLimits, config: &[(&str, &str)]) -> Arc<InstanceContext> {
     Arc::new(InstanceContext {
         limits,
-        outputs: vec!["out.>".into()],
-        tenant_outputs: None,
+        outputs: OutputRules::allowing(&["out.>".into()]),
         config: config
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream;
 use weir::deploy::{self, DeployRequest};
-use weir::deployment::{LimitsSpec, RetrySpec};
 use weir::host::{
     BudgetQuota, CallLimits, HandlerFailure, HandlerInstance, HandlerVersion, Host,
     InstanceContext, Message, Outcome, TenantBudget,
 };
 use weir::node::{self, NodeConfig};
+use weir::outputs::OutputRules;
 use weir::partition::{self, StreamRequest};
 use weir::resources::DeploymentId;
+use weir::spec::{LimitsSpec, RetrySpec};
 use weir::tenants::TenantsConfig;
 
 use crate::support::{Env, INPUT, OUTPUT, guest, header, key_in, scripted, wait_for};
@@ -53,8 +54,10 @@ async fn start(
             max_outputs_per_call: 100,
             max_output_bytes_per_call: 1 << 20,
         },
-        outputs: vec!["hout.>".into(), "out.>".into()],
-        tenant_outputs: Some(vec!["hout.>".into()]),
+        outputs: OutputRules {
+            tenant: Some(vec!["hout.>".into()]),
+            ..OutputRules::allowing(&["hout.>".into(), "out.>".into()])
+        },
         config: [("output_prefix", "hout")]
             .iter()
             .chain(config)
@@ -404,7 +407,7 @@ async fn a_deployment_is_refused_where_its_tenant_may_not_read_the_stream() -> a
     let key = DeploymentId::new("mallory", "sneaky")?.status_key(node.id());
     let error = wait_for("the node to report the refusal", || async {
         let value = control.status.get(&key).await.ok()??;
-        let status: weir::deployment::NodeStatus = serde_json::from_slice(&value).ok()?;
+        let status: weir::spec::NodeStatus = serde_json::from_slice(&value).ok()?;
         (status.revision >= deployed.revision).then_some(status.error)?
     })
     .await;

@@ -7,6 +7,7 @@
 mod cli;
 mod cluster;
 mod containment;
+mod control_plane;
 mod dlq;
 mod fleet;
 mod go_guests;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use weir::deployment::{DeploymentSpec, NodeStatus};
 use weir::resources::ControlPlane;
+use weir::spec::{DeploymentSpec, NodeStatus};
 use weir::traffic::{Payload, Traffic};
 
 use crate::support::{Env, OUTPUT, header, scripted, wait_for};
@@ -87,20 +87,26 @@ async fn a_version_the_node_cannot_load_leaves_the_running_one_in_place() -> any
     let node = env.node().await?;
     let spec = env.deploy_on(&node, scripted("keep")).await?;
 
-    // A spec whose artifact does not exist, as a damaged or hand-written record would be; and
-    // one naming a built-in handler, which only `weir bench` nodes run.
+    // A valid spec whose component was never uploaded, as after a damaged or hand-written
+    // record; and one naming a built-in handler, which only `weir bench` nodes run.
     let control = ControlPlane::open(&env.js).await?;
+    let missing = "0".repeat(64);
     let broken = [
-        ("test/keep/missing", "test/keep/missing"),
         (
-            "builtin:noop",
-            "names a built-in handler, which only `weir bench` nodes run",
+            missing.clone(),
+            format!("test/keep/{missing}"),
+            format!("failed to fetch artifact test/keep/{missing}"),
+        ),
+        (
+            "builtin:noop".to_owned(),
+            "builtin:noop".to_owned(),
+            "names a built-in handler, which only `weir bench` nodes run".to_owned(),
         ),
     ];
-    for (artifact, expected) in broken {
+    for (version, artifact, expected) in broken {
         let broken = DeploymentSpec {
-            artifact: artifact.into(),
-            version: "0".repeat(64),
+            artifact,
+            version,
             ..spec.clone()
         };
         let revision = control
@@ -119,7 +125,7 @@ async fn a_version_the_node_cannot_load_leaves_the_running_one_in_place() -> any
         .await;
         let error = status.error.unwrap_or_default();
         assert!(
-            error.contains(expected) && error.contains("still running version"),
+            error.contains(&expected) && error.contains("still running version"),
             "{error}"
         );
         assert_eq!(status.partitions, [0, 1]);

@@ -20,6 +20,7 @@ use weir::embedded::{NatsServer, ServerOptions};
 use weir::node::{self, NodeConfig};
 use weir::partition::{self, StreamRequest};
 use weir::resources::ControlPlane;
+use weir::tenants::TenantsConfig;
 
 use crate::cli::text;
 use crate::support::{PATIENCE, guest_path, key_in, wait_for};
@@ -610,4 +611,116 @@ async fn a_tenant_is_told_that_operators_make_weirs_buckets() -> anyhow::Result<
          must create tenant acme's artifact bucket first",
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn a_tenants_handler_writes_nothing_its_tenants_own_user_may_write() -> anyhow::Result<()> {
+    let (sample, control) = Sample::start().await?;
+    let url = sample.server.url();
+    // acme's partitions run with acme's credentials, and no restriction on its outputs but the
+    // deployment's: only weir's own rules stand between the handler and what acme may write.
+    let tenants = TenantsConfig::parse(
+        r#"[tenants.acme]
+           input_streams = ["ORDERS"]
+           nats = { user = "acme", password = "acme-secret", inbox_prefix = "_INBOX_acme" }"#,
+    )?;
+    let (client, _) = connect_watching(&url, &credentials("weir")).await?;
+    let config = NodeConfig {
+        tenants,
+        nats_urls: Some(url),
+        ..NodeConfig::default()
+    };
+    let node = node::start(client, config).await?;
+    let guest = guest_path("scripted");
+    succeeded(&sample.weir_as(
+        "acme",
+        &[
+            "deploy",
+            &guest.to_string_lossy(),
+            "--tenant",
+            "acme",
+            "--name",
+            "orders",
+            "--stream",
+            "ORDERS",
+            "--output",
+            ">",
+            "--config",
+            "output_prefix=acme",
+            "--max-deliver",
+            "1",
+        ],
+    ));
+    let id = weir::resources::DeploymentId::new("acme", "orders")?;
+    let record = control
+        .deployments
+        .entry(id.key())
+        .await?
+        .expect("acme's record");
+    wait_for("the node to run acme/orders", || async {
+        let value = control.status.get(id.status_key(node.id())).await.ok()??;
+        let status: weir::spec::NodeStatus = serde_json::from_slice(&value).ok()?;
+        (status.revision >= record.revision && status.partitions.len() == 4).then_some(())
+    })
+    .await;
+    // The server itself takes such a write from acme's user.
+    let (acme, refusals) = sample.connect_as("acme").await?;
+    let rewrite = acme.publish(format!("$KV.weir_deployments.{}", id.key()), record.value);
+    let rewritten = refusals
+        .guard("rewrite", async { Ok(rewrite.await?.await?) })
+        .await?;
+
+    let attacks = [
+        ("publish-to $KV.weir_deployments.acme.orders", "is reserved"),
+        ("publish-to _INBOX_acme.forged", "is reserved"),
+        (
+            "publish-header acme.h Nats-Rollup all",
+            "header \"Nats-Rollup\" is refused",
+        ),
+    ];
+    for (n, (command, _)) in attacks.iter().enumerate() {
+        sample
+            .js
+            .publish(format!("orders.{}.ev", key_in(0, 4, n)), (*command).into())
+            .await?
+            .await?;
+    }
+    sample
+        .js
+        .publish(format!("orders.{}.ev", key_in(0, 4, 9)), "echo fine".into())
+        .await?
+        .await?;
+
+    let letters = wait_for("a dead letter for every attack", || async {
+        let letters = weir::dlq::records::list(&sample.js, None, None)
+            .await
+            .ok()?;
+        (letters.len() >= attacks.len()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), attacks.len());
+    for (letter, (command, error)) in letters.iter().zip(attacks) {
+        assert!(
+            letter.last_error.starts_with("publish refused: ") && letter.last_error.contains(error),
+            "{command}: {}",
+            letter.last_error
+        );
+    }
+    let handled = wait_for("acme's one allowed output", || async {
+        let mut stream = sample.js.get_stream("ACME_OUT").await.ok()?;
+        let held = stream.info().await.ok()?.state.messages;
+        (held >= 1).then_some(held)
+    })
+    .await;
+    assert_eq!(handled, 1);
+    let latest = control
+        .deployments
+        .entry(id.key())
+        .await?
+        .expect("acme's record");
+    assert_eq!(
+        latest.revision, rewritten.sequence,
+        "the handler rewrote its own deployment record"
+    );
+    node.shutdown().await
 }

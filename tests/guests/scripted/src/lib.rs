@@ -20,6 +20,7 @@
 //! | `recurse`                    | recurses until the stack overflows                        |
 //! | `giant BYTES`                | publishes one output of BYTES bytes, then acks            |
 //! | `publish-to SUBJECT`         | publishes the payload to SUBJECT; retries if refused      |
+//! | `publish-header SUBJECT NAME VALUE` | publishes the payload to SUBJECT with the header NAME: VALUE (both percent-decoded, `%0A` is a line feed); retries if refused |
 //! | `snoop`                      | tries files, environment, arguments and a socket, and publishes what it got to `<prefix>.<subject>` |
 //! | `log-flood N`                | logs N lines and prints N lines to stdout, then echoes    |
 //!
@@ -123,6 +124,16 @@ impl Handler for Scripted {
                 Ok(()) => Outcome::Ack,
                 Err(_) => Outcome::retry(),
             },
+            "publish-header" => {
+                let subject = words.next().unwrap_or("");
+                let name = percent_decoded(words.next().unwrap_or(""));
+                let value = percent_decoded(words.next().unwrap_or(""));
+                let headers = [(name.as_str(), value.as_str())];
+                match weir_guest::publish_with_headers(subject, &msg.payload, &headers) {
+                    Ok(()) => Outcome::Ack,
+                    Err(_) => Outcome::retry(),
+                }
+            }
             "snoop" => {
                 let subject = format!("{}.{}", self.prefix, msg.subject);
                 match weir_guest::publish(&subject, snoop()) {
@@ -156,6 +167,30 @@ impl Scripted {
             Err(_) => Outcome::retry(),
         }
     }
+}
+
+/// `text` with every `%XX` replaced by the byte it stands for.
+fn percent_decoded(text: &str) -> String {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = (byte == b'%')
+            .then(|| tail.get(..2))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                bytes.push(decoded);
+                rest = &tail[2..];
+            }
+            None => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Calls itself until Wasm's call stack runs out. Its state lives in Wasm locals, not in linear
