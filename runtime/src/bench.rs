@@ -3,8 +3,12 @@
 //!
 //! For every partition count, each run gets a stream of its own holding the same pre-published
 //! messages, and consumes them in one mode:
-//! - `raw`: one async-nats pull consumer per partition with weir's ack discipline (explicit
-//!   ack awaited, MaxAckPending 1): the ceiling for in-order processing on this stack;
+//! - `raw`: one async-nats pull consumer per partition with a window of `--window` messages
+//!   (MaxAckPending), handling each message in stream order and acking it with a plain ack: the
+//!   ceiling for in-order processing on this stack;
+//! - `raw-serial`: the same consumers with one message in flight (MaxAckPending 1), each ack
+//!   confirmed by the server before the next message: what in-order processing costs when it
+//!   waits for every round trip;
 //! - `native`: a weir node running the built-in native no-op handler ([`crate::builtin`]):
 //!   weir's cost without Wasm;
 //! - `wasm`: a weir node running a component: the no-op (`examples/noop`) and the orders
@@ -16,7 +20,7 @@
 //! consumers, with messages published at a steady rate: a backlog's latency would only say how
 //! long the backlog was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,10 @@ use crate::resources::{ControlPlane, DeploymentId};
 use crate::spec::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
 use crate::traffic::{Payload, Traffic};
 
+/// Messages a partition has in flight unless `--window` says otherwise.
+pub const DEFAULT_WINDOW: u32 = 256;
+/// The largest `--window`.
+pub const MAX_WINDOW: u32 = 4096;
 /// A run that acks nothing for this long has stalled: the bench stops and says which.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the bench looks at the ack count.
@@ -68,8 +76,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub keys: u64,
     /// Modes to run, in this order
-    #[arg(long, value_delimiter = ',', default_value = "raw,native,wasm")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "raw,raw-serial,native,wasm"
+    )]
     pub modes: Vec<Mode>,
+    /// Messages each partition may have in flight: the raw consumers' MaxAckPending
+    #[arg(long, default_value_t = DEFAULT_WINDOW)]
+    pub window: u32,
     /// Components the wasm mode runs
     #[arg(long, value_delimiter = ',', default_value = "noop,orders")]
     pub handlers: Vec<WasmHandler>,
@@ -89,10 +104,12 @@ pub struct BenchArgs {
 
 /// How a run consumes its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
-    /// Plain async-nats pull consumers
+    /// Plain async-nats pull consumers, in order, with a window of messages in flight
     Raw,
+    /// Plain async-nats pull consumers, in order, one message in flight, every ack confirmed
+    RawSerial,
     /// weir with a built-in native no-op handler
     Native,
     /// weir with a component
@@ -148,6 +165,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Self::Raw => "raw",
+            Self::RawSerial => "raw-serial",
             Self::Native => "native",
             Self::Wasm => "wasm",
         }
@@ -158,6 +176,7 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Run {
     Raw,
+    RawSerial,
     Native,
     Wasm(WasmHandler),
 }
@@ -166,6 +185,7 @@ impl Run {
     fn mode(self) -> Mode {
         match self {
             Self::Raw => Mode::Raw,
+            Self::RawSerial => Mode::RawSerial,
             Self::Native => Mode::Native,
             Self::Wasm(_) => Mode::Wasm,
         }
@@ -173,7 +193,7 @@ impl Run {
 
     fn handler(self) -> &'static str {
         match self {
-            Self::Raw => "-",
+            Self::Raw | Self::RawSerial => "-",
             Self::Native => "noop",
             Self::Wasm(handler) => handler.name(),
         }
@@ -189,7 +209,7 @@ impl Run {
 
     /// A name for the run's stream and deployment.
     fn tag(self, partitions: u32) -> String {
-        format!("{}{partitions}", self.name())
+        format!("{}{partitions}", self.name().replace('-', ""))
     }
 
     fn label(self, partitions: u32) -> String {
@@ -204,6 +224,10 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
         "--messages and --keys must be at least 1"
     );
     anyhow::ensure!(args.latency_rate > 0, "--latency-rate must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_WINDOW).contains(&args.window),
+        "--window must be between 1 and {MAX_WINDOW}"
+    );
     anyhow::ensure!(
         !args.partitions.is_empty() && args.partitions.iter().all(|p| (1..=1024).contains(p)),
         "--partitions takes counts from 1 to 1024"
@@ -275,6 +299,7 @@ fn runs(args: &BenchArgs) -> Vec<Run> {
     for &mode in &args.modes {
         match mode {
             Mode::Raw => runs.push(Run::Raw),
+            Mode::RawSerial => runs.push(Run::RawSerial),
             Mode::Native => runs.push(Run::Native),
             Mode::Wasm => runs.extend(args.handlers.iter().map(|&handler| Run::Wasm(handler))),
         }
@@ -287,7 +312,7 @@ fn runs(args: &BenchArgs) -> Vec<Run> {
 pub fn table(results: &[RunResult]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:>10} {:<6} {:<7} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>6} {:>9}\n",
+        "{:>10} {:<10} {:<7} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>6} {:>9}\n",
         "PARTITIONS",
         "MODE",
         "HANDLER",
@@ -303,7 +328,7 @@ pub fn table(results: &[RunResult]) -> String {
     for run in results {
         let _ = writeln!(
             out,
-            "{:>10} {:<6} {:<7} {:>8} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>5} MiB",
+            "{:>10} {:<10} {:<7} {:>8} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>5} MiB",
             run.partitions,
             run.mode.name(),
             run.handler,
@@ -317,25 +342,43 @@ pub fn table(results: &[RunResult]) -> String {
             run.peak_rss_bytes >> 20
         );
     }
-    for raw in results.iter().filter(|run| run.mode == Mode::Raw) {
+    for partitions in results
+        .iter()
+        .map(|run| run.partitions)
+        .collect::<BTreeSet<_>>()
+    {
+        let at = |mode| {
+            results
+                .iter()
+                .find(|run| run.partitions == partitions && run.mode == mode)
+        };
+        let (raw, serial) = (at(Mode::Raw), at(Mode::RawSerial));
         let ratios: Vec<String> = results
             .iter()
-            .filter(|run| run.partitions == raw.partitions && run.mode != Mode::Raw)
-            .map(|run| {
+            .filter(|run| run.partitions == partitions && run.mode != Mode::Raw)
+            .filter_map(|run| {
                 let name = match run.mode {
                     Mode::Wasm => format!("wasm({})", run.handler),
                     mode => mode.name().to_owned(),
                 };
-                format!("{name}/raw {:.2}", run.msgs_per_sec / raw.msgs_per_sec)
+                let mut shares = Vec::new();
+                if let Some(raw) = raw {
+                    shares.push(format!(
+                        "{name}/raw {:.2}",
+                        run.msgs_per_sec / raw.msgs_per_sec
+                    ));
+                }
+                if let Some(serial) = serial.filter(|_| run.mode != Mode::RawSerial) {
+                    shares.push(format!(
+                        "{:.1}× raw-serial",
+                        run.msgs_per_sec / serial.msgs_per_sec
+                    ));
+                }
+                (!shares.is_empty()).then(|| shares.join(" "))
             })
             .collect();
         if !ratios.is_empty() {
-            let _ = writeln!(
-                out,
-                "{} partition(s): {}",
-                raw.partitions,
-                ratios.join(", ")
-            );
+            let _ = writeln!(out, "{partitions} partition(s): {}", ratios.join(", "));
         }
     }
     out
@@ -477,9 +520,13 @@ impl Bench<'_> {
         output_prefix: &str,
     ) -> anyhow::Result<Consumers> {
         let component = match run {
-            Run::Raw => {
+            Run::Raw | Run::RawSerial => {
                 let counters = SharedCounters::default();
-                let tasks = raw_consumers(&self.js, stream, partitions, &counters);
+                let window = match run {
+                    Run::Raw => Window::Pipelined(self.args.window),
+                    _ => Window::Serial,
+                };
+                let tasks = raw_consumers(&self.js, stream, partitions, window, &counters);
                 return Ok(Consumers::Raw { tasks, counters });
             }
             Run::Native => None,
@@ -682,19 +729,33 @@ impl Running {
     }
 }
 
-/// One pull consumer per partition, acking each message in order as weir does. Each task
-/// creates its own consumer, as each of a node's partition workers does, so that in both the
-/// consumers come up while the first messages are being processed.
+/// How many messages a raw consumer has in flight, and how it acks them.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// Up to this many; each acked with a plain ack, which the server confirms to nobody.
+    Pipelined(u32),
+    /// One, acked with an ack the server confirms before the next message is delivered.
+    Serial,
+}
+
+/// One pull consumer per partition, handling its messages one by one in stream order. Each
+/// task creates its own consumer, as each of a node's partition workers does, so that in both
+/// the consumers come up while the first messages are being processed.
 fn raw_consumers(
     js: &jetstream::Context,
     stream: &str,
     partitions: u32,
+    window: Window,
     counters: &SharedCounters,
 ) -> JoinSet<anyhow::Result<()>> {
     let mut tasks = JoinSet::new();
     for p in 0..partitions {
         let (js, stream, counters) = (js.clone(), stream.to_owned(), counters.clone());
         tasks.spawn(async move {
+            let in_flight = match window {
+                Window::Pipelined(window) => window,
+                Window::Serial => 1,
+            };
             let consumer = js
                 .get_stream(&stream)
                 .await?
@@ -702,13 +763,14 @@ fn raw_consumers(
                     durable_name: Some(format!("raw_p{p:03}")),
                     filter_subject: partition::filter_subject(p),
                     ack_policy: AckPolicy::Explicit,
-                    max_ack_pending: 1,
+                    max_ack_pending: i64::from(in_flight),
                     ..Default::default()
                 })
                 .await
                 .with_context(|| format!("failed to create consumer raw_p{p:03} on {stream}"))?;
             let mut messages = consumer
                 .stream()
+                .max_messages_per_batch(in_flight as usize)
                 .expires(Duration::from_secs(2))
                 .heartbeat(Duration::from_secs(1))
                 .messages()
@@ -720,10 +782,11 @@ fn raw_consumers(
                     .map_err(|e| anyhow::anyhow!("unreadable ack metadata: {e}"))?
                     .published
                     .unix_timestamp_nanos();
-                message
-                    .double_ack()
-                    .await
-                    .map_err(anyhow::Error::from_boxed)?;
+                match window {
+                    Window::Pipelined(_) => message.ack().await,
+                    Window::Serial => message.double_ack().await,
+                }
+                .map_err(anyhow::Error::from_boxed)?;
                 counters.acked(0, u64::try_from(published).unwrap_or(0));
             }
             Ok(())
@@ -786,14 +849,18 @@ mod tests {
     }
 
     #[test]
-    fn the_table_gives_each_run_as_a_share_of_raw() {
+    fn the_table_gives_each_run_as_a_share_of_raw_and_a_multiple_of_raw_serial() {
         let table = table(&[
             result(Mode::Raw, "-", 1000.0),
+            result(Mode::RawSerial, "-", 300.0),
             result(Mode::Native, "noop", 950.0),
             result(Mode::Wasm, "noop", 900.0),
         ]);
         assert!(
-            table.contains("16 partition(s): native/raw 0.95, wasm(noop)/raw 0.90"),
+            table.contains(
+                "16 partition(s): raw-serial/raw 0.30, native/raw 0.95 3.2× raw-serial, \
+                 wasm(noop)/raw 0.90 3.0× raw-serial"
+            ),
             "{table}"
         );
         assert!(table.contains("64 MiB"), "{table}");
@@ -807,6 +874,7 @@ mod tests {
             payload_bytes: 1,
             keys: 1,
             modes: vec![Mode::Raw, Mode::Wasm],
+            window: DEFAULT_WINDOW,
             handlers: vec![WasmHandler::Noop, WasmHandler::Orders],
             components: PathBuf::new(),
             latency_messages: 1,

@@ -506,10 +506,12 @@ fn bench_json_reports_every_mode_at_every_partition_count() {
         seen,
         [
             (1, "raw", "-"),
+            (1, "raw-serial", "-"),
             (1, "native", "noop"),
             (1, "wasm", "noop"),
             (1, "wasm", "orders"),
             (3, "raw", "-"),
+            (3, "raw-serial", "-"),
             (3, "native", "noop"),
             (3, "wasm", "noop"),
             (3, "wasm", "orders"),
@@ -532,7 +534,7 @@ fn bench_json_reports_every_mode_at_every_partition_count() {
 }
 
 #[test]
-fn bench_prints_a_table_with_each_mode_as_a_share_of_raw() {
+fn bench_prints_a_table_with_each_mode_as_a_share_of_raw_and_a_multiple_of_raw_serial() {
     let output = bench(&["--partitions", "2", "--handlers", "noop"]);
     let stdout = text(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -540,14 +542,16 @@ fn bench_prints_a_table_with_each_mode_as_a_share_of_raw() {
         lines[0].contains("MSGS/S") && lines[0].contains("P999 µs"),
         "{stdout}"
     );
-    let modes: Vec<&str> = lines[1..4]
+    let modes: Vec<&str> = lines[1..5]
         .iter()
         .map(|line| line.split_whitespace().nth(1).unwrap_or(""))
         .collect();
-    assert_eq!(modes, ["raw", "native", "wasm"], "{stdout}");
+    assert_eq!(modes, ["raw", "raw-serial", "native", "wasm"], "{stdout}");
     assert!(
-        lines[4].starts_with("2 partition(s): native/raw ")
-            && lines[4].contains(", wasm(noop)/raw "),
+        lines[5].starts_with("2 partition(s): raw-serial/raw ")
+            && lines[5].contains(", native/raw ")
+            && lines[5].contains(", wasm(noop)/raw ")
+            && lines[5].ends_with("× raw-serial"),
         "{stdout}"
     );
 }
@@ -561,6 +565,10 @@ fn bench_refuses_a_missing_component_before_it_starts() {
     fails_with(
         &["bench", "--partitions", "0"],
         "--partitions takes counts from 1 to 1024",
+    );
+    fails_with(
+        &["bench", "--window", "0"],
+        "--window must be between 1 and 4096",
     );
 }
 
