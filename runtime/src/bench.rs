@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{
     self,
-    consumer::{AckPolicy, pull},
+    consumer::{
+        AckPolicy,
+        pull::{self, MessagesErrorKind},
+    },
     stream,
 };
 use bytes::Bytes;
@@ -48,13 +51,9 @@ use crate::metrics::SharedCounters;
 use crate::node::{self, NodeConfig, NodeHandle};
 use crate::partition::{self, StreamRequest};
 use crate::resources::{ControlPlane, DeploymentId};
-use crate::spec::{DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
+use crate::spec::{DEFAULT_WINDOW, DeploymentSpec, LimitsSpec, MAX_WINDOW, RetrySpec, now_rfc3339};
 use crate::traffic::{Payload, Traffic};
 
-/// Messages a partition has in flight unless `--window` says otherwise.
-pub const DEFAULT_WINDOW: u32 = 256;
-/// The largest `--window`.
-pub const MAX_WINDOW: u32 = 4096;
 /// A run that acks nothing for this long has stalled: the bench stops and says which.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the bench looks at the ack count.
@@ -82,7 +81,8 @@ pub struct BenchArgs {
         default_value = "raw,raw-serial,native,wasm"
     )]
     pub modes: Vec<Mode>,
-    /// Messages each partition may have in flight: the raw consumers' MaxAckPending
+    /// Messages each partition may have in flight: the raw consumers' MaxAckPending, and
+    /// weir's deployments' --window
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: u32,
     /// Components the wasm mode runs
@@ -549,6 +549,7 @@ impl Bench<'_> {
                     id: deployment.clone(),
                     component: self.components[handler.name()].clone(),
                     stream: stream.to_owned(),
+                    window: self.args.window,
                     limits: LimitsSpec::default(),
                     retry: RetrySpec::default(),
                     config: BTreeMap::new(),
@@ -591,6 +592,7 @@ impl Bench<'_> {
             artifact,
             stream: stream.to_owned(),
             partitions,
+            window: self.args.window,
             limits: LimitsSpec::default(),
             retry: RetrySpec::default(),
             config: BTreeMap::new(),
@@ -729,6 +731,9 @@ impl Running {
     }
 }
 
+/// The messages async-nats asks for in one pull unless told otherwise.
+const DEFAULT_PULL_BATCH: usize = 200;
+
 /// How many messages a raw consumer has in flight, and how it acks them.
 #[derive(Debug, Clone, Copy)]
 enum Window {
@@ -768,15 +773,26 @@ fn raw_consumers(
                 })
                 .await
                 .with_context(|| format!("failed to create consumer raw_p{p:03} on {stream}"))?;
+            // A pull asks for a batch either way; the consumer's MaxAckPending is the window.
+            let batch = match window {
+                Window::Pipelined(window) => window as usize,
+                Window::Serial => DEFAULT_PULL_BATCH,
+            };
             let mut messages = consumer
                 .stream()
-                .max_messages_per_batch(in_flight as usize)
+                .max_messages_per_batch(batch)
                 .expires(Duration::from_secs(2))
                 .heartbeat(Duration::from_secs(1))
                 .messages()
                 .await?;
             while let Some(message) = messages.next().await {
-                let message = message?;
+                let message = match message {
+                    Ok(message) => message,
+                    // The pull goes on: a busy machine delays a heartbeat, as weir's workers
+                    // also allow.
+                    Err(error) if error.kind() == MessagesErrorKind::MissingHeartbeat => continue,
+                    Err(error) => return Err(error.into()),
+                };
                 let published = message
                     .info()
                     .map_err(|e| anyhow::anyhow!("unreadable ack metadata: {e}"))?

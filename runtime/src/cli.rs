@@ -172,7 +172,11 @@ pub struct DeployArgs {
     /// Configuration handed to the handler's init (repeatable)
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub config: Vec<(String, String)>,
-    /// Deliveries before a message becomes a dead letter
+    /// Messages of a partition in flight at once: delivered, being handled (one at a time, in
+    /// order) or having their outputs stored
+    #[arg(long, default_value_t = crate::spec::DEFAULT_WINDOW)]
+    pub window: u32,
+    /// Attempts before a message becomes a dead letter
     #[arg(long, default_value_t = crate::spec::DEFAULT_MAX_DELIVER)]
     pub max_deliver: u32,
     /// How long the server waits for an answer before redelivering
@@ -438,6 +442,7 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         id: id.clone(),
         component,
         stream: args.stream,
+        window: args.window,
         limits: LimitsSpec {
             max_memory_bytes: args.max_memory,
             handler_timeout: args.handler_timeout,

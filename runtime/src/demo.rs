@@ -100,6 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             id: id.clone(),
             component,
             stream: "ORDERS".into(),
+            window: crate::spec::DEFAULT_WINDOW,
             limits: LimitsSpec::default(),
             retry: RetrySpec {
                 backoff: vec![Duration::from_millis(200)],

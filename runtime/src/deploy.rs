@@ -30,6 +30,8 @@ pub struct DeployRequest {
     pub component: Vec<u8>,
     /// The partitioned input stream.
     pub stream: String,
+    /// Messages of a partition in flight at once.
+    pub window: u32,
     /// Per-instance and per-call limits.
     pub limits: LimitsSpec,
     /// Delivery and retry policy, applied to the partition consumers.
@@ -60,12 +62,14 @@ pub async fn deploy(
         id,
         component,
         stream,
+        window,
         limits,
         retry,
         config,
         outputs,
     } = request;
     let reserved = Reserved::default();
+    spec::validate_window(window)?;
     limits.validate()?;
     retry.validate()?;
     spec::validate_stream_name(&stream)?;
@@ -113,6 +117,7 @@ pub async fn deploy(
         artifact,
         stream,
         partitions,
+        window,
         limits,
         retry,
         config,

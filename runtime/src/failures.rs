@@ -5,7 +5,9 @@
 //! server. When the message dies, the mover copies the last failure into the dead letter's
 //! `Weir-Last-Error`. A failure that ended in a termination (`terminated`) is also how the mover
 //! tells weir's own `+TERM`s from anybody else's: weir never terminates a message without
-//! writing one first, naming the delivery (`consumer_seq`) the `+TERM` is for.
+//! writing one first, naming the delivery (`consumer_seq`) the `+TERM` is for. weir retries a
+//! message itself and counts its attempts here (`delivery`), so a node that takes a message over
+//! continues the count; after the last attempt weir terminates the message (`gave_up`).
 //!
 //! Records outlive the captured advisories ([`crate::dlq::ADVISORY_AGE`]) by a day: a record
 //! is written before its advisory exists, so the mover always finds it while the advisory waits.
@@ -33,15 +35,20 @@ pub struct Failure {
     pub version: String,
     /// The subject as published, without the partition token.
     pub subject: String,
-    /// The delivery attempt (1 on first delivery).
+    /// weir's attempt at the message (1 on the first call); it counts attempts itself,
+    /// across redeliveries, restarts and handoffs, and a new holder continues from here.
     pub delivery: u64,
     /// The delivery's sequence in the partition's consumer, as the server's advisories give it.
     pub consumer_seq: u64,
     /// What went wrong: a trap, a deadline, the memory limit, a refused output, the handler's
     /// retry or rejection.
     pub error: String,
-    /// Whether weir terminated the message after this failure (a rejection).
+    /// Whether weir terminated the message after this failure (a rejection, or giving up).
     pub terminated: bool,
+    /// Whether the termination was weir giving up after its last allowed attempt, which makes
+    /// a `max_deliveries` dead letter rather than a `terminated` one.
+    #[serde(default)]
+    pub gave_up: bool,
     /// The node that handled this delivery.
     pub node: String,
     /// When, RFC 3339.
@@ -95,19 +102,16 @@ pub(crate) async fn record(
 /// Reads a message's last failure from the bucket's stream leader, so a record written just
 /// before the message died is always seen (a KV get may be served by a lagging replica).
 pub(crate) async fn last(
-    js: &jetstream::Context,
+    failures: &kv::Store,
     id: &DeploymentId,
     stream: &str,
     stream_seq: u64,
 ) -> anyhow::Result<Option<Failure>> {
     use jetstream::stream::LastRawMessageErrorKind as Kind;
-    let bucket = js
-        .get_stream_no_info(format!("KV_{FAILURES_BUCKET}"))
-        .await
-        .with_context(|| format!("failed to open KV bucket {FAILURES_BUCKET}"))?;
     let key = failure_key(id, stream, stream_seq);
-    let message = match bucket
-        .get_last_raw_message_by_subject(&format!("$KV.{FAILURES_BUCKET}.{key}"))
+    let message = match failures
+        .stream
+        .get_last_raw_message_by_subject(&format!("{}{key}", failures.prefix))
         .await
     {
         Ok(message) => message,

@@ -2,16 +2,17 @@
 //!
 //! A node follows the deployments stored in NATS and, for every partition it owns, runs one
 //! worker that feeds the partition's messages, one at a time and in stream order, to a warm
-//! instance of the deployment's handler component:
+//! instance of the deployment's handler component, with a window of messages in flight:
 //!
 //! ```text
 //! weir_deployments (KV) ──► registry ──► one PartitionWorker per owned partition
-//!                                          │  pull (MaxAckPending 1) from weir_<t>_<h>_p<NNN>
+//!                                          │  pull (MaxAckPending W) from weir_<t>_<h>_p<NNN>
 //!                                          │  HandlerInstance::handle(message) -> outcome + outputs
-//!                                          │  ack:    store outputs (Nats-Msg-Id), then +ACK
-//!                                          │  retry:  -NAK {"delay": ...}
+//!                                          │  ack:    store outputs (Nats-Msg-Id) in input order,
+//!                                          │          then +ACK; the next message is handled meanwhile
+//!                                          │  retry:  hold the message (and all behind it), call again
 //!                                          │  reject: +TERM <reason>
-//!                                          └  failure (trap, deadline, memory): new instance, -NAK
+//!                                          └  failure (trap, deadline, memory): new instance, retry
 //! ```
 //!
 //! Where things live, by lifecycle stage:

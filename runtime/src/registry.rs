@@ -209,7 +209,12 @@ impl Registry {
         let id = deployment.id.clone();
         match self.running.get(&id) {
             Some(running) => {
-                running.updates.send_replace(deployment.clone());
+                let before = running.updates.send_replace(deployment.clone());
+                // Each worker moves to the new stream itself; another partition count is
+                // another set of partitions.
+                if before.spec.partitions != deployment.spec.partitions {
+                    self.place(&id);
+                }
             }
             None => {
                 let (updates, _) = watch::channel(deployment.clone());

@@ -36,6 +36,11 @@ pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTPUTS_PER_CALL: u32 = 1_000;
 /// Output bytes (payload, subject and headers) one call may publish.
 pub const DEFAULT_MAX_OUTPUT_BYTES_PER_CALL: u64 = 8 << 20;
+/// Messages of one partition a node holds at once: delivered, in the call, or with their
+/// outputs being stored (the partition consumer's MaxAckPending).
+pub const DEFAULT_WINDOW: u32 = 256;
+/// The largest window.
+pub const MAX_WINDOW: u32 = 4096;
 
 /// The longest duration a spec may hold: far more than any call, wait or delay needs, and far
 /// from the overflow of the server's nanosecond fields.
@@ -67,6 +72,9 @@ pub struct DeploymentSpec {
     pub stream: String,
     /// The stream's partition count, read from the stream at deploy time.
     pub partitions: u32,
+    /// Messages of a partition in flight at once; see [`DEFAULT_WINDOW`].
+    #[serde(default = "default_window")]
+    pub window: u32,
     /// What each instance and call may use.
     pub limits: LimitsSpec,
     /// How deliveries are retried and given up.
@@ -180,6 +188,19 @@ impl RetrySpec {
     }
 }
 
+fn default_window() -> u32 {
+    DEFAULT_WINDOW
+}
+
+/// Refuses a window outside 1 to [`MAX_WINDOW`].
+pub fn validate_window(window: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_WINDOW).contains(&window),
+        "--window (window) must be between 1 and {MAX_WINDOW}, not {window}"
+    );
+    Ok(())
+}
+
 fn check_duration(what: &str, duration: Duration, min: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(
         (min..=MAX_DURATION).contains(&duration),
@@ -215,6 +236,7 @@ impl DeploymentSpec {
             "the partition count must be between 1 and {MAX_PARTITIONS}, not {}",
             self.partitions
         );
+        validate_window(self.window)?;
         self.limits.validate()?;
         self.retry.validate()?;
         validate_config(&self.config)?;
@@ -359,6 +381,7 @@ mod tests {
             version,
             stream: "ORDERS".into(),
             partitions: 8,
+            window: DEFAULT_WINDOW,
             limits: LimitsSpec::default(),
             retry: RetrySpec::default(),
             config: BTreeMap::from([("region".into(), "eu".into())]),
@@ -382,7 +405,17 @@ mod tests {
         let json = serde_json::to_value(&spec)?;
         assert_eq!(json["retry"]["ack_wait"], "30s");
         assert_eq!(json["retry"]["backoff"][2], "30s");
-        assert_eq!(serde_json::from_value::<DeploymentSpec>(json)?, spec);
+        assert_eq!(
+            serde_json::from_value::<DeploymentSpec>(json.clone())?,
+            spec
+        );
+        let mut older = json;
+        older.as_object_mut().map(|o| o.remove("window"));
+        assert_eq!(
+            serde_json::from_value::<DeploymentSpec>(older)?.window,
+            DEFAULT_WINDOW,
+            "a record written before windows reads as the default window"
+        );
         Ok(())
     }
 
@@ -422,6 +455,11 @@ mod tests {
                 "partition count must be between 1 and 1024",
             ),
             (|s| s.partitions = u32::MAX, "partition count"),
+            (
+                |s| s.window = 0,
+                "--window (window) must be between 1 and 4096, not 0",
+            ),
+            (|s| s.window = MAX_WINDOW + 1, "--window"),
             (|s| s.limits.max_memory_bytes = 0, "--max-memory"),
             (|s| s.limits.max_memory_bytes = u64::MAX, "--max-memory"),
             (

@@ -52,7 +52,7 @@ pub struct PartitionStatus {
     /// The live nodes running it: one normally, two for a moment during a handoff, none while
     /// a dead node's partition waits for its membership to expire.
     pub owners: Vec<String>,
-    /// Messages delivered and not yet settled (0 or 1: partitions are sequential).
+    /// Messages delivered and not yet settled (up to the deployment's window).
     pub pending: u64,
     /// Messages delivered more than once so far.
     pub redelivered: u64,

@@ -10,6 +10,7 @@
 //! max_outputs_per_call = 1000
 //! max_output_bytes_per_call = "8MiB"
 //! log_lines_per_second = 100
+//! max_window_bytes = "64MiB"      # messages one partition pulls ahead of its handler
 //! input_streams = []               # none: only tenants with a section of their own run here
 //!
 //! [tenants.acme]
@@ -55,6 +56,8 @@ pub const DEFAULT_MAX_OUTPUTS_PER_CALL: u32 = 10_000;
 pub const DEFAULT_MAX_OUTPUT_BYTES_PER_CALL: u64 = 64 << 20;
 /// See [`DEFAULT_MAX_MEMORY_PER_INSTANCE`].
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 1_000;
+/// See [`DEFAULT_MAX_MEMORY_PER_INSTANCE`].
+pub const DEFAULT_MAX_WINDOW_BYTES: u64 = 64 << 20;
 
 /// What one tenant may use on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +76,9 @@ pub struct Quotas {
     pub max_output_bytes_per_call: u64,
     /// Guest log lines per second over all the tenant's instances on the node.
     pub log_lines_per_second: u32,
+    /// Bytes of messages one partition of the tenant's may have pulled ahead of its handler
+    /// (its window, in bytes; a window never holds less than one message).
+    pub max_window_bytes: u64,
     /// Input streams the tenant's handlers may read; `None`: any.
     pub input_streams: Option<Vec<String>>,
     /// Subject patterns the tenant's handlers may publish to; `None`: any.
@@ -89,6 +95,7 @@ impl Default for Quotas {
             max_outputs_per_call: DEFAULT_MAX_OUTPUTS_PER_CALL,
             max_output_bytes_per_call: DEFAULT_MAX_OUTPUT_BYTES_PER_CALL,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
+            max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
             input_streams: None,
             output_subjects: None,
         }
@@ -235,6 +242,7 @@ struct Section {
     max_outputs_per_call: Option<u32>,
     max_output_bytes_per_call: Option<SizeText>,
     log_lines_per_second: Option<u32>,
+    max_window_bytes: Option<SizeText>,
     input_streams: Option<Vec<String>>,
     output_subjects: Option<Vec<String>>,
     nats: Option<Credentials>,
@@ -283,6 +291,9 @@ impl Section {
         if let Some(n) = self.log_lines_per_second {
             quotas.log_lines_per_second = n;
         }
+        if let Some(size) = &self.max_window_bytes {
+            quotas.max_window_bytes = size.bytes("max_window_bytes")?;
+        }
         if let Some(streams) = &self.input_streams {
             quotas.input_streams = Some(streams.clone());
         }
@@ -301,6 +312,7 @@ impl Section {
             ("max_memory_total", quotas.max_memory_total),
             ("max_instances", quotas.max_instances.into()),
             ("log_lines_per_second", quotas.log_lines_per_second.into()),
+            ("max_window_bytes", quotas.max_window_bytes),
             (
                 "cpu_time_per_message",
                 quotas.cpu_time_per_message.as_millis() as u64,

@@ -75,6 +75,7 @@ enum Stored {
 pub struct Mover {
     js: jetstream::Context,
     deployments: kv::Store,
+    failures: kv::Store,
 }
 
 impl Mover {
@@ -83,6 +84,7 @@ impl Mover {
         Self {
             js,
             deployments: control.deployments.clone(),
+            failures: control.failures.clone(),
         }
     }
 
@@ -185,7 +187,8 @@ impl Mover {
             Ok(owner) => owner,
             Err(why) => return Ok(Moved::Ignored(why)),
         };
-        let failure = failures::last(&self.js, &id, &advisory.stream, advisory.stream_seq).await?;
+        let failure =
+            failures::last(&self.failures, &id, &advisory.stream, advisory.stream_seq).await?;
         let reason = match judge(&advisory, failure.as_ref()) {
             Ok(reason) => reason,
             Err(why) => return Ok(Moved::Ignored(why)),
@@ -344,7 +347,11 @@ pub(crate) fn judge(advisory: &Advisory, failure: Option<&Failure>) -> Result<Re
         && failure.terminated
         && advisory.consumer_seq == Some(failure.consumer_seq)
     {
-        return Ok(Reason::Terminated);
+        return Ok(if failure.gave_up {
+            Reason::MaxDeliveries
+        } else {
+            Reason::Terminated
+        });
     }
     let reason = advisory.reason.as_deref().unwrap_or("");
     if SERVER_REMOVAL_REASONS.contains(&reason) {
@@ -415,7 +422,9 @@ pub(crate) fn dead_letter(
     if let Some(subject) = subject {
         out.insert(headers::SUBJECT, subject.as_str());
     }
-    out.insert(headers::DELIVERIES, HeaderValue::from(advisory.deliveries));
+    // weir's own count of attempts, or the server's deliveries where it gave up first.
+    let deliveries = failure.map_or(0, |f| f.delivery).max(advisory.deliveries);
+    out.insert(headers::DELIVERIES, HeaderValue::from(deliveries));
     out.insert(headers::TENANT, id.tenant.as_str());
     out.insert(headers::HANDLER, id.handler.as_str());
     out.insert(headers::HANDLER_VERSION, version);
@@ -450,6 +459,7 @@ mod tests {
                 "trap: wasm `unreachable`\ninstruction executed".to_owned()
             },
             terminated,
+            gave_up: false,
             node: "n1".to_owned(),
             at: "2026-11-22T12:00:00Z".to_owned(),
         }
@@ -479,6 +489,22 @@ mod tests {
         assert!(
             judge(&late, Some(&failure(true))).is_err(),
             "a +TERM for an earlier delivery than the recorded one is stale"
+        );
+    }
+
+    #[test]
+    fn weir_giving_up_after_its_last_attempt_is_a_max_deliveries_dead_letter() {
+        let term = advisory(TERMINATED_TYPE, Some("weir gave up"));
+        let gave_up = Failure {
+            gave_up: true,
+            ..failure(true)
+        };
+        assert_eq!(judge(&term, Some(&gave_up)), Ok(Reason::MaxDeliveries));
+        let mut late = term.clone();
+        late.consumer_seq = Some(8);
+        assert!(
+            judge(&late, Some(&gave_up)).is_err(),
+            "a stale +TERM is not weir's"
         );
     }
 

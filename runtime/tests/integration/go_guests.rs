@@ -414,6 +414,7 @@ async fn weir_deploy_takes_the_go_core_module_and_a_node_runs_it() -> anyhow::Re
         id: DeploymentId::new("acme", "go-orders")?,
         component: GO_ORDERS.core().to_vec(),
         stream: INPUT.into(),
+        window: weir::spec::DEFAULT_WINDOW,
         limits: LimitsSpec::default(),
         retry: RetrySpec {
             backoff: vec![Duration::from_millis(100)],

@@ -7,7 +7,7 @@ use weir::resources::ControlPlane;
 use weir::spec::{DeploymentSpec, NodeStatus};
 use weir::traffic::{Payload, Traffic};
 
-use crate::support::{Env, OUTPUT, header, scripted, wait_for};
+use crate::support::{Env, INPUT, OUTPUT, header, scripted, seqs_per_key, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_takes_over_at_a_message_boundary_with_nothing_lost_or_reordered()
@@ -134,5 +134,87 @@ async fn a_version_the_node_cannot_load_leaves_the_running_one_in_place() -> any
     env.publish("in.k1.ev", "echo still served").await?;
     let outputs = env.wait_messages(OUTPUT, 1).await;
     assert_eq!(&outputs[0].payload[..], b"echo still served");
+    node.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_with_another_window_stream_or_partition_count_moves_every_partition_to_it()
+-> anyhow::Result<()> {
+    const KEYS: u64 = 48;
+    let env = Env::with_streams(4).await?;
+    weir::partition::create_stream(
+        &env.js,
+        &weir::partition::StreamRequest {
+            name: "MOVED".into(),
+            subjects: "moved.*.>".into(),
+            partitions: 6,
+            key_tokens: vec![],
+            replicas: 1,
+        },
+    )
+    .await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, scripted("mover")).await?;
+    let batch = |subject: &str| Traffic {
+        subject: format!("{subject}.{{key}}.ev"),
+        payload: Payload::Template("echo {key} {seq}".into()),
+        count: 1_200,
+        keys: KEYS,
+        headers: vec![],
+    };
+
+    // Another window, under traffic: the partitions move to their updated consumers at a
+    // message boundary.
+    batch("in").publish(&env.js, |_| {}).await?;
+    env.wait_messages(OUTPUT, 300).await;
+    let narrow = weir::deploy::DeployRequest {
+        window: 8,
+        ..scripted("mover")
+    };
+    env.deploy_on(&node, narrow).await?;
+    let outputs = env.wait_messages(OUTPUT, 1_200).await;
+    let expected: BTreeMap<String, Vec<u64>> = (0..KEYS)
+        .map(|k| (format!("k{k}"), (1..=1_200 / KEYS).collect()))
+        .collect();
+    assert_eq!(outputs.len(), 1_200, "messages were lost or duplicated");
+    assert_eq!(seqs_per_key(&outputs), expected);
+    let input = env.js.get_stream(INPUT).await?;
+    for partition in 0..4 {
+        let name = format!("weir_test_mover_p{partition:03}");
+        wait_for(&format!("{name} to take the new window"), || async {
+            let consumer = input.consumer_info(&name).await.ok()?;
+            (consumer.config.max_ack_pending == 8).then_some(())
+        })
+        .await;
+    }
+
+    // Another stream, with another partition count: its messages are handled, all of them.
+    let moved = weir::deploy::DeployRequest {
+        stream: "MOVED".into(),
+        window: 32,
+        ..scripted("mover")
+    };
+    let spec = env.deploy_on(&node, moved).await?;
+    assert_eq!(spec.partitions, 6);
+    batch("moved").publish(&env.js, |_| {}).await?;
+    let outputs = env.wait_messages(OUTPUT, 2_400).await;
+    assert_eq!(outputs.len(), 2_400, "messages were lost or duplicated");
+    let on_moved: Vec<_> = outputs
+        .iter()
+        .filter(|m| m.subject.starts_with("out.moved."))
+        .cloned()
+        .collect();
+    assert_eq!(seqs_per_key(&on_moved), expected);
+    let stream = env.js.get_stream("MOVED").await?;
+    for partition in 0..6 {
+        let name = format!("weir_test_mover_p{partition:03}");
+        let consumer = stream.consumer_info(&name).await?;
+        assert_eq!(consumer.config.max_ack_pending, 32);
+        wait_for(&format!("{name} to settle everything"), || async {
+            let consumer = stream.consumer_info(&name).await.ok()?;
+            (consumer.num_pending == 0 && consumer.num_ack_pending == 0).then_some(())
+        })
+        .await;
+    }
     node.shutdown().await
 }

@@ -159,6 +159,7 @@ pub fn scripted(handler: &str) -> DeployRequest {
         id: DeploymentId::new("test", handler).expect("valid name"),
         component: guest("scripted"),
         stream: INPUT.into(),
+        window: weir::spec::DEFAULT_WINDOW,
         limits: LimitsSpec::default(),
         retry: RetrySpec {
             backoff: vec![Duration::from_millis(100)],
@@ -189,6 +190,24 @@ pub fn key_in(partition: u32, partitions: u32, n: usize) -> String {
         .filter(|key| partition::partition_of(&[key], partitions) == partition)
         .nth(n)
         .expect("some key hashes to every partition")
+}
+
+/// The outputs of the scripted guest's echoes whose payloads end in `<key> <seq>`, as the
+/// sequence numbers of each key in the order the output stream holds them.
+pub fn seqs_per_key(outputs: &[StreamMessage]) -> BTreeMap<String, Vec<u64>> {
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for output in outputs {
+        let text = String::from_utf8_lossy(&output.payload);
+        let mut words = text.split_whitespace().rev();
+        let (Some(seq), Some(key)) = (words.next(), words.next()) else {
+            panic!("output {text:?} does not end in a key and a sequence number");
+        };
+        let seq = seq
+            .parse()
+            .unwrap_or_else(|_| panic!("output {text:?} does not end in a sequence number"));
+        per_key.entry(key.to_owned()).or_default().push(seq);
+    }
+    per_key
 }
 
 /// The header `name` of a stored message.

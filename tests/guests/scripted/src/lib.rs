@@ -10,6 +10,8 @@
 //! | `reject REASON...`           | rejects with REASON                                       |
 //! | `reject-unless-fixed`        | rejects unless the configuration sets `fixed`, else echoes|
 //! | `trap`                       | panics                                                    |
+//! | `trap-until N`               | panics while the delivery attempt is below N, then echoes |
+//! | `overrun-until N MS`         | sleeps MS ms (past a short deadline) while the attempt is below N, then echoes |
 //! | `spin`                       | loops forever                                             |
 //! | `hog`                        | allocates until the memory limit stops it                 |
 //! | `sleep MS`                   | sleeps MS ms (a host call), then echoes                   |
@@ -71,6 +73,21 @@ impl Handler for Scripted {
             "reject" => Outcome::reject(words.collect::<Vec<_>>().join(" ")),
             "reject-unless-fixed" if !self.fixed => Outcome::reject("not fixed yet"),
             "trap" => panic!("trap requested by the message"),
+            "trap-until" => {
+                let until: u32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(2);
+                if msg.delivery_attempt < until {
+                    panic!("trap requested until attempt {until}");
+                }
+                self.echo(&msg)
+            }
+            "overrun-until" => {
+                let until: u32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(2);
+                let ms = words.next().and_then(|w| w.parse().ok()).unwrap_or(1000);
+                if msg.delivery_attempt < until {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                self.echo(&msg)
+            }
             "spin" => loop {
                 std::hint::black_box(0);
             },

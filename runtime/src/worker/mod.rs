@@ -1,0 +1,929 @@
+//! The partition pipeline: up to a window of messages in flight per partition, handed to the
+//! handler one at a time in stream order, settled in that order once their outputs are stored.
+//!
+//! ```text
+//! consumer (MaxAckPending W) ──► window ──► the call ──► verdict ──► settling, in order:
+//!   pull stream, batches of W    by stream    one at a    (a pure      store outputs (the next
+//!   pin advisories               sequence     time        function)   message's wait for these),
+//!                                                 │                   then +ACK; or +TERM
+//!                                                 └─ retry: the message stays in hand, the
+//!                                                    worker waits out the delay itself and
+//!                                                    calls again; everything behind it waits
+//! ```
+//!
+//! One task owns every stage's state, and the stages are futures it polls side by side: while
+//! a message's outputs are being stored, the next message is already in the handler; but no
+//! message's outputs are sent before every earlier message's are stored, so the output stream
+//! keeps input order even when a publish fails and is tried again.
+//!
+//! **Attempts are weir's.** A retry never goes back to the server: the worker holds the message
+//! (and everything behind it) and keeps the whole window alive with `+WPI`. It counts attempts
+//! itself and records each failure with its count in `weir_failures`, so a node that takes the
+//! message over (after a crash, a reclaim or a handoff) continues the count. After the last
+//! attempt it terminates the message, recorded as giving up, which the dead-letter mover turns
+//! into a `max_deliveries` dead letter. The consumer's MaxDeliver is a backstop above that.
+//!
+//! **Acks are plain**, and confirmed once, by the last one, before the worker lets its
+//! partition go. A redelivery of a message this worker already settled is settled again
+//! without calling the handler.
+//!
+//! **Exclusive delivery and handoff** are in [`pin`]: only the pinned pull stream receives
+//! messages; a newly pinned worker resets the consumer when a previous holder may still have
+//! some; a worker told to stop (placement moved the partition, the node drains, the deployment
+//! was withdrawn or changed its consumer) stops calling the handler, finishes the message in
+//! hand and settles what it computed, then confirms its acks, resets the consumer to its ack
+//! floor (the rest of its window goes to the next holder, in order) and unpins.
+//!
+//! A worker runs inside a `partition` span carrying `tenant`, `handler` and `partition`, so its
+//! events, and its handler's log lines, name them without repeating them.
+
+mod call;
+mod consumer;
+mod outputs;
+mod pin;
+mod settle;
+mod verdict;
+mod window;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use self::call::CallResult;
+use self::consumer::Pulling;
+use self::outputs::NotStored;
+use self::pin::{Pin, Pinned};
+use self::settle::{Attempted, Recorded};
+use self::verdict::{Ended, Verdict};
+use self::window::{Delivery, Window};
+use crate::deployment::SharedDeployment;
+use crate::host::{GuestThreads, HandlerInstance, Output};
+use crate::metrics::SharedCounters;
+use crate::tenants::Tenant;
+
+/// Wait before re-creating a consumer or pull that failed.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// How often a worker on standby looks for messages left in hand by a holder that died.
+const RECLAIM_CHECK: Duration = Duration::from_secs(1);
+/// Bounds of the pause between attempts to store a message's outputs.
+const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How long the server keeps a client pinned after its last pull: with the membership TTL,
+/// how long a dead node's partitions wait before a survivor may take them.
+pub const DEFAULT_PIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs one partition of one deployment on this node.
+pub(crate) struct PartitionWorker {
+    partition: u32,
+    updates: watch::Receiver<SharedDeployment>,
+    deployment: SharedDeployment,
+    /// The warm instance; `None` until the first message, after a failure, after a swap, and
+    /// while a call has it.
+    instance: Option<HandlerInstance>,
+    /// A redeploy arrived while a call had the instance: it is not used again.
+    instance_outdated: bool,
+    pin: Pin,
+    /// The first message after a new pin may be one a previous holder attempted.
+    taken_over: bool,
+    /// The consumer sequence the next delivery must have, while pinned.
+    next_consumer_seq: Option<u64>,
+    window: Window,
+    /// The message in the handler, or waiting out a retry's delay.
+    in_hand: Option<InHand>,
+    /// Messages whose calls are over, in stream order, each settled once those before it are.
+    settling: VecDeque<Settling>,
+    /// The last message this worker settled, whose confirmed ack confirms every earlier one.
+    last_settled: Option<Settled>,
+    /// Set once the worker must stop calling the handler: what to do when the pipeline is empty.
+    fence: Option<Next>,
+    js: jetstream::Context,
+    /// Where handler calls run.
+    guests: Arc<GuestThreads>,
+    /// Where failures, and attempt counts, are recorded.
+    failures: kv::Store,
+    node_id: String,
+    pin_timeout: Duration,
+    counters: SharedCounters,
+    stop: CancellationToken,
+}
+
+/// The message in hand.
+struct InHand {
+    delivery: Delivery,
+    /// The attempt the next (or current) call is.
+    attempt: u32,
+    /// The server terminated the message during its call: the call's end is ignored.
+    terminated: bool,
+}
+
+/// A message whose call is over, waiting for its turn to be settled.
+struct Settling {
+    delivery: Delivery,
+    /// The attempt its call was.
+    attempt: u32,
+    then: Then,
+}
+
+enum Then {
+    /// Store the outputs, then ack.
+    Ack { outputs: Arc<[Output]> },
+    /// `+TERM` with this reason: its failure record is written.
+    Term { reason: String },
+}
+
+/// How the last settled message was settled.
+struct Settled {
+    delivery: Delivery,
+    /// The `+TERM` reason, or `None` for an ack.
+    term: Option<String>,
+    /// Whether the server confirmed it (and with it every earlier ack).
+    confirmed: bool,
+}
+
+/// What the worker does once its pipeline is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Subscribe again at once: the deployment changed its consumer.
+    Move,
+    /// Subscribe again after a pause: the subscription failed.
+    Resubscribe,
+    Stop,
+}
+
+/// The stages in flight, polled side by side with the pull stream.
+#[derive(Default)]
+struct Flight {
+    /// The handler's call of the message in hand.
+    call: Option<BoxFuture<'static, CallResult>>,
+    /// The delay before the message in hand is called again.
+    retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Storing the outputs of the first message in `settling`.
+    store: Option<BoxFuture<'static, Result<(), NotStored>>>,
+    /// The pause before the next attempt to store, after one failed.
+    store_delay: Duration,
+}
+
+enum Event {
+    Stop,
+    Swapped,
+    DeploymentGone,
+    Delivered(Box<jetstream::Message>),
+    PullFailed(jetstream::consumer::pull::MessagesError),
+    PullEnded,
+    /// One of the consumer's advisories: a pin, or a termination.
+    Advisory(async_nats::Message),
+    ReclaimCheck,
+    Called(CallResult),
+    RetryDue,
+    Stored(Result<(), NotStored>),
+    Progress,
+}
+
+/// Waits for the future in `slot`, or forever if there is none.
+async fn next_of<F: std::future::Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl PartitionWorker {
+    pub(crate) fn new(
+        partition: u32,
+        mut updates: watch::Receiver<SharedDeployment>,
+        node: &crate::node::NodeContext,
+        stop: CancellationToken,
+    ) -> Self {
+        let deployment = updates.borrow_and_update().clone();
+        let js = deployment.tenant.js.clone();
+        Self {
+            partition,
+            updates,
+            deployment,
+            instance: None,
+            instance_outdated: false,
+            pin: Pin::default(),
+            taken_over: false,
+            next_consumer_seq: None,
+            window: Window::default(),
+            in_hand: None,
+            settling: VecDeque::new(),
+            last_settled: None,
+            fence: None,
+            js,
+            guests: node.host.guest_threads(),
+            failures: node.control.failures.clone(),
+            node_id: node.id.clone(),
+            pin_timeout: node.pin_timeout,
+            counters: node.counters.clone(),
+            stop,
+        }
+    }
+
+    /// Processes the partition until told to stop or until the deployment is withdrawn, then
+    /// hands it off (see the module's "Exclusive delivery and handoff").
+    ///
+    /// The partition counts against its tenant's instances on this node from the start: when
+    /// they are all in use, the worker waits, without pulling, until one is free.
+    pub(crate) async fn run(mut self) {
+        let tenant = self.deployment.tenant.clone();
+        let Some(_instance_permit) = take_instance_permit(tenant, self.stop.clone()).await else {
+            return;
+        };
+        loop {
+            let subscribed =
+                consumer::subscribe(&self.js, &self.deployment, self.partition, self.pin_timeout)
+                    .await;
+            let next = match subscribed {
+                Ok(pulling) => self.pump(pulling).await,
+                Err(error) => {
+                    tracing::error!("{error:#}; retrying in {RESUBSCRIBE_DELAY:?}");
+                    Next::Resubscribe
+                }
+            };
+            match next {
+                Next::Stop => return,
+                Next::Move => continue,
+                Next::Resubscribe => {}
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+            }
+        }
+    }
+
+    /// Runs the pipeline on one subscription until it must stop or resubscribe, then lets the
+    /// partition go.
+    async fn pump(&mut self, mut pulling: Pulling) -> Next {
+        self.pin.forget();
+        self.fence = None;
+        self.next_consumer_seq = None;
+        // Sequences are the stream's as this subscription finds it: a stream created again
+        // under the same name starts them over.
+        self.last_settled = None;
+        let mut pulling_ended = false;
+        let mut flight = Flight {
+            store_delay: STORE_RETRY_MIN,
+            ..Flight::default()
+        };
+        let mut reclaim_check = tokio::time::interval(RECLAIM_CHECK);
+        let mut progress = progress_interval(&self.deployment);
+        loop {
+            self.start_work(&mut flight).await;
+            if let Some(next) = self.fence
+                && flight.call.is_none()
+                && flight.store.is_none()
+                && self.settling.is_empty()
+            {
+                self.release(pulling).await;
+                return next;
+            }
+            let standby = self.pin.current().is_none();
+            let event = tokio::select! {
+                biased;
+                _ = self.stop.cancelled(), if self.fence.is_none() => Event::Stop,
+                changed = self.updates.changed(), if self.fence.is_none() => match changed {
+                    Ok(()) => Event::Swapped,
+                    Err(_) => Event::DeploymentGone,
+                },
+                Some(advisory) = pulling.advisories.next() => Event::Advisory(advisory),
+                // Before the stages, so that a busy pipeline still keeps its window alive.
+                _ = progress.tick() => Event::Progress,
+                result = next_of(&mut flight.call) => Event::Called(result),
+                result = next_of(&mut flight.store) => Event::Stored(result),
+                () = next_of(&mut flight.retry) => Event::RetryDue,
+                next = pulling.messages.next(), if !pulling_ended => match next {
+                    Some(Ok(message)) => Event::Delivered(Box::new(message)),
+                    Some(Err(error)) => Event::PullFailed(error),
+                    None => Event::PullEnded,
+                },
+                _ = reclaim_check.tick(), if standby && self.fence.is_none() => Event::ReclaimCheck,
+            };
+            match event {
+                Event::Stop | Event::DeploymentGone => self.fence(Next::Stop, &mut flight),
+                Event::Swapped => {
+                    if self.swap() {
+                        self.fence(Next::Move, &mut flight);
+                    }
+                }
+                Event::Delivered(message) => self.delivered(*message, &pulling, &mut flight).await,
+                Event::PullFailed(error) => {
+                    use jetstream::consumer::pull::MessagesErrorKind as Kind;
+                    tracing::warn!("pull from consumer {}: {error}", self.consumer_name());
+                    if !matches!(error.kind(), Kind::MissingHeartbeat) {
+                        pulling_ended = true;
+                        self.fence(Next::Resubscribe, &mut flight);
+                    }
+                }
+                Event::PullEnded => {
+                    pulling_ended = true;
+                    self.fence(Next::Resubscribe, &mut flight);
+                }
+                Event::Advisory(advisory) => {
+                    if let Some(stream_seq) = consumer::terminated(&advisory) {
+                        self.forget(stream_seq, &mut flight);
+                    } else if self.pin.lost(&advisory) {
+                        // A new holder resets the consumer and gets these again, in order.
+                        self.window.clear();
+                        if flight.retry.take().is_some() {
+                            self.in_hand = None;
+                        }
+                    }
+                }
+                Event::ReclaimCheck => {
+                    let stream = self.deployment.spec.stream.clone();
+                    if self.pin.reclaim(&self.js, &pulling.consumer, &stream).await {
+                        self.window.clear();
+                    }
+                }
+                Event::Called(result) => {
+                    flight.call = None;
+                    self.called(result, &mut flight, &pulling).await;
+                }
+                Event::RetryDue => {
+                    flight.retry = None;
+                    if self.pin.current().is_none() {
+                        // Its holder now is another: it retries the message itself.
+                        self.in_hand = None;
+                    } else {
+                        self.start_call(&mut flight);
+                    }
+                }
+                Event::Stored(result) => {
+                    flight.store = None;
+                    self.stored(result, &mut flight, &pulling).await;
+                }
+                Event::Progress => self.keep_alive().await,
+            }
+        }
+    }
+
+    /// Stops feeding the handler; once the pipeline is empty, the worker does `next`. A message
+    /// waiting out a retry is left to the next holder.
+    fn fence(&mut self, next: Next, flight: &mut Flight) {
+        if self.fence.is_none() {
+            self.fence = Some(next);
+        }
+        if flight.retry.take().is_some() {
+            self.in_hand = None;
+        }
+    }
+
+    /// Takes every message above the ack floor back, in order: once the pipeline is empty, the
+    /// worker resets the consumer to its ack floor (see [`PartitionWorker::release`]) and
+    /// subscribes again, so that no delivery made before the reset reaches the handler after one
+    /// made since.
+    fn retake(&mut self, flight: &mut Flight, why: &str) {
+        tracing::info!("{why}; taking the partition's messages back in order");
+        self.window.clear();
+        self.fence(Next::Move, flight);
+    }
+
+    /// Forgets a message the server terminated (see [`consumer::terminated`]): removed from
+    /// the stream while this worker waited to call it again, say. A call in progress for it
+    /// ends as usual, and its settlement is refused by the server.
+    fn forget(&mut self, stream_seq: u64, flight: &mut Flight) {
+        self.window.remove(stream_seq);
+        let Some(in_hand) = self
+            .in_hand
+            .as_mut()
+            .filter(|in_hand| in_hand.delivery.stream_seq == stream_seq)
+        else {
+            return;
+        };
+        tracing::info!(stream_seq, "the server terminated the message in hand");
+        if flight.retry.take().is_some() {
+            self.in_hand = None;
+        } else {
+            in_hand.terminated = true;
+        }
+    }
+
+    /// Takes the newest deployment at a message boundary: the next call goes to a fresh
+    /// instance of the new version. Returns whether the consumer must change too.
+    fn swap(&mut self) -> bool {
+        let next = self.updates.borrow_and_update().clone();
+        let consumer_changed = consumer::settings_differ(&self.deployment, &next);
+        tracing::info!(
+            "switching from version {} to {}",
+            self.deployment.spec.short_version(),
+            next.spec.short_version()
+        );
+        self.deployment = next;
+        self.instance = None;
+        self.instance_outdated = true;
+        consumer_changed
+    }
+
+    /// Starts whatever can start: the next message's call, and storing the outputs of the
+    /// first message waiting to be settled (or settling it, if it is a termination).
+    async fn start_work(&mut self, flight: &mut Flight) {
+        let pinned = self.pin.current().is_some();
+        if flight.call.is_none()
+            && flight.retry.is_none()
+            && self.in_hand.is_none()
+            && self.fence.is_none()
+            && pinned
+            && let Some(delivery) = self.window.take_first()
+        {
+            let recorded =
+                call::attempts_made(&self.failures, &self.deployment, &delivery, self.taken_over)
+                    .await;
+            let made = recorded.max(delivery.attempted);
+            self.taken_over = false;
+            self.in_hand = Some(InHand {
+                delivery,
+                attempt: made.saturating_add(1),
+                terminated: false,
+            });
+            self.start_call(flight);
+        }
+        while flight.store.is_none()
+            && let Some(first) = self.settling.front()
+        {
+            match &first.then {
+                Then::Ack { outputs } => {
+                    let store = outputs::store(
+                        self.js.clone(),
+                        self.deployment.clone(),
+                        first.delivery.stream_seq,
+                        outputs.clone(),
+                    );
+                    flight.store = Some(Box::pin(store));
+                }
+                Then::Term { reason } => {
+                    let reason = reason.clone();
+                    if let Some(settling) = self.settling.pop_front() {
+                        self.terminate(settling.delivery, reason).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the message in hand to the handler.
+    fn start_call(&mut self, flight: &mut Flight) {
+        let Some(in_hand) = &self.in_hand else {
+            return;
+        };
+        let stream = &self.deployment.spec.stream;
+        let input = match call::to_input(&in_hand.delivery, stream, in_hand.attempt) {
+            Ok(input) => input,
+            Err(error) => {
+                let error = format!("weir could not read the message: {error:#}");
+                tracing::error!(stream_seq = in_hand.delivery.stream_seq, "{error}");
+                let result = Err(call::CallFailure::Handle(
+                    crate::host::HandlerFailure::Trap(error),
+                ));
+                flight.call = Some(Box::pin(std::future::ready((None, result))));
+                return;
+            }
+        };
+        tracing::debug!(
+            stream_seq = in_hand.delivery.stream_seq,
+            delivery = in_hand.attempt,
+            pin = self.pin.current().unwrap_or(""),
+            "handling"
+        );
+        let call = call::call_handler(
+            self.instance.take(),
+            self.deployment.clone(),
+            self.guests.clone(),
+            input,
+        );
+        self.instance_outdated = false;
+        flight.call = Some(Box::pin(call));
+    }
+
+    /// Takes in a delivered message: into the window, or, if this worker settled it already,
+    /// settled again.
+    async fn delivered(
+        &mut self,
+        message: jetstream::Message,
+        pulling: &Pulling,
+        flight: &mut Flight,
+    ) {
+        let delivery = match Delivery::new(message) {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                // No real server sends this: nothing can be done with the message but to log.
+                tracing::error!("{error}; ignoring it");
+                return;
+            }
+        };
+        if self.fence.is_some() {
+            // Not to be handled here: the next subscription, or the next holder, gets it.
+            return;
+        }
+        if self.pin.track(delivery.pin()) == Pinned::Newly {
+            self.taken_over = true;
+            self.next_consumer_seq = None;
+            if pin::pending_elsewhere(&pulling.consumer, delivery.consumer_seq).await {
+                self.retake(
+                    flight,
+                    "newly pinned while an earlier holder's messages are pending",
+                );
+                return;
+            }
+        }
+        // While pinned, every delivery of the consumer comes here, numbered one after the
+        // other: a missing number is a delivery lost on the way (a reconnection), and the
+        // message it carried may come before those that follow it.
+        if let Some(expected) = self.next_consumer_seq
+            && delivery.consumer_seq > expected
+        {
+            self.retake(flight, "a delivery went missing");
+            return;
+        }
+        self.next_consumer_seq = Some(delivery.consumer_seq + 1);
+        if let Some(settled) = &self.last_settled
+            && delivery.stream_seq <= settled.delivery.stream_seq
+        {
+            self.settle_again(delivery).await;
+            return;
+        }
+        if let Some(in_hand) = &mut self.in_hand
+            && in_hand.delivery.stream_seq == delivery.stream_seq
+        {
+            in_hand.delivery = delivery;
+            return;
+        }
+        if self
+            .settling
+            .iter()
+            .any(|s| s.delivery.stream_seq == delivery.stream_seq)
+        {
+            return;
+        }
+        self.window.hold(delivery);
+    }
+
+    /// Settles again a message this worker settled before, without calling the handler: its
+    /// ack or termination did not reach the server. Only the last settled message's
+    /// termination is remembered; an earlier one is acked (its dead letter is then missing,
+    /// which needs a `+TERM` lost on its way and a redelivery of that very message).
+    async fn settle_again(&mut self, delivery: Delivery) {
+        let term = self
+            .last_settled
+            .as_ref()
+            .filter(|settled| settled.delivery.stream_seq == delivery.stream_seq)
+            .and_then(|settled| settled.term.clone());
+        tracing::debug!(
+            stream_seq = delivery.stream_seq,
+            "already settled; settling it again"
+        );
+        let settled = match term {
+            Some(reason) => settle::term(&self.js, &delivery, &reason).await,
+            None => settle::ack(&delivery).await,
+        };
+        if let Err(error) = settled {
+            tracing::warn!("{error:#}");
+        }
+    }
+
+    /// Carries out the verdict on a call.
+    async fn called(
+        &mut self,
+        (instance, result): CallResult,
+        flight: &mut Flight,
+        pulling: &Pulling,
+    ) {
+        if !std::mem::take(&mut self.instance_outdated) {
+            self.instance = instance;
+        }
+        let Some(in_hand) = self.in_hand.take().filter(|in_hand| !in_hand.terminated) else {
+            return;
+        };
+        let failure = result.as_ref().err().map(ToString::to_string);
+        let ended = match (&result, &failure) {
+            (Ok(handled), _) => Ended::Answered(&handled.outcome),
+            (Err(kind), Some(failure)) if kind.is_capacity() => Ended::NoCapacity(failure),
+            (Err(_), Some(failure)) => Ended::Failed(failure),
+            (Err(_), None) => Ended::Failed("the call failed"),
+        };
+        let verdict = verdict::decide(ended, in_hand.attempt, &self.deployment.spec.retry);
+        match (&result, &verdict) {
+            (Err(_), Verdict::Wait { .. }) => {}
+            (Err(_), _) => {
+                self.counters.failed();
+                tracing::warn!(
+                    stream_seq = in_hand.delivery.stream_seq,
+                    delivery = in_hand.attempt,
+                    "handler failed: {}; instance replaced",
+                    failure.as_deref().unwrap_or("")
+                );
+            }
+            (Ok(_), Verdict::Retry { .. } | Verdict::GiveUp { .. }) => self.counters.retried(),
+            (Ok(_), Verdict::Reject { .. }) => self.counters.rejected(),
+            (Ok(_), Verdict::Ack | Verdict::Wait { .. }) => {}
+        }
+        let outputs: Arc<[Output]> = match result {
+            Ok(handled) => handled.outputs.into(),
+            Err(_) => Arc::from([]),
+        };
+        self.carry_out(in_hand, verdict, outputs, flight, pulling)
+            .await;
+    }
+
+    /// What the verdict on the message in hand makes of it.
+    async fn carry_out(
+        &mut self,
+        in_hand: InHand,
+        verdict: Verdict,
+        outputs: Arc<[Output]>,
+        flight: &mut Flight,
+        pulling: &Pulling,
+    ) {
+        let InHand {
+            delivery, attempt, ..
+        } = in_hand;
+        if let Verdict::Wait { delay, reason } = &verdict {
+            tracing::warn!(
+                stream_seq = delivery.stream_seq,
+                "waiting {delay:?} for capacity: {reason}"
+            );
+            self.hold_for(delivery, attempt, *delay, flight);
+            return;
+        }
+        let (error, terminated, gave_up) = match &verdict {
+            Verdict::Ack => {
+                self.settling.push_back(Settling {
+                    delivery,
+                    attempt,
+                    then: Then::Ack { outputs },
+                });
+                return;
+            }
+            Verdict::Retry { error, .. } => (error.clone(), false, false),
+            Verdict::GiveUp { error } => (error.clone(), true, true),
+            Verdict::Reject { error, .. } => (error.clone(), true, false),
+            Verdict::Wait { .. } => return,
+        };
+        let attempted = Attempted {
+            delivery: &delivery,
+            attempt,
+            error: &error,
+            terminated,
+            gave_up,
+        };
+        let recorded = settle::record(
+            &self.failures,
+            &self.deployment,
+            &self.node_id,
+            &self.pin,
+            &pulling.consumer,
+            attempted,
+        )
+        .await;
+        let (delay, next_attempt) = match (recorded, verdict) {
+            (Recorded::Superseded, _) => return,
+            (Recorded::Yes, Verdict::Retry { delay, .. }) => (delay, attempt.saturating_add(1)),
+            (Recorded::Yes, Verdict::GiveUp { .. }) => {
+                let reason = format!("weir gave up after {attempt} attempt(s): {error}");
+                self.settling.push_back(Settling {
+                    delivery,
+                    attempt,
+                    then: Then::Term { reason },
+                });
+                return;
+            }
+            (Recorded::Yes, Verdict::Reject { reason, .. }) => {
+                self.settling.push_back(Settling {
+                    delivery,
+                    attempt,
+                    then: Then::Term { reason },
+                });
+                return;
+            }
+            (Recorded::Failed(record_error), Verdict::Retry { delay, .. }) => {
+                tracing::warn!("{record_error:#}; its dead letter may not say why it failed");
+                (delay, attempt.saturating_add(1))
+            }
+            (Recorded::Failed(record_error), _) => {
+                // Never settled without the record that tells the mover it is weir's.
+                tracing::warn!(
+                    "{record_error:#}; trying the message again instead of terminating it"
+                );
+                (settle::RECORD_RETRY, attempt)
+            }
+            (Recorded::Yes, Verdict::Ack | Verdict::Wait { .. }) => return,
+        };
+        self.hold_for(delivery, next_attempt, delay, flight);
+    }
+
+    /// Keeps the message in hand, to call it again (as attempt `attempt`) after `delay`;
+    /// behind a fence it is left to the next holder, with its attempts recorded.
+    fn hold_for(&mut self, delivery: Delivery, attempt: u32, delay: Duration, flight: &mut Flight) {
+        if self.fence.is_some() {
+            return;
+        }
+        self.in_hand = Some(InHand {
+            delivery,
+            attempt,
+            terminated: false,
+        });
+        flight.retry = Some(Box::pin(tokio::time::sleep(delay)));
+    }
+
+    /// Acks the first message waiting to be settled once its outputs are stored, or deals with
+    /// why they are not.
+    async fn stored(
+        &mut self,
+        result: Result<(), NotStored>,
+        flight: &mut Flight,
+        pulling: &Pulling,
+    ) {
+        match result {
+            Ok(()) => {
+                flight.store_delay = STORE_RETRY_MIN;
+                let Some(settling) = self.settling.pop_front() else {
+                    return;
+                };
+                let outputs = match &settling.then {
+                    Then::Ack { outputs } => outputs.len(),
+                    Then::Term { .. } => 0,
+                };
+                // The last ack before the partition is let go is the confirmed one.
+                let last = self.fence.is_some() && self.settling.is_empty();
+                let acked = if last {
+                    settle::confirmed_ack(&settling.delivery).await
+                } else {
+                    settle::ack(&settling.delivery).await
+                };
+                let confirmed = last && acked.is_ok();
+                match acked {
+                    Ok(()) => self.counters.acked(outputs, settling.delivery.published_at),
+                    // The server redelivers after AckWait; stored outputs are deduplicated.
+                    Err(error) => tracing::warn!("{error:#}"),
+                }
+                self.last_settled = Some(Settled {
+                    delivery: settling.delivery,
+                    term: None,
+                    confirmed,
+                });
+            }
+            Err(NotStored::ForNow(error)) => {
+                self.counters.failed();
+                if self.fence.is_some() {
+                    // Whatever is not settled goes to the next holder.
+                    tracing::warn!("{error:#}; leaving the unsettled messages to the next holder");
+                    self.settling.clear();
+                    return;
+                }
+                let delay = flight.store_delay;
+                tracing::warn!("{error:#}; trying again in {delay:?}");
+                flight.store_delay = (delay * 2).min(STORE_RETRY_MAX);
+                if let Some(first) = self.settling.front()
+                    && let Then::Ack { outputs } = &first.then
+                {
+                    let store = outputs::store(
+                        self.js.clone(),
+                        self.deployment.clone(),
+                        first.delivery.stream_seq,
+                        outputs.clone(),
+                    );
+                    flight.store = Some(Box::pin(async move {
+                        tokio::time::sleep(delay).await;
+                        store.await
+                    }));
+                }
+            }
+            Err(NotStored::Ever(reason)) => {
+                flight.store_delay = STORE_RETRY_MIN;
+                let Some(first) = self.settling.pop_front() else {
+                    return;
+                };
+                // What was computed after this message assumed it done: it is computed again,
+                // by a fresh instance, once this one is. A call in progress is not waited for
+                // (it ends on the guest threads, and its instance with it).
+                for later in self.settling.drain(..) {
+                    let mut delivery = later.delivery;
+                    delivery.attempted = later.attempt.saturating_sub(1);
+                    self.window.put_back(delivery);
+                }
+                flight.call = None;
+                flight.retry = None;
+                if let Some(in_hand) = self.in_hand.take() {
+                    let mut delivery = in_hand.delivery;
+                    delivery.attempted = in_hand.attempt.saturating_sub(1);
+                    self.window.put_back(delivery);
+                }
+                self.instance = None;
+                self.counters.failed();
+                let error = format!("outputs not stored: {reason}");
+                tracing::warn!(stream_seq = first.delivery.stream_seq, "{error}");
+                let retry = &self.deployment.spec.retry;
+                let verdict = verdict::decide(Ended::Failed(&error), first.attempt, retry);
+                let in_hand = InHand {
+                    delivery: first.delivery,
+                    attempt: first.attempt,
+                    terminated: false,
+                };
+                self.carry_out(in_hand, verdict, Arc::from([]), flight, pulling)
+                    .await;
+            }
+        }
+    }
+
+    /// Terminates a message whose failure record is written.
+    async fn terminate(&mut self, delivery: Delivery, reason: String) {
+        if let Err(error) = settle::term(&self.js, &delivery, &reason).await {
+            // The server redelivers after AckWait, and the failure record is still there.
+            tracing::warn!("{error:#}");
+        }
+        self.last_settled = Some(Settled {
+            delivery,
+            term: Some(reason),
+            confirmed: true,
+        });
+    }
+
+    /// Tells the server every message this worker holds is still in progress.
+    async fn keep_alive(&mut self) {
+        let held = self
+            .window
+            .iter()
+            .chain(self.in_hand.iter().map(|in_hand| &in_hand.delivery))
+            .chain(self.settling.iter().map(|settling| &settling.delivery));
+        for delivery in held {
+            settle::in_progress(delivery).await;
+        }
+    }
+
+    /// Lets the next holder in: stops pulling, confirms every ack, resets the consumer to its
+    /// ack floor so that whatever this worker still held is delivered again, in order, and
+    /// unpins.
+    async fn release(&mut self, pulling: Pulling) {
+        let Pulling {
+            consumer, messages, ..
+        } = pulling;
+        drop(messages);
+        let held = self.window.len() + usize::from(self.in_hand.is_some());
+        self.window.clear();
+        self.in_hand = None;
+        if self.pin.current().is_none() {
+            return;
+        }
+        let stream = self.deployment.spec.stream.clone();
+        let name = self.consumer_name();
+        match self.pin.holds(&consumer).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!("{error:#}; letting the pin time out");
+                return;
+            }
+        }
+        if let Some(settled) = &self.last_settled
+            && settled.term.is_none()
+            && !settled.confirmed
+            && let Err(error) = settle::confirmed_ack(&settled.delivery).await
+        {
+            tracing::warn!("{error:#}");
+        }
+        tracing::debug!(held, "handing the partition off");
+        pin::reset_to_ack_floor(&self.js, &stream, &name).await;
+        pin::unpin(&self.js, &stream, &name).await;
+        self.pin.forget();
+    }
+
+    fn consumer_name(&self) -> String {
+        self.deployment.id.consumer_name(self.partition)
+    }
+}
+
+/// Ticks at a third of the deployment's AckWait, to keep held messages in progress.
+fn progress_interval(deployment: &SharedDeployment) -> tokio::time::Interval {
+    let period = (deployment.spec.retry.ack_wait / 3).max(Duration::from_millis(100));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// One of `tenant`'s instances on this node, waited for if need be; `None` if told to stop
+/// first. (A free function: the worker, which holds a Wasm store, is not `Sync`.)
+async fn take_instance_permit(
+    tenant: Arc<Tenant>,
+    stop: CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(permit) = tenant.instances.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    tracing::warn!(
+        "waiting: tenant {} already runs its quota of {} instance(s) on this node",
+        tenant.name,
+        tenant.quotas.max_instances
+    );
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        permit = tenant.instances.clone().acquire_owned() => permit.ok(),
+    }
+}
