@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -29,7 +29,7 @@ use crate::node::NodeContext;
 use crate::resources::DeploymentId;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
 use crate::tenants::Tenant;
-use crate::worker::PartitionWorker;
+use crate::worker::{PartitionWorker, Waiting};
 use crate::{partition, placement};
 
 /// Pause before watching `weir_deployments` again after the watch broke.
@@ -39,6 +39,8 @@ struct Running {
     updates: watch::Sender<SharedDeployment>,
     /// The stop signal of each partition worker this node runs.
     workers: BTreeMap<u32, CancellationToken>,
+    /// The partitions whose workers wait for capacity, and why.
+    waiting: BTreeMap<u32, String>,
 }
 
 pub(crate) struct Registry {
@@ -49,6 +51,11 @@ pub(crate) struct Registry {
     placed_with: Option<Vec<String>>,
     /// Every worker task, including those still handing off after being told to stop.
     workers: TaskTracker,
+    /// Where workers say they begin or end a wait for capacity.
+    waits: (
+        mpsc::UnboundedSender<Waiting>,
+        mpsc::UnboundedReceiver<Waiting>,
+    ),
 }
 
 impl Registry {
@@ -59,6 +66,7 @@ impl Registry {
             members,
             placed_with: None,
             workers: TaskTracker::new(),
+            waits: mpsc::unbounded_channel(),
         }
     }
 
@@ -78,6 +86,7 @@ impl Registry {
                             }
                             self.place_all().await;
                         }
+                        Some(waiting) = self.waits.1.recv() => self.waiting(waiting).await,
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => self.apply(entry).await,
                             Some(Err(error)) => tracing::warn!("deployment watch: {error}"),
@@ -223,6 +232,7 @@ impl Registry {
                     Running {
                         updates,
                         workers: BTreeMap::new(),
+                        waiting: BTreeMap::new(),
                     },
                 );
                 self.place(&id);
@@ -295,6 +305,10 @@ impl Registry {
             }
             keep
         });
+        let workers = &running.workers;
+        running
+            .waiting
+            .retain(|partition, _| workers.contains_key(partition));
         for partition in owned {
             if running.workers.contains_key(&partition) {
                 continue;
@@ -304,6 +318,7 @@ impl Registry {
                 partition,
                 running.updates.subscribe(),
                 &self.node,
+                self.waits.0.clone(),
                 stop.clone(),
             );
             let span = tracing::info_span!(
@@ -317,6 +332,28 @@ impl Registry {
             changed = true;
         }
         changed
+    }
+
+    /// Records a partition's wait for capacity, begun or over, in `weir_status`.
+    async fn waiting(
+        &mut self,
+        Waiting {
+            id,
+            partition,
+            reason,
+        }: Waiting,
+    ) {
+        let Some(running) = self.running.get_mut(&id) else {
+            return;
+        };
+        if !running.workers.contains_key(&partition) {
+            return;
+        }
+        match reason {
+            Some(reason) => running.waiting.insert(partition, reason),
+            None => running.waiting.remove(&partition),
+        };
+        self.report_running(&id, None).await;
     }
 
     /// Records in `weir_status` what this node runs of the deployment; `revision` is the
@@ -343,6 +380,7 @@ impl Registry {
             revision,
             version,
             partitions: running.workers.keys().copied().collect(),
+            waiting: running.waiting.clone(),
             error: None,
             updated_at: now_rfc3339(),
         };
@@ -390,6 +428,7 @@ impl Registry {
             revision,
             version: version.to_owned(),
             partitions,
+            waiting: BTreeMap::new(),
             error: Some(error),
             updated_at: now_rfc3339(),
         };

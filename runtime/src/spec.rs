@@ -354,6 +354,10 @@ pub struct NodeStatus {
     pub version: String,
     /// The partitions this node runs.
     pub partitions: Vec<u32>,
+    /// Those of them that wait for capacity (an instance or memory of the tenant's quota, or
+    /// an instance that cannot start), and why. Their messages are kept, not dead-lettered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting: BTreeMap<u32, String>,
     /// Why this node cannot run the revision, if it cannot.
     pub error: Option<String>,
     /// When the node wrote this, RFC 3339.

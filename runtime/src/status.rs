@@ -58,6 +58,9 @@ pub struct PartitionStatus {
     pub redelivered: u64,
     /// Messages in the partition not yet delivered.
     pub lag: u64,
+    /// What the partition waits for, if its owner lacks the capacity to run it: an instance or
+    /// memory of the tenant's quota, or an instance that cannot start. Its messages wait too.
+    pub waiting: Option<String>,
 }
 
 /// Reads the live nodes, the deployments (every tenant's, or `tenant`'s), what each live node
@@ -134,11 +137,15 @@ async fn partitions(
 ) -> Vec<PartitionStatus> {
     let mut partitions = Vec::new();
     for partition in 0..spec.partitions {
-        let owners = reports
+        let running: Vec<&NodeStatus> = reports
             .iter()
             .filter(|r| r.error.is_none() && r.partitions.contains(&partition))
-            .map(|r| r.node.clone())
             .collect();
+        let owners = running.iter().map(|r| r.node.clone()).collect();
+        let waiting = running
+            .iter()
+            .find_map(|r| r.waiting.get(&partition))
+            .cloned();
         let consumer = stream.consumer_info(id.consumer_name(partition)).await.ok();
         partitions.push(PartitionStatus {
             partition,
@@ -146,6 +153,7 @@ async fn partitions(
             pending: consumer.as_ref().map_or(0, |c| c.num_ack_pending as u64),
             redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered as u64),
             lag: consumer.as_ref().map_or(0, |c| c.num_pending),
+            waiting,
         });
     }
     partitions
@@ -217,7 +225,7 @@ pub fn print(status: &ClusterStatus) {
             continue;
         }
         println!(
-            "  {:>9}  {:<32} {:>7} {:>11} {:>9}",
+            "  {:>9}  {:<32} {:>7} {:>11} {:>9}  STATE",
             "PARTITION", "OWNER", "PENDING", "REDELIVERED", "LAG"
         );
         for p in &deployment.partitions {
@@ -226,8 +234,13 @@ pub fn print(status: &ClusterStatus) {
             } else {
                 p.owners.join(",")
             };
+            let state = match (&p.waiting, p.owners.is_empty()) {
+                (Some(reason), _) => format!("waiting: {reason}"),
+                (None, true) => "unowned".to_owned(),
+                (None, false) => "running".to_owned(),
+            };
             println!(
-                "  {:>9}  {:<32} {:>7} {:>11} {:>9}",
+                "  {:>9}  {:<32} {:>7} {:>11} {:>9}  {state}",
                 p.partition, owner, p.pending, p.redelivered, p.lag
             );
         }

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::fairness::{CpuScheduler, Turn};
 
 /// The quotas a [`TenantBudget`] enforces.
@@ -25,6 +27,10 @@ pub struct TenantBudget {
     pub(crate) tenant: Arc<str>,
     pub(crate) quota: BudgetQuota,
     pub(crate) memory: Arc<MemoryPool>,
+    /// Raised when a call was refused memory because the tenant's instances hold all of its
+    /// quota: every partition of the tenant gives its warm instance back once it has no call
+    /// in flight, so that memory held by idle instances goes where it is needed.
+    memory_wanted: watch::Sender<()>,
     pub(crate) log: Mutex<LogBudget>,
     pub(crate) scheduler: Arc<CpuScheduler>,
 }
@@ -34,6 +40,7 @@ impl TenantBudget {
         Self {
             tenant: Arc::from(tenant),
             memory: Arc::new(MemoryPool::new(quota.max_memory_total_bytes)),
+            memory_wanted: watch::Sender::new(()),
             log: Mutex::new(LogBudget::new(quota.log_lines_per_second)),
             quota,
             scheduler,
@@ -48,6 +55,16 @@ impl TenantBudget {
     /// Linear memory the tenant's instances hold on this node right now.
     pub fn memory_in_use(&self) -> u64 {
         self.memory.in_use()
+    }
+
+    /// Asks the tenant's partitions to give back the memory of instances they keep warm.
+    pub fn want_memory(&self) {
+        self.memory_wanted.send_replace(());
+    }
+
+    /// Tells a partition when the tenant wants the memory of its warm instance back.
+    pub fn memory_wanted(&self) -> watch::Receiver<()> {
+        self.memory_wanted.subscribe()
     }
 
     /// A turn on one of the node's cores, in the tenant's place in the round: taken before a

@@ -35,6 +35,11 @@ impl CallFailure {
             Self::Start(_) | Self::Handle(HandlerFailure::TenantMemoryQuota { .. })
         )
     }
+
+    /// Whether the call was refused memory the tenant's other instances hold.
+    pub(crate) fn is_memory_quota(&self) -> bool {
+        matches!(self, Self::Handle(HandlerFailure::TenantMemoryQuota { .. }))
+    }
 }
 
 impl std::fmt::Display for CallFailure {

@@ -13,10 +13,9 @@ use crate::deployment::Deployment;
 use crate::partition;
 use crate::resources::PRIORITY_GROUP;
 
-/// How long one pull request waits on the server. Pulls also keep the pin alive, so this stays
-/// well below the pin timeout.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long before the pin timeout an idle pull request expires (and the next one, which
+/// keeps the pin, is sent).
+const PULL_MARGIN: Duration = Duration::from_secs(1);
 /// Deliveries the server allows a message beyond weir's own attempts. weir counts attempts
 /// itself and never asks the server for a redelivery to retry, so the server redelivers only
 /// when a holder went quiet (its AckWait ran out): MaxDeliver is a backstop against a message
@@ -64,8 +63,7 @@ pub(crate) async fn subscribe(
                 .max_window_bytes
                 .max((2 * max_payload).max(PULL_BYTES_MIN) as u64) as usize,
         )
-        .expires(PULL_EXPIRES)
-        .heartbeat(PULL_HEARTBEAT)
+        .expires(pull_expires(pin_timeout))
         .messages()
         .await
         .with_context(|| format!("failed to pull from consumer {name}"))?;
@@ -74,6 +72,14 @@ pub(crate) async fn subscribe(
         messages,
         advisories,
     })
+}
+
+/// How long one pull request waits on the server: as long as the pin allows, since an idle
+/// partition costs a request (and its expiry) per period. A pinned puller must ask again within
+/// the pin timeout to keep the pin. There are no idle heartbeats: a pull request lost with a
+/// connection is sent again when the client reconnects, or a few seconds after it expires.
+fn pull_expires(pin_timeout: Duration) -> Duration {
+    pin_timeout.saturating_sub(PULL_MARGIN).max(pin_timeout / 2)
 }
 
 /// The stream sequence of the message a consumer advisory says the server terminated: a
@@ -160,4 +166,18 @@ pub(crate) async fn ensure_consumer(
         })
         .await
         .with_context(|| format!("failed to create consumer {name} on stream {}", spec.stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_pull_is_renewed_within_the_pin_timeout() {
+        let secs = Duration::from_secs;
+        assert_eq!(pull_expires(secs(5)), secs(4));
+        assert_eq!(pull_expires(secs(30)), secs(29));
+        let short = Duration::from_millis(1500);
+        assert_eq!(pull_expires(short), short / 2);
+    }
 }

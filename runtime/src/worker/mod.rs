@@ -52,7 +52,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::call::CallResult;
@@ -65,12 +65,15 @@ use self::window::{Delivery, Window};
 use crate::deployment::SharedDeployment;
 use crate::host::{GuestThreads, HandlerInstance, Output};
 use crate::metrics::SharedCounters;
+use crate::resources::DeploymentId;
 use crate::tenants::Tenant;
 
 /// Wait before re-creating a consumer or pull that failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
-/// How often a worker on standby looks for messages left in hand by a holder that died.
+/// How soon a worker on standby looks for messages left in hand by a holder that died, once it
+/// has reason to (it subscribed, the pin ran out, it saw some once), and how often otherwise.
 const RECLAIM_CHECK: Duration = Duration::from_secs(1);
+const RECLAIM_CHECK_IDLE: Duration = Duration::from_secs(30);
 /// Bounds of the pause between attempts to store a message's outputs.
 const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -111,7 +114,21 @@ pub(crate) struct PartitionWorker {
     node_id: String,
     pin_timeout: Duration,
     counters: SharedCounters,
+    /// Says when the tenant wants the memory of idle instances back.
+    memory_wanted: watch::Receiver<()>,
+    /// Whether the partition waits for capacity, as last told to the registry.
+    waiting: bool,
+    waits: mpsc::UnboundedSender<Waiting>,
     stop: CancellationToken,
+}
+
+/// A partition's wait for capacity begun (with its reason) or over, as a worker tells the
+/// registry, which reports it in `weir_status`.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    pub(crate) id: DeploymentId,
+    pub(crate) partition: u32,
+    pub(crate) reason: Option<String>,
 }
 
 /// The message in hand.
@@ -180,6 +197,8 @@ enum Event {
     /// One of the consumer's advisories: a pin, or a termination.
     Advisory(async_nats::Message),
     ReclaimCheck,
+    /// The tenant wants the memory of idle instances back.
+    MemoryWanted,
     Called(CallResult),
     RetryDue,
     Stored(Result<(), NotStored>),
@@ -199,10 +218,12 @@ impl PartitionWorker {
         partition: u32,
         mut updates: watch::Receiver<SharedDeployment>,
         node: &crate::node::NodeContext,
+        waits: mpsc::UnboundedSender<Waiting>,
         stop: CancellationToken,
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
         let js = deployment.tenant.js.clone();
+        let memory_wanted = deployment.context.budget.memory_wanted();
         Self {
             partition,
             updates,
@@ -223,6 +244,9 @@ impl PartitionWorker {
             node_id: node.id.clone(),
             pin_timeout: node.pin_timeout,
             counters: node.counters.clone(),
+            memory_wanted,
+            waiting: false,
+            waits,
             stop,
         }
     }
@@ -234,8 +258,32 @@ impl PartitionWorker {
     /// they are all in use, the worker waits, without pulling, until one is free.
     pub(crate) async fn run(mut self) {
         let tenant = self.deployment.tenant.clone();
-        let Some(_instance_permit) = take_instance_permit(tenant, self.stop.clone()).await else {
-            return;
+        let _instance_permit = match tenant.instances.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let reason = format!(
+                    "tenant {} already runs its quota of {} partition(s) on this node",
+                    tenant.name, tenant.quotas.max_instances
+                );
+                tracing::warn!("waiting: {reason}");
+                self.waiting_for(Some(reason));
+                // The consumer, so that `weir status` counts the messages that wait meanwhile.
+                let made = consumer::ensure_consumer(
+                    &self.js,
+                    &self.deployment,
+                    self.partition,
+                    self.pin_timeout,
+                )
+                .await;
+                if let Err(error) = made {
+                    tracing::warn!("{error:#}");
+                }
+                let Some(permit) = take_instance_permit(tenant, self.stop.clone()).await else {
+                    return;
+                };
+                self.waiting_for(None);
+                permit
+            }
         };
         loop {
             let subscribed =
@@ -274,7 +322,7 @@ impl PartitionWorker {
             store_delay: STORE_RETRY_MIN,
             ..Flight::default()
         };
-        let mut reclaim_check = tokio::time::interval(RECLAIM_CHECK);
+        let mut reclaim_check = Some(Box::pin(tokio::time::sleep(RECLAIM_CHECK)));
         let mut progress = progress_interval(&self.deployment);
         loop {
             self.start_work(&mut flight).await;
@@ -305,7 +353,11 @@ impl PartitionWorker {
                     Some(Err(error)) => Event::PullFailed(error),
                     None => Event::PullEnded,
                 },
-                _ = reclaim_check.tick(), if standby && self.fence.is_none() => Event::ReclaimCheck,
+                () = next_of(&mut reclaim_check), if standby && self.fence.is_none() => {
+                    Event::ReclaimCheck
+                }
+                Ok(()) = self.memory_wanted.changed(),
+                    if self.instance.is_some() && flight.call.is_none() => Event::MemoryWanted,
             };
             match event {
                 Event::Stop | Event::DeploymentGone => self.fence(Next::Stop, &mut flight),
@@ -328,6 +380,9 @@ impl PartitionWorker {
                     self.fence(Next::Resubscribe, &mut flight);
                 }
                 Event::Advisory(advisory) => {
+                    if pin::unpinned(&advisory) {
+                        reclaim_check = Some(Box::pin(tokio::time::sleep(RECLAIM_CHECK)));
+                    }
                     if let Some(stream_seq) = consumer::terminated(&advisory) {
                         self.forget(stream_seq, &mut flight);
                     } else if self.pin.lost(&advisory) {
@@ -340,9 +395,22 @@ impl PartitionWorker {
                 }
                 Event::ReclaimCheck => {
                     let stream = self.deployment.spec.stream.clone();
-                    if self.pin.reclaim(&self.js, &pulling.consumer, &stream).await {
+                    let found = self.pin.reclaim(&self.js, &pulling.consumer, &stream).await;
+                    let next = match found {
+                        pin::Reclaim::Suspect => RECLAIM_CHECK,
+                        pin::Reclaim::Nothing | pin::Reclaim::Reset => RECLAIM_CHECK_IDLE,
+                    };
+                    if found == pin::Reclaim::Reset {
                         self.window.clear();
                     }
+                    reclaim_check = Some(Box::pin(tokio::time::sleep(next)));
+                }
+                Event::MemoryWanted => {
+                    self.instance = None;
+                    tracing::info!(
+                        "gave the memory of its idle instance back: another partition of the \
+                         tenant is waiting for memory"
+                    );
                 }
                 Event::Called(result) => {
                     flight.call = None;
@@ -605,7 +673,12 @@ impl PartitionWorker {
         let failure = result.as_ref().err().map(ToString::to_string);
         let ended = match (&result, &failure) {
             (Ok(handled), _) => Ended::Answered(&handled.outcome),
-            (Err(kind), Some(failure)) if kind.is_capacity() => Ended::NoCapacity(failure),
+            (Err(kind), Some(failure)) if kind.is_capacity() => {
+                if kind.is_memory_quota() {
+                    self.deployment.context.budget.want_memory();
+                }
+                Ended::NoCapacity(failure)
+            }
             (Err(_), Some(failure)) => Ended::Failed(failure),
             (Err(_), None) => Ended::Failed("the call failed"),
         };
@@ -645,6 +718,10 @@ impl PartitionWorker {
         let InHand {
             delivery, attempt, ..
         } = in_hand;
+        self.waiting_for(match &verdict {
+            Verdict::Wait { reason, .. } => Some(reason.clone()),
+            _ => None,
+        });
         if let Verdict::Wait { delay, reason } = &verdict {
             tracing::warn!(
                 stream_seq = delivery.stream_seq,
@@ -895,6 +972,22 @@ impl PartitionWorker {
         self.pin.forget();
     }
 
+    /// Tells the registry when the partition begins (`Some(reason)`) or ends a wait for
+    /// capacity. A worker told to stop no longer speaks for the partition.
+    fn waiting_for(&mut self, reason: Option<String>) {
+        if self.waiting == reason.is_some() || self.stop.is_cancelled() {
+            return;
+        }
+        self.waiting = reason.is_some();
+        let waiting = Waiting {
+            id: self.deployment.id.clone(),
+            partition: self.partition,
+            reason,
+        };
+        // The registry is gone only when the node stops.
+        let _ = self.waits.send(waiting);
+    }
+
     fn consumer_name(&self) -> String {
         self.deployment.id.consumer_name(self.partition)
     }
@@ -908,20 +1001,12 @@ fn progress_interval(deployment: &SharedDeployment) -> tokio::time::Interval {
     interval
 }
 
-/// One of `tenant`'s instances on this node, waited for if need be; `None` if told to stop
-/// first. (A free function: the worker, which holds a Wasm store, is not `Sync`.)
+/// One of `tenant`'s instances on this node, once one is free; `None` if told to stop first.
+/// (A free function: the worker, which holds a Wasm store, is not `Sync`.)
 async fn take_instance_permit(
     tenant: Arc<Tenant>,
     stop: CancellationToken,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(permit) = tenant.instances.clone().try_acquire_owned() {
-        return Some(permit);
-    }
-    tracing::warn!(
-        "waiting: tenant {} already runs its quota of {} instance(s) on this node",
-        tenant.name,
-        tenant.quotas.max_instances
-    );
     tokio::select! {
         _ = stop.cancelled() => None,
         permit = tenant.instances.clone().acquire_owned() => permit.ok(),

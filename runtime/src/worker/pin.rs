@@ -11,7 +11,9 @@
 //!   floor, so that every message above it comes to the worker again, in order.
 //! - **Reclaiming.** A worker on standby that finds the consumer unpinned with messages pending
 //!   (twice in a row: a live holder keeps pulling, and so keeps its pin) resets it the same way,
-//!   so the messages a dead holder had in hand come back now instead of after AckWait.
+//!   so the messages a dead holder had in hand come back now instead of after AckWait. It looks
+//!   when it subscribes and when the pin is released or runs out (an advisory says so), and
+//!   otherwise only now and then, so that an idle partition costs next to nothing.
 //! - **Letting go.** A worker that hands its partition off confirms its acknowledgements, resets
 //!   the consumer to its ack floor so that the messages it still held go to the next holder,
 //!   and unpins, so that the next owner, waiting on standby, is pinned at once.
@@ -122,20 +124,19 @@ impl Pin {
             .any(|group| group.pinned_client_id.as_deref() == Some(mine)))
     }
 
-    /// Looks for messages abandoned by a holder that died (see the module's "Reclaiming");
-    /// returns whether it reset the consumer.
+    /// Looks for messages abandoned by a holder that died (see the module's "Reclaiming").
     pub(crate) async fn reclaim(
         &mut self,
         js: &jetstream::Context,
         consumer: &PullConsumer,
         stream: &str,
-    ) -> bool {
+    ) -> Reclaim {
         let mut consumer = consumer.clone();
         let info = match consumer.info().await {
             Ok(info) => info.clone(),
             Err(error) => {
                 tracing::warn!("failed to read consumer: {error}");
-                return false;
+                return Reclaim::Suspect;
             }
         };
         let pinned = info
@@ -143,17 +144,47 @@ impl Pin {
             .iter()
             .any(|group| group.pinned_client_id.is_some());
         let abandoned = !pinned && info.num_ack_pending > 0;
-        if !abandoned || !std::mem::replace(&mut self.seen_abandoned, true) {
-            self.seen_abandoned = abandoned;
-            return false;
+        if !abandoned {
+            self.seen_abandoned = false;
+            return Reclaim::Nothing;
+        }
+        if !std::mem::replace(&mut self.seen_abandoned, true) {
+            return Reclaim::Suspect;
         }
         self.seen_abandoned = false;
         tracing::info!(
             pending = info.num_ack_pending,
             "the partition's last holder is gone with messages in hand; redelivering them now"
         );
-        reset_to_ack_floor(js, stream, &info.name).await
+        if reset_to_ack_floor(js, stream, &info.name).await {
+            Reclaim::Reset
+        } else {
+            Reclaim::Suspect
+        }
     }
+}
+
+/// What a reclaim check found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    /// Nothing abandoned.
+    Nothing,
+    /// Perhaps abandoned: look again soon.
+    Suspect,
+    /// Abandoned, and the consumer reset: the messages come again.
+    Reset,
+}
+
+/// Whether an advisory says the consumer's pin was released or ran out: a holder that stopped
+/// pulling may have left messages in hand.
+pub(crate) fn unpinned(advisory: &async_nats::Message) -> bool {
+    #[derive(Deserialize)]
+    struct Advisory {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Advisory>(&advisory.payload)
+        .is_ok_and(|event| event.kind == "io.nats.jetstream.advisory.v1.consumer_group_unpinned")
 }
 
 /// Whether, newly pinned with `first` as the first delivery it received, this worker must

@@ -4,6 +4,7 @@
 // A failed expectation is a failed test here: panicking with a message is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod capacity;
 mod cli;
 mod cluster;
 mod containment;

@@ -14,6 +14,7 @@
 //! | `overrun-until N MS`         | sleeps MS ms (past a short deadline) while the attempt is below N, then echoes |
 //! | `spin`                       | loops forever                                             |
 //! | `hog`                        | allocates until the memory limit stops it                 |
+//! | `grow MIB`                   | touches MIB MiB (the instance's memory keeps that size), then echoes |
 //! | `sleep MS`                   | sleeps MS ms (a host call), then echoes                   |
 //! | `echo-then-trap`             | publishes, then panics                                    |
 //! | `echo-then-retry`            | publishes, then asks for a retry                          |
@@ -97,6 +98,11 @@ impl Handler for Scripted {
                     hoard.push(vec![1; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "grow" => {
+                let mib: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(1);
+                std::hint::black_box(vec![1u8; mib << 20]);
+                self.echo(&msg)
             }
             "sleep" => {
                 let ms = words.next().and_then(|w| w.parse().ok()).unwrap_or(100);
