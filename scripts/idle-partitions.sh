@@ -2,7 +2,7 @@
 # What idle partitions cost: one node running P partitions of a no-op deployment with no
 # traffic, and a private nats-server on loopback. After a warm-up, prints the CPU time both
 # processes use over SECONDS, as a share of one core. Needs `make guests build` first.
-# Usage: P=1000 SECONDS_MEASURED=30 scripts/idle-partitions.sh [path/to/weir]
+# Usage: P=1000 SECONDS_MEASURED=30 NODE_ARGS="--pin-timeout 30s" scripts/idle-partitions.sh [path/to/weir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=${P:-1000}
@@ -10,6 +10,7 @@ MEASURE=${SECONDS_MEASURED:-30}
 WARM_UP=${WARM_UP:-20}
 PORT=${PORT:-4335}
 WEIR=${1:-./target/release/weir}
+read -r -a NODE_ARGS <<<"${NODE_ARGS:-}"
 GUEST=./target/guests/wasm32-wasip2/release/noop.wasm
 URL=nats://127.0.0.1:$PORT
 DIR=$(mktemp -d)
@@ -24,7 +25,7 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 SERVER=$!
 until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
 w stream create IDLE --subjects 'idle.*.>' --partitions "$P" >/dev/null
-"$WEIR" --nats-url "$URL" node --node-id idle 2>"$DIR/node.log" &
+"$WEIR" --nats-url "$URL" node --node-id idle "${NODE_ARGS[@]}" 2>"$DIR/node.log" &
 NODE=$!
 NODE_PIDS+=("$NODE")
 w deploy "$GUEST" --tenant bench --name idle --stream IDLE >/dev/null

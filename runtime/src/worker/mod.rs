@@ -23,8 +23,8 @@
 //! attempt it terminates the message, recorded as giving up, which the dead-letter mover turns
 //! into a `max_deliveries` dead letter. The consumer's MaxDeliver is a backstop above that.
 //!
-//! **Acks are plain**, and confirmed once, by the last one, before the worker lets its
-//! partition go. A redelivery of a message this worker already settled is settled again
+//! **Acks are plain**, and confirmed in batches: the last one is confirmed at every tick that
+//! keeps the window alive, and before the worker lets its partition go. A redelivery of a message this worker already settled is settled again
 //! without calling the handler.
 //!
 //! **Exclusive delivery and handoff** are in [`pin`]: only the pinned pull stream receives
@@ -356,8 +356,11 @@ impl PartitionWorker {
                 () = next_of(&mut reclaim_check), if standby && self.fence.is_none() => {
                     Event::ReclaimCheck
                 }
+                // An idle worker waits for the word; a busy one looks after each call.
                 Ok(()) = self.memory_wanted.changed(),
-                    if self.instance.is_some() && flight.call.is_none() => Event::MemoryWanted,
+                    if self.instance.is_some() && flight.call.is_none() && self.window.is_empty() => {
+                    Event::MemoryWanted
+                }
             };
             match event {
                 Event::Stop | Event::DeploymentGone => self.fence(Next::Stop, &mut flight),
@@ -405,13 +408,7 @@ impl PartitionWorker {
                     }
                     reclaim_check = Some(Box::pin(tokio::time::sleep(next)));
                 }
-                Event::MemoryWanted => {
-                    self.instance = None;
-                    tracing::info!(
-                        "gave the memory of its idle instance back: another partition of the \
-                         tenant is waiting for memory"
-                    );
-                }
+                Event::MemoryWanted => self.give_memory_back(),
                 Event::Called(result) => {
                     flight.call = None;
                     self.called(result, &mut flight, &pulling).await;
@@ -666,6 +663,10 @@ impl PartitionWorker {
     ) {
         if !std::mem::take(&mut self.instance_outdated) {
             self.instance = instance;
+        }
+        if self.memory_wanted.has_changed().unwrap_or(false) {
+            self.memory_wanted.mark_unchanged();
+            self.give_memory_back();
         }
         let Some(in_hand) = self.in_hand.take().filter(|in_hand| !in_hand.terminated) else {
             return;
@@ -923,7 +924,8 @@ impl PartitionWorker {
         });
     }
 
-    /// Tells the server every message this worker holds is still in progress.
+    /// Tells the server every message this worker holds is still in progress, and confirms
+    /// the acks sent since the last tick.
     async fn keep_alive(&mut self) {
         let held = self
             .window
@@ -932,6 +934,16 @@ impl PartitionWorker {
             .chain(self.settling.iter().map(|settling| &settling.delivery));
         for delivery in held {
             settle::in_progress(delivery).await;
+        }
+        // Acks are confirmed in batches: each tick confirms every ack sent since the last one.
+        if let Some(settled) = self.last_settled.as_mut().filter(|s| !s.confirmed) {
+            match settle::confirmed_ack(&settled.delivery).await {
+                Ok(()) => settled.confirmed = true,
+                Err(error) => tracing::warn!(
+                    "{error:#}; the server delivers again whatever ack it missed, and it is \
+                     acked again"
+                ),
+            }
         }
     }
 
@@ -970,6 +982,16 @@ impl PartitionWorker {
         pin::reset_to_ack_floor(&self.js, &stream, &name).await;
         pin::unpin(&self.js, &stream, &name).await;
         self.pin.forget();
+    }
+
+    /// Drops the warm instance, whose memory another partition of the tenant waits for; the
+    /// next message starts a new one.
+    fn give_memory_back(&mut self) {
+        if self.instance.take().is_some() {
+            tracing::info!(
+                "gave the memory of its instance back: another partition of the tenant waits for it"
+            );
+        }
     }
 
     /// Tells the registry when the partition begins (`Some(reason)`) or ends a wait for

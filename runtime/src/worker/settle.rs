@@ -1,8 +1,8 @@
 //! Telling the server what became of a message: a plain `+ACK` once its outputs are stored,
 //! or a `+TERM` (a rejection, or weir giving up) after the failure record that explains it.
-//! Acks are not confirmed one by one: a worker confirms the last one before it lets its
-//! partition go, which confirms every earlier one (the server handles a consumer's acks in
-//! order).
+//! Acks are not confirmed one by one: a worker confirms the last one now and then (every tick
+//! that keeps its window alive) and before it lets its partition go, which confirms every
+//! earlier one (the server handles a consumer's acks in order).
 //!
 //! Before any `+TERM`, and before a retry, the worker records what went wrong in
 //! `weir_failures` ([`crate::failures`]), with its attempt count; the dead-letter mover copies

@@ -99,4 +99,8 @@ impl Window {
     pub(crate) fn len(&self) -> usize {
         self.held.len()
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
 }
