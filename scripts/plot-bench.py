@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
 """Summarises repeated `weir bench --json` runs: the median of each figure per partition count,
 mode and handler, printed as a Markdown table, and throughput against partitions plotted to a
-PNG, one line per mode.
+PNG, one line per mode (`-` instead of a PNG for the table alone).
 
     scripts/plot-bench.py bench/throughput.png bench/run1.json bench/run2.json ...
 
-Needs matplotlib (`.venv/bin/pip install matplotlib`); nothing else in weir does.
+A mode's share of raw's throughput, and its multiple of raw-serial's, are the medians of the
+ratios within each run, so that a run the shared machine slowed slows every mode alike.
+The plot needs matplotlib (`.venv/bin/pip install matplotlib`); nothing else in weir does.
 """
 import json
 import statistics
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 FIGURES = ["msgs_per_sec", "p50_us", "p99_us", "p999_us", "cpu_seconds", "peak_rss_bytes"]
-STYLES = {"raw": "k-o", "native": "b-s", "wasm (noop)": "g-^", "wasm (orders)": "r-v"}
+STYLES = {
+    "raw": "k-o",
+    "raw-serial": "k:o",
+    "native": "b-s",
+    "wasm (noop)": "g-^",
+    "wasm (orders)": "r-v",
+}
 
 
 def label(run):
@@ -25,36 +28,52 @@ def label(run):
 
 
 def medians(files):
-    """{(partitions, label): {figure: median}} over every file, in first-seen order."""
-    samples = {}
+    """{(partitions, label): {figure: median}} over every file, in first-seen order, with the
+    medians of the per-run ratios to raw and raw-serial as "÷ raw" and "× raw-serial"."""
+    samples, ratios = {}, {}
     for path in files:
         with open(path) as f:
-            for run in json.load(f)["runs"]:
-                key = (run["partitions"], label(run))
-                samples.setdefault(key, []).append(run)
-    return {
-        key: {figure: statistics.median(run[figure] for run in runs) for figure in FIGURES}
-        for key, runs in samples.items()
-    }, samples
+            runs = json.load(f)["runs"]
+        per_run = {(run["partitions"], label(run)): run["msgs_per_sec"] for run in runs}
+        for run in runs:
+            key = (run["partitions"], label(run))
+            samples.setdefault(key, []).append(run)
+            for base in ("raw", "raw-serial"):
+                baseline = per_run.get((run["partitions"], base))
+                if baseline:
+                    ratios.setdefault((key, base), []).append(run["msgs_per_sec"] / baseline)
+    summary = {}
+    for key, runs in samples.items():
+        summary[key] = {figure: statistics.median(run[figure] for run in runs) for figure in FIGURES}
+        for base, name in (("raw", "÷ raw"), ("raw-serial", "× raw-serial")):
+            shares = ratios.get((key, base))
+            summary[key][name] = statistics.median(shares) if shares else None
+    return summary, samples
 
 
 def table(summary):
     lines = [
-        "| partitions | mode | msgs/s | ÷ raw | p50 µs | p99 µs | p999 µs | CPU s | peak RSS MiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| partitions | mode | msgs/s | ÷ raw | × raw-serial | p50 µs | p99 µs | p999 µs | CPU s "
+        "| peak RSS MiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (partitions, name), m in summary.items():
-        raw = summary.get((partitions, "raw"), {}).get("msgs_per_sec")
-        ratio = f"{m['msgs_per_sec'] / raw:.2f}" if raw else "–"
+        share = "–" if m["÷ raw"] is None else f"{m['÷ raw']:.2f}"
+        multiple = "–" if m["× raw-serial"] is None else f"{m['× raw-serial']:.1f}"
         lines.append(
-            f"| {partitions} | {name} | {m['msgs_per_sec']:,.0f} | {ratio} | {m['p50_us']:,.0f} "
-            f"| {m['p99_us']:,.0f} | {m['p999_us']:,.0f} | {m['cpu_seconds']:.2f} "
-            f"| {m['peak_rss_bytes'] / 2**20:.0f} |"
+            f"| {partitions} | {name} | {m['msgs_per_sec']:,.0f} | {share} | {multiple} "
+            f"| {m['p50_us']:,.0f} | {m['p99_us']:,.0f} | {m['p999_us']:,.0f} "
+            f"| {m['cpu_seconds']:.2f} | {m['peak_rss_bytes'] / 2**20:.0f} |"
         )
     return "\n".join(lines)
 
 
 def plot(summary, samples, target, runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     names = list(dict.fromkeys(name for _, name in summary))
     for name in names:
@@ -87,7 +106,8 @@ def plot(summary, samples, target, runs):
 def main(target, files):
     summary, samples = medians(files)
     print(table(summary))
-    plot(summary, samples, target, len(files))
+    if target != "-":
+        plot(summary, samples, target, len(files))
 
 
 if __name__ == "__main__":

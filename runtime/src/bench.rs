@@ -743,6 +743,40 @@ enum Window {
     Serial,
 }
 
+/// Creates a raw consumer, trying again for a while when the server is too busy to answer
+/// (a thousand partitions' consumers come up at once), as a node's workers do.
+async fn create_raw_consumer(
+    js: &jetstream::Context,
+    stream: &str,
+    config: pull::Config,
+) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+    const ATTEMPTS: u32 = 5;
+    let name = config.durable_name.clone().unwrap_or_default();
+    let mut attempt = 1;
+    loop {
+        let created = match js.get_stream(stream).await {
+            Ok(handle) => handle
+                .create_consumer(config.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        match created {
+            Ok(consumer) => return Ok(consumer),
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!("failed to create consumer {name} on {stream}: {error:#}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(error.context(format!(
+                    "failed to create consumer {name} on {stream} ({ATTEMPTS} attempts)"
+                )));
+            }
+        }
+    }
+}
+
 /// One pull consumer per partition, handling its messages one by one in stream order. Each
 /// task creates its own consumer, as each of a node's partition workers does, so that in both
 /// the consumers come up while the first messages are being processed.
@@ -761,18 +795,14 @@ fn raw_consumers(
                 Window::Pipelined(window) => window,
                 Window::Serial => 1,
             };
-            let consumer = js
-                .get_stream(&stream)
-                .await?
-                .create_consumer(pull::Config {
-                    durable_name: Some(format!("raw_p{p:03}")),
-                    filter_subject: partition::filter_subject(p),
-                    ack_policy: AckPolicy::Explicit,
-                    max_ack_pending: i64::from(in_flight),
-                    ..Default::default()
-                })
-                .await
-                .with_context(|| format!("failed to create consumer raw_p{p:03} on {stream}"))?;
+            let config = pull::Config {
+                durable_name: Some(format!("raw_p{p:03}")),
+                filter_subject: partition::filter_subject(p),
+                ack_policy: AckPolicy::Explicit,
+                max_ack_pending: i64::from(in_flight),
+                ..Default::default()
+            };
+            let consumer = create_raw_consumer(&js, &stream, config).await?;
             // A pull asks for a batch either way; the consumer's MaxAckPending is the window.
             let batch = match window {
                 Window::Pipelined(window) => window as usize,

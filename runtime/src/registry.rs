@@ -250,9 +250,20 @@ impl Registry {
         self.report_running(&id, Some(revision)).await;
     }
 
-    /// The active members, once the membership is known.
+    /// The active members, once the membership is known, this node among them while it runs
+    /// and does not drain. Its record lapses when the server is too busy to take a renewal in time, and
+    /// letting every partition go for that would only add to the load: the other nodes take
+    /// its partitions when their views drop it, and the consumers' pins keep any two from
+    /// receiving the same partition's messages meanwhile.
     fn active_members(&self) -> Option<Vec<String>> {
-        self.members.borrow().as_ref().map(MemberView::active)
+        let view = self.members.borrow();
+        let view = view.as_ref()?;
+        let mut active = view.active();
+        if !view.is_live(&self.node.id) {
+            active.push(self.node.id.clone());
+            active.sort();
+        }
+        Some(active)
     }
 
     /// Places every deployment again after the membership changed.

@@ -829,15 +829,8 @@ impl PartitionWorker {
                     Then::Ack { outputs } => outputs.len(),
                     Then::Term { .. } => 0,
                 };
-                // The last ack before the partition is let go is the confirmed one.
-                let last = self.fence.is_some() && self.settling.is_empty();
-                let acked = if last {
-                    settle::confirmed_ack(&settling.delivery).await
-                } else {
-                    settle::ack(&settling.delivery).await
-                };
-                let confirmed = last && acked.is_ok();
-                match acked {
+                // Confirmed at the next tick, or when the partition is let go.
+                match settle::ack(&settling.delivery).await {
                     Ok(()) => self.counters.acked(outputs, settling.delivery.published_at),
                     // The server redelivers after AckWait; stored outputs are deduplicated.
                     Err(error) => tracing::warn!("{error:#}"),
@@ -845,7 +838,7 @@ impl PartitionWorker {
                 self.last_settled = Some(Settled {
                     delivery: settling.delivery,
                     term: None,
-                    confirmed,
+                    confirmed: false,
                 });
             }
             Err(NotStored::ForNow(error)) => {

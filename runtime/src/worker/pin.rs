@@ -135,8 +135,10 @@ impl Pin {
         let info = match consumer.info().await {
             Ok(info) => info.clone(),
             Err(error) => {
-                tracing::warn!("failed to read consumer: {error}");
-                return Reclaim::Suspect;
+                // A server too busy to answer is not asked again at once: abandoned messages
+                // come back after AckWait anyway.
+                tracing::warn!("failed to read consumer: {error}; looking again later");
+                return Reclaim::Nothing;
             }
         };
         let pinned = info
@@ -167,7 +169,7 @@ impl Pin {
 /// What a reclaim check found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Reclaim {
-    /// Nothing abandoned.
+    /// Nothing abandoned, or nothing known.
     Nothing,
     /// Perhaps abandoned: look again soon.
     Suspect,
