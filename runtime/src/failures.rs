@@ -131,13 +131,17 @@ pub(crate) async fn last(
 }
 
 /// The longest prefix of `text`, on one line, that fits in `max_bytes`: what a header value
-/// or a `+TERM` reason can carry.
+/// or a `+TERM` reason can carry, and a terminal shows as it is (every control character,
+/// a handler's escape sequence say, is a space).
 pub(crate) fn clip(text: &str, max_bytes: usize) -> String {
     let mut end = text.len().min(max_bytes);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].replace(['\r', '\n'], " ")
+    text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,6 +160,7 @@ mod tests {
     #[test]
     fn clipped_text_fits_on_one_line_and_never_splits_a_character() {
         assert_eq!(clip("trap:\nunreachable", 100), "trap: unreachable");
+        assert_eq!(clip("init: \x1b[2Jgone\r", 100), "init:  [2Jgone ");
         assert_eq!(
             clip("héllo", 2),
             "h",

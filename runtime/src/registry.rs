@@ -251,10 +251,10 @@ impl Registry {
     }
 
     /// The active members, once the membership is known, this node among them while it runs
-    /// and does not drain. Its record lapses when the server is too busy to take a renewal in time, and
-    /// letting every partition go for that would only add to the load: the other nodes take
-    /// its partitions when their views drop it, and the consumers' pins keep any two from
-    /// receiving the same partition's messages meanwhile.
+    /// and does not drain. Its record lapses when the server is too busy to take a renewal in
+    /// time, and letting every partition go for that would only add to the load: the nodes
+    /// whose views dropped it stand by on its partitions meanwhile, since the consumers' pins
+    /// keep any two from receiving the same partition's messages.
     fn active_members(&self) -> Option<Vec<String>> {
         let view = self.members.borrow();
         let view = view.as_ref()?;

@@ -24,8 +24,8 @@
 //! into a `max_deliveries` dead letter. The consumer's MaxDeliver is a backstop above that.
 //!
 //! **Acks are plain**, and confirmed in batches: the last one is confirmed at every tick that
-//! keeps the window alive, and before the worker lets its partition go. A redelivery of a message this worker already settled is settled again
-//! without calling the handler.
+//! keeps the window alive, and before the worker lets its partition go. A redelivery of a
+//! message this worker already settled is settled again without calling the handler.
 //!
 //! **Exclusive delivery and handoff** are in [`pin`]: only the pinned pull stream receives
 //! messages; a newly pinned worker resets the consumer when a previous holder may still have
@@ -63,6 +63,7 @@ use self::settle::{Attempted, Recorded};
 use self::verdict::{Ended, Verdict};
 use self::window::{Delivery, Window};
 use crate::deployment::SharedDeployment;
+use crate::failures;
 use crate::host::{GuestThreads, HandlerInstance, Output};
 use crate::metrics::SharedCounters;
 use crate::resources::DeploymentId;
@@ -677,6 +678,8 @@ impl PartitionWorker {
             (Err(kind), Some(failure)) if kind.is_capacity() => {
                 if kind.is_memory_quota() {
                     self.deployment.context.budget.want_memory();
+                    // The others'; this worker's instance is gone with the failed call.
+                    self.memory_wanted.mark_unchanged();
                 }
                 Ended::NoCapacity(failure)
             }
@@ -997,7 +1000,8 @@ impl PartitionWorker {
         let waiting = Waiting {
             id: self.deployment.id.clone(),
             partition: self.partition,
-            reason,
+            // It may quote the handler (an `init` that refused, say).
+            reason: reason.map(|reason| failures::clip(&reason, failures::MAX_ERROR_BYTES)),
         };
         // The registry is gone only when the node stops.
         let _ = self.waits.send(waiting);
