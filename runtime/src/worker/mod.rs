@@ -931,7 +931,12 @@ impl PartitionWorker {
         for delivery in held {
             settle::in_progress(delivery).await;
         }
-        // Acks are confirmed in batches: each tick confirms every ack sent since the last one.
+        self.confirm_acks().await;
+    }
+
+    /// Confirms every ack sent since the last confirmed one (acks are confirmed in batches: at
+    /// every tick, and before the partition is let go).
+    async fn confirm_acks(&mut self) {
         if let Some(settled) = self.last_settled.as_mut().filter(|s| !s.confirmed) {
             match settle::confirmed_ack(&settled.delivery).await {
                 Ok(()) => settled.confirmed = true,
@@ -967,13 +972,7 @@ impl PartitionWorker {
                 return;
             }
         }
-        if let Some(settled) = &self.last_settled
-            && settled.term.is_none()
-            && !settled.confirmed
-            && let Err(error) = settle::confirmed_ack(&settled.delivery).await
-        {
-            tracing::warn!("{error:#}");
-        }
+        self.confirm_acks().await;
         tracing::debug!(held, "handing the partition off");
         pin::reset_to_ack_floor(&self.js, &stream, &name).await;
         pin::unpin(&self.js, &stream, &name).await;
