@@ -67,10 +67,10 @@ impl TenantBudget {
         self.memory_wanted.subscribe()
     }
 
-    /// A turn on one of the node's cores, in the tenant's place in the round: taken before a
-    /// call starts, for the call's first poll.
-    pub async fn turn(&self) -> Turn {
-        self.scheduler.turn(&self.tenant).await
+    /// A turn on one of the node's cores, if one is free: taken before a call starts, for the
+    /// call's first poll.
+    pub fn turn_now(&self) -> Option<Turn> {
+        self.scheduler.turn_now(&self.tenant)
     }
 
     /// Guest log lines dropped over the tenant's rate since the node started.

@@ -8,8 +8,10 @@
 //! first served within a tenant: a tenant with many busy partitions gets one turn in its round
 //! like a tenant with one. A task of a tenant that holds no turn advances the engine's epoch
 //! when it has to wait, so running guests reach a yield point at once instead of at the next
-//! tick. A node takes a call's first turn before the call starts ([`TenantBudget::turn`]): the
-//! guests the turn was taken from then find none, and leave the threads to the call.
+//! tick. A node takes a call's first turn before the call starts ([`TenantBudget::turn_now`]):
+//! the guests the turn was taken from then find none, and leave the threads to the call. When
+//! no turn is free, the call waits for one on the guest threads, not in its partition's task,
+//! which may be waiting for the server meanwhile: a turn handed to a waiter is used at once.
 //!
 //! The same polls measure each call's CPU time ([`CpuMeter`]), which the epoch callback holds
 //! against the tenant's CPU time per message.
@@ -114,14 +116,26 @@ impl CpuScheduler {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A turn for `tenant` if one is free; none is while anybody waits for one.
+    pub(crate) fn turn_now(self: &Arc<Self>, tenant: &Arc<str>) -> Option<Turn> {
+        self.take_free(&mut self.lock(), tenant)
+    }
+
+    fn take_free(self: &Arc<Self>, queue: &mut Queue, tenant: &Arc<str>) -> Option<Turn> {
+        if queue.free == 0 {
+            return None;
+        }
+        queue.free -= 1;
+        queue.served_last = Some(tenant.clone());
+        queue.hold(tenant);
+        Some(Turn::new(self.clone(), tenant.clone()))
+    }
+
     /// A turn now, or a place in `tenant`'s queue.
     fn try_turn(self: &Arc<Self>, tenant: &Arc<str>) -> Result<Turn, oneshot::Receiver<Turn>> {
         let mut queue = self.lock();
-        if queue.free > 0 {
-            queue.free -= 1;
-            queue.served_last = Some(tenant.clone());
-            queue.hold(tenant);
-            return Ok(Turn::new(self.clone(), tenant.clone()));
+        if let Some(turn) = self.take_free(&mut queue, tenant) {
+            return Ok(turn);
         }
         let (sender, receiver) = oneshot::channel();
         queue
@@ -137,20 +151,6 @@ impl CpuScheduler {
             engine.increment_epoch();
         }
         Err(receiver)
-    }
-
-    /// A turn for `tenant`, waited for in its queue.
-    pub(crate) async fn turn(self: &Arc<Self>, tenant: &Arc<str>) -> Turn {
-        loop {
-            match self.try_turn(tenant) {
-                Ok(turn) => return turn,
-                Err(waiting) => {
-                    if let Ok(turn) = waiting.await {
-                        return turn;
-                    }
-                }
-            }
-        }
     }
 
     /// Gives `tenant`'s turn back: to the next waiter in the round, or to the free pool.
@@ -438,6 +438,26 @@ mod tests {
             waiting.try_recv().is_ok(),
             "the freed turn goes to the waiter"
         );
+    }
+
+    #[test]
+    fn a_turn_now_is_only_a_free_one_and_never_jumps_the_queue() {
+        let scheduler = scheduler(1);
+        let Some(held) = scheduler.turn_now(&tenant("a")) else {
+            panic!("the free turn was not handed out");
+        };
+        assert!(scheduler.turn_now(&tenant("b")).is_none(), "none is free");
+        let mut waiting = queue(&scheduler, "b");
+        drop(held);
+        assert!(
+            scheduler.turn_now(&tenant("c")).is_none(),
+            "the freed turn went to the waiter"
+        );
+        assert!(
+            waiting.try_recv().is_ok(),
+            "the waiter holds the turn, and drops it"
+        );
+        assert!(scheduler.turn_now(&tenant("c")).is_some(), "free again");
     }
 
     #[test]

@@ -52,8 +52,10 @@ impl std::fmt::Display for CallFailure {
 }
 
 /// Starts an instance if there is none, then hands it the message: in place for the call's
-/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]). A
-/// built-in handler answers in place.
+/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]); or
+/// wholly on the guest threads when no turn is free now, so that the call waits for its turn
+/// there, not in the partition's task (see `host::fairness`). A built-in handler answers in
+/// place.
 pub(crate) async fn call_handler(
     instance: Option<HandlerInstance>,
     deployment: SharedDeployment,
@@ -67,26 +69,26 @@ pub(crate) async fn call_handler(
         (HandlerCode::Wasm(version), None) => Err(version.clone()),
     };
     // The call's first turn is taken here, before it runs: see `host::fairness`.
-    let turn = deployment.context.budget.turn().await;
+    let turn = deployment.context.budget.turn_now();
+    let in_place = turn.is_some();
     let context = deployment.context.clone();
-    let call = guests
-        .run(
-            async move {
-                let (mut instance, turn) = match warm {
-                    Ok(instance) => (instance, Some(turn)),
-                    Err(version) => {
-                        match HandlerInstance::start_on(&version, context, Some(turn)).await {
-                            Ok(instance) => (instance, None),
-                            Err(failure) => return (None, Err(CallFailure::Start(failure))),
-                        }
-                    }
-                };
-                let result = instance.handle_on(&input, turn).await;
-                (Some(instance), result.map_err(CallFailure::Handle))
-            }
-            .instrument(tracing::Span::current()),
-        )
-        .await;
+    let call = async move {
+        let (mut instance, turn) = match warm {
+            Ok(instance) => (instance, turn),
+            Err(version) => match HandlerInstance::start_on(&version, context, turn).await {
+                Ok(instance) => (instance, None),
+                Err(failure) => return (None, Err(CallFailure::Start(failure))),
+            },
+        };
+        let result = instance.handle_on(&input, turn).await;
+        (Some(instance), result.map_err(CallFailure::Handle))
+    }
+    .instrument(tracing::Span::current());
+    let call = if in_place {
+        guests.run(call).await
+    } else {
+        guests.spawn(call).await
+    };
     match call {
         Ok((instance, Ok(handled))) => (instance, Ok(handled)),
         // A failed call's instance is not used again.

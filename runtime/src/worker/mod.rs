@@ -64,7 +64,7 @@ use self::verdict::{Ended, Verdict};
 use self::window::{Delivery, Window};
 use crate::deployment::SharedDeployment;
 use crate::failures;
-use crate::host::{GuestThreads, HandlerInstance, Output};
+use crate::host::{GuestThreads, HandlerFailure, HandlerInstance, Output};
 use crate::metrics::SharedCounters;
 use crate::resources::DeploymentId;
 use crate::tenants::Tenant;
@@ -546,9 +546,7 @@ impl PartitionWorker {
             Err(error) => {
                 let error = format!("weir could not read the message: {error:#}");
                 tracing::error!(stream_seq = in_hand.delivery.stream_seq, "{error}");
-                let result = Err(call::CallFailure::Handle(
-                    crate::host::HandlerFailure::Trap(error),
-                ));
+                let result = Err(call::CallFailure::Handle(HandlerFailure::Trap(error)));
                 flight.call = Some(Box::pin(std::future::ready((None, result))));
                 return;
             }

@@ -194,6 +194,10 @@ pub(crate) fn unpinned(advisory: &async_nats::Message) -> bool {
 /// have it (see "Taking over"). The ack floor names the last delivery before which every one is
 /// acknowledged, and only moves forward, so the answer does not depend on timing.
 pub(crate) async fn pending_elsewhere(consumer: &PullConsumer, first_consumer_seq: u64) -> bool {
+    if first_consumer_seq <= 1 {
+        // The consumer's first delivery ever: there is no earlier one.
+        return false;
+    }
     let mut consumer = consumer.clone();
     match consumer.info().await {
         Ok(info) => info.ack_floor.consumer_sequence + 1 < first_consumer_seq,
