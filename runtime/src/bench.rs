@@ -53,6 +53,7 @@ use crate::partition::{self, StreamRequest};
 use crate::resources::{ControlPlane, DeploymentId};
 use crate::spec::{DEFAULT_WINDOW, DeploymentSpec, LimitsSpec, MAX_WINDOW, RetrySpec, now_rfc3339};
 use crate::traffic::{Payload, Traffic};
+use crate::{note, say};
 
 /// A run that acks nothing for this long has stalled: the bench stops and says which.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -273,7 +274,7 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("the {} run failed", run.label(partitions)))?;
             if !args.json {
-                eprintln!(
+                note!(
                     "{:>14}: {:.0} msg/s, p99 {} µs",
                     run.label(partitions),
                     result.msgs_per_sec,
@@ -286,9 +287,9 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
 
     if args.json {
         let json = serde_json::json!({ "runs": results });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        say!("{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        print!("{}", table(&results));
+        crate::terminal::text(&table(&results))?;
     }
     Ok(())
 }

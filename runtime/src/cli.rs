@@ -23,6 +23,7 @@ use crate::resources::{ControlPlane, DeploymentId};
 use crate::spec::{LimitsSpec, RetrySpec};
 use crate::tenants::TenantsConfig;
 use crate::traffic::{Payload, Traffic};
+use crate::{note, say};
 
 /// The NATS URL used when none is given.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -331,7 +332,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
                 .context(
                     "no NATS server at the default URL, and the embedded one failed to start",
                 )?;
-                eprintln!(
+                note!(
                     "weir: no NATS server at {DEFAULT_NATS_URL}; started an embedded {} at {} (JetStream data in {})",
                     server.version(),
                     server.url(),
@@ -359,12 +360,12 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         nats_urls: Some(url),
     };
     let mut node = node::start(client, config).await?;
-    eprintln!("weir: node {} running; Ctrl-C to stop", node.id());
+    note!("weir: node {} running; Ctrl-C to stop", node.id());
     tokio::select! {
         result = node.wait() => result,
         signal = shutdown_signal() => {
             signal?;
-            eprintln!("weir: stopping node {} after the messages in hand", node.id());
+            note!("weir: stopping node {} after the messages in hand", node.id());
             let id = node.id().to_owned();
             tokio::time::timeout(args.shutdown_timeout, node.shutdown()).await.with_context(|| {
                 format!(
@@ -409,7 +410,7 @@ async fn create_stream(js: &jetstream::Context, args: StreamCreateArgs) -> anyho
         })
         .await
         .with_context(|| format!("failed to create stream {}", args.name))?;
-        println!("created stream {} capturing {}", args.name, args.subjects);
+        say!("created stream {} capturing {}", args.name, args.subjects)?;
         return Ok(());
     };
     let request = StreamRequest {
@@ -425,10 +426,13 @@ async fn create_stream(js: &jetstream::Context, args: StreamCreateArgs) -> anyho
         .subject_transform
         .map(|t| t.destination)
         .unwrap_or_default();
-    println!(
+    say!(
         "created stream {} with {} partitions: {} is stored as {}",
-        request.name, request.partitions, request.subjects, transform
-    );
+        request.name,
+        request.partitions,
+        request.subjects,
+        transform
+    )?;
     Ok(())
 }
 
@@ -463,19 +467,19 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot deploy {} as {id}", args.file.display()))?
         .spec;
-    println!(
+    say!(
         "deployed {id} version {} on stream {} ({} partitions); running nodes pick it up now",
         spec.short_version(),
         spec.stream,
         spec.partitions
-    );
+    )?;
     let reserved = Reserved::default();
     for pattern in &spec.outputs {
         if reserved.coverage(pattern) == Coverage::Part {
-            println!(
+            say!(
                 "note: --output {pattern:?} also matches reserved subjects (`$…`, `_INBOX…`, \
                  `weir.…`); the handler may publish to every subject it matches but those"
-            );
+            )?;
         }
     }
     Ok(())
@@ -517,7 +521,7 @@ where
     let Some(own) = own else {
         return every;
     };
-    eprintln!("weir: user {own:?} may read only tenant {own}'s deployments; showing those");
+    note!("weir: user {own:?} may read only tenant {own}'s deployments; showing those");
     let action = format!("read tenant {own}'s deployments");
     session.guard(&action, listing(Some(own))).await
 }
@@ -579,17 +583,23 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
                 }),
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        say!("{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no deployments (deploy one with `weir deploy`)");
+        say!("no deployments (deploy one with `weir deploy`)")?;
         return Ok(());
     }
-    println!(
+    say!(
         "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} NODES",
-        "TENANT", "HANDLER", "VERSION", "STREAM", "PARTITIONS", "DEAD", "OUTPUTS"
-    );
+        "TENANT",
+        "HANDLER",
+        "VERSION",
+        "STREAM",
+        "PARTITIONS",
+        "DEAD",
+        "OUTPUTS"
+    )?;
     for (listed, nodes, dead) in rows {
         let nodes = nodes
             .iter()
@@ -598,14 +608,26 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
                 None if s.revision != listed.revision => {
                     format!("{}: switching (on revision {})", s.node, s.revision)
                 }
-                None => format!("{}: {} partitions", s.node, s.partitions.len()),
+                None => {
+                    let troubled = [(s.failing.len(), "failing"), (s.waiting.len(), "waiting")]
+                        .iter()
+                        .filter(|(count, _)| *count > 0)
+                        .map(|(count, what)| format!("{count} {what}"))
+                        .collect::<Vec<_>>();
+                    let troubled = if troubled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", troubled.join(", "))
+                    };
+                    format!("{}: {} partitions{troubled}", s.node, s.partitions.len())
+                }
             })
             .collect::<Vec<_>>()
             .join("; ");
         match &listed.spec {
             Ok(spec) => {
                 let nodes = if nodes.is_empty() { "none yet" } else { &nodes };
-                println!(
+                say!(
                     "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} {nodes}",
                     spec.tenant,
                     spec.handler,
@@ -614,7 +636,7 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
                     spec.partitions,
                     dead,
                     spec.outputs.join(",")
-                );
+                )?;
             }
             Err(reason) => {
                 let key = &listed.key;
@@ -625,10 +647,13 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
                 } else {
                     nodes
                 };
-                println!(
+                say!(
                     "{tenant:<12} {handler:<16} {:<12} {:<12} {:>10} {dead:>6}  {:<20} {nodes}",
-                    "-", "-", "-", "(invalid record)"
-                );
+                    "-",
+                    "-",
+                    "-",
+                    "(invalid record)"
+                )?;
             }
         }
     }
@@ -644,9 +669,9 @@ async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     })
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        say!("{}", serde_json::to_string_pretty(&status)?)?;
     } else {
-        crate::status::print(&status);
+        crate::status::print(&status)?;
     }
     Ok(())
 }
@@ -681,13 +706,13 @@ async fn publish(nats: &NatsArgs, args: PublishArgs) -> anyhow::Result<()> {
         .await?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
-    println!(
+    say!(
         "published {} message(s) to {} in {:.2}s ({:.0} msg/s)",
         args.count,
         traffic.subject,
         elapsed.as_secs_f64(),
         args.count as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
+    )?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! summary that checks every customer's enriched events arrived in publish order.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::metrics::CountersSnapshot;
 use crate::node::{self, NodeConfig};
 use crate::partition::{self, StreamRequest};
 use crate::resources::DeploymentId;
+use crate::say;
 use crate::spec::{LimitsSpec, RetrySpec};
 use crate::traffic::{self, Payload, Traffic};
 
@@ -63,11 +64,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.customers >= 1, "--customers must be at least 1");
 
     let server = NatsServer::start(ServerOptions::default())?;
-    println!(
+    say!(
         "▸ started an embedded {} at {}",
         server.version(),
         server.url()
-    );
+    )?;
     let client = connect(&server.url(), &Credentials::none()).await?;
     let js = jetstream::new(client.clone());
 
@@ -86,10 +87,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await
     .context("failed to create stream ENRICHED")?;
-    println!(
+    say!(
         "▸ created stream ORDERS (orders.<customer>.<event>, {} partitions) and ENRICHED",
         args.partitions
-    );
+    )?;
 
     let node = node::start(client.clone(), NodeConfig::default()).await?;
     let id = DeploymentId::new("demo", "orders")?;
@@ -115,12 +116,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )
     .await?
     .spec;
-    println!(
+    say!(
         "▸ deployed {} version {} on node {}",
         id,
         spec.short_version(),
         node.id()
-    );
+    )?;
 
     let traffic = Traffic {
         subject: "orders.{key}.created".into(),
@@ -142,10 +143,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let malformed = (0..args.messages).filter(|n| is_malformed(*n)).count() as u64;
-    println!(
+    say!(
         "▸ published {} orders for {} customers ({malformed} malformed)",
-        args.messages, args.customers
-    );
+        args.messages,
+        args.customers
+    )?;
 
     let started = Instant::now();
     let counters = node.counters();
@@ -160,8 +162,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     while started.elapsed() < args.timeout {
         last = counters.snapshot();
         if live {
-            print!("\r{}", line(&last));
-            let _ = std::io::stdout().flush();
+            crate::terminal::text(&format!("\r{}", line(&last)))?;
         }
         if last.acked + last.rejected >= args.messages {
             break;
@@ -169,9 +170,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if live {
-        println!();
+        say!("")?;
     } else {
-        println!("{}", line(&last));
+        say!("{}", line(&last))?;
     }
     let elapsed = started.elapsed();
 
@@ -181,31 +182,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     node.shutdown().await?;
     drop(server);
 
-    println!("▸ summary");
-    println!(
+    say!("▸ summary")?;
+    say!(
         "  orders handled   {} in {:.1}s",
         last.acked + last.rejected,
         elapsed.as_secs_f64()
-    );
-    println!("  enriched events  {}", outputs.len());
-    println!(
+    )?;
+    say!("  enriched events  {}", outputs.len())?;
+    say!(
         "  retried          {} (pending payments wait and come back)",
         last.retried
-    );
-    println!(
+    )?;
+    say!(
         "  rejected         {} (malformed orders, terminated with the reason)",
         last.rejected
-    );
+    )?;
     match dead_letters.first() {
-        Some(example) => println!(
+        Some(example) => say!(
             "  dead letters     {} in WEIR_DLQ, e.g. #{}: {}, {:?} ({})",
             dead_letters.len(),
             example.id,
             example.reason.map_or("?", |r| r.as_str()),
             example.last_error,
             example.subject.as_deref().unwrap_or("?"),
-        ),
-        None => println!("  dead letters     none"),
+        )?,
+        None => say!("  dead letters     none")?,
     }
     anyhow::ensure!(
         dead_letters.len() as u64 == last.rejected,
@@ -215,10 +216,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     match report {
         Ok(checked) => {
-            println!(
+            say!(
                 "  per-customer order: OK ({checked} events over {} customers, each in publish order)",
                 args.customers
-            );
+            )?;
             Ok(())
         }
         Err(problem) => anyhow::bail!("per-customer order check failed: {problem}"),

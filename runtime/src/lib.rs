@@ -20,7 +20,8 @@
 //! - per deployment: [`spec`] (the stored spec and the one validation `weir deploy` and every
 //!   node apply to it), [`deployment`] (a spec joined with its compiled version, or a
 //!   [`builtin`] handler for `weir bench`), the registry;
-//! - per partition: the worker and its [`host::HandlerInstance`].
+//! - per partition: the worker, started again by its supervisor if it panics, and its
+//!   [`host::HandlerInstance`].
 //!
 //! Nodes share the work through NATS alone: [`membership`] keeps the live nodes in a KV bucket
 //! under per-key TTLs, [`placement`] gives every partition one owner among them, and each
@@ -31,7 +32,7 @@
 //! decides where a handler may publish and with which headers. Partitioned streams are
 //! described in [`partition`]; [`deploy`] validates and activates handler versions; [`cli`] is
 //! the `weir` command line, with [`demo`], [`bench`] and [`traffic`] behind some of its
-//! commands.
+//! commands, and [`terminal`] for what they print.
 
 pub mod bench;
 pub mod builtin;
@@ -56,6 +57,8 @@ pub mod resources;
 pub mod spec;
 pub mod status;
 pub mod subject;
+mod supervision;
 pub mod tenants;
+pub mod terminal;
 pub mod traffic;
 mod worker;

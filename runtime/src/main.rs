@@ -21,8 +21,10 @@ async fn main() -> std::process::ExitCode {
     }
     match weir::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `weir ls | head -3`: the reader has what it wanted.
+        Err(error) if weir::terminal::reader_gone(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            weir::note!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }

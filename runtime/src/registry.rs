@@ -28,6 +28,7 @@ use crate::membership::MemberView;
 use crate::node::NodeContext;
 use crate::resources::DeploymentId;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
+use crate::supervision::{self, Failing};
 use crate::tenants::Tenant;
 use crate::worker::{PartitionWorker, Waiting};
 use crate::{partition, placement};
@@ -41,6 +42,8 @@ struct Running {
     workers: BTreeMap<u32, CancellationToken>,
     /// The partitions whose workers wait for capacity, and why.
     waiting: BTreeMap<u32, String>,
+    /// The partitions whose workers failed and are being started again, and why.
+    failing: BTreeMap<u32, String>,
 }
 
 pub(crate) struct Registry {
@@ -56,6 +59,11 @@ pub(crate) struct Registry {
         mpsc::UnboundedSender<Waiting>,
         mpsc::UnboundedReceiver<Waiting>,
     ),
+    /// Where the workers' supervisors say a worker failed, or is healthy again.
+    failures: (
+        mpsc::UnboundedSender<Failing>,
+        mpsc::UnboundedReceiver<Failing>,
+    ),
 }
 
 impl Registry {
@@ -67,6 +75,7 @@ impl Registry {
             placed_with: None,
             workers: TaskTracker::new(),
             waits: mpsc::unbounded_channel(),
+            failures: mpsc::unbounded_channel(),
         }
     }
 
@@ -87,6 +96,7 @@ impl Registry {
                             self.place_all().await;
                         }
                         Some(waiting) = self.waits.1.recv() => self.waiting(waiting).await,
+                        Some(failing) = self.failures.1.recv() => self.failing(failing).await,
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => self.apply(entry).await,
                             Some(Err(error)) => tracing::warn!("deployment watch: {error}"),
@@ -233,6 +243,7 @@ impl Registry {
                         updates,
                         workers: BTreeMap::new(),
                         waiting: BTreeMap::new(),
+                        failing: BTreeMap::new(),
                     },
                 );
                 self.place(&id);
@@ -320,25 +331,44 @@ impl Registry {
         running
             .waiting
             .retain(|partition, _| workers.contains_key(partition));
+        running
+            .failing
+            .retain(|partition, _| workers.contains_key(partition));
         for partition in owned {
             if running.workers.contains_key(&partition) {
                 continue;
             }
             let stop = CancellationToken::new();
-            let worker = PartitionWorker::new(
-                partition,
+            let (updates, node, waits) = (
                 running.updates.subscribe(),
-                &self.node,
+                self.node.clone(),
                 self.waits.0.clone(),
-                stop.clone(),
             );
+            let worker_stop = stop.clone();
+            let start = move || {
+                let worker = PartitionWorker::new(
+                    partition,
+                    updates.clone(),
+                    &node,
+                    waits.clone(),
+                    worker_stop.clone(),
+                );
+                worker.run()
+            };
             let span = tracing::info_span!(
                 "partition",
                 tenant = id.tenant.as_str(),
                 handler = id.handler.as_str(),
                 partition
             );
-            self.workers.spawn(worker.run().instrument(span));
+            let supervised = supervision::supervise(
+                id.clone(),
+                partition,
+                start,
+                stop.clone(),
+                self.failures.0.clone(),
+            );
+            self.workers.spawn(supervised.instrument(span));
             running.workers.insert(partition, stop);
             changed = true;
         }
@@ -354,15 +384,43 @@ impl Registry {
             reason,
         }: Waiting,
     ) {
-        let Some(running) = self.running.get_mut(&id) else {
+        let Some(running) = self.running_partition(&id, partition) else {
             return;
         };
-        if !running.workers.contains_key(&partition) {
-            return;
-        }
         match reason {
             Some(reason) => running.waiting.insert(partition, reason),
             None => running.waiting.remove(&partition),
+        };
+        self.report_running(&id, None).await;
+    }
+
+    /// The running deployment `id`, if this node still runs its `partition`: a report from a
+    /// worker told to stop is stale.
+    fn running_partition(&mut self, id: &DeploymentId, partition: u32) -> Option<&mut Running> {
+        self.running
+            .get_mut(id)
+            .filter(|running| running.workers.contains_key(&partition))
+    }
+
+    /// Records a partition's worker failure, or its recovery, in `weir_status`.
+    async fn failing(
+        &mut self,
+        Failing {
+            id,
+            partition,
+            error,
+        }: Failing,
+    ) {
+        let Some(running) = self.running_partition(&id, partition) else {
+            return;
+        };
+        match error {
+            Some(error) => {
+                // What the failed worker waited for, it no longer does.
+                running.waiting.remove(&partition);
+                running.failing.insert(partition, error)
+            }
+            None => running.failing.remove(&partition),
         };
         self.report_running(&id, None).await;
     }
@@ -392,6 +450,7 @@ impl Registry {
             version,
             partitions: running.workers.keys().copied().collect(),
             waiting: running.waiting.clone(),
+            failing: running.failing.clone(),
             error: None,
             updated_at: now_rfc3339(),
         };
@@ -440,6 +499,7 @@ impl Registry {
             version: version.to_owned(),
             partitions,
             waiting: BTreeMap::new(),
+            failing: BTreeMap::new(),
             error: Some(error),
             updated_at: now_rfc3339(),
         };

@@ -358,6 +358,10 @@ pub struct NodeStatus {
     /// an instance that cannot start), and why. Their messages are kept, not dead-lettered.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub waiting: BTreeMap<u32, String>,
+    /// Those of them whose worker failed and is being started again, and why; a partition is
+    /// listed until its restarted worker has run for a while.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing: BTreeMap<u32, String>,
     /// Why this node cannot run the revision, if it cannot.
     pub error: Option<String>,
     /// When the node wrote this, RFC 3339.

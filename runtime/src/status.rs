@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::deploy;
 use crate::membership::{self, MemberRecord};
 use crate::resources::{ControlPlane, DeploymentId};
+use crate::say;
 use crate::spec::{DeploymentSpec, NodeStatus};
 
 /// The whole cluster.
@@ -61,6 +62,8 @@ pub struct PartitionStatus {
     /// What the partition waits for, if its owner lacks the capacity to run it: an instance or
     /// memory of the tenant's quota, or an instance that cannot start. Its messages wait too.
     pub waiting: Option<String>,
+    /// Why its worker failed, while it is being started again.
+    pub failing: Option<String>,
 }
 
 /// Reads the live nodes, the deployments (every tenant's, or `tenant`'s), what each live node
@@ -146,6 +149,10 @@ async fn partitions(
             .iter()
             .find_map(|r| r.waiting.get(&partition))
             .cloned();
+        let failing = running
+            .iter()
+            .find_map(|r| r.failing.get(&partition))
+            .cloned();
         let consumer = stream.consumer_info(id.consumer_name(partition)).await.ok();
         partitions.push(PartitionStatus {
             partition,
@@ -154,6 +161,7 @@ async fn partitions(
             redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered as u64),
             lag: consumer.as_ref().map_or(0, |c| c.num_pending),
             waiting,
+            failing,
         });
     }
     partitions
@@ -185,64 +193,77 @@ pub async fn node_statuses(
 }
 
 /// Prints the status as tables.
-pub fn print(status: &ClusterStatus) {
+pub fn print(status: &ClusterStatus) -> anyhow::Result<()> {
     if status.nodes.is_empty() {
-        println!("no live nodes (start one with `weir node`)");
+        say!("no live nodes (start one with `weir node`)")?;
     } else {
-        println!("{:<32} {:<9} {:<10} STARTED", "NODE", "STATE", "VERSION");
+        say!("{:<32} {:<9} {:<10} STARTED", "NODE", "STATE", "VERSION")?;
         for node in &status.nodes {
             let state = match node.state {
                 membership::MemberState::Active => "active",
                 membership::MemberState::Draining => "draining",
             };
-            println!(
+            say!(
                 "{:<32} {:<9} {:<10} {}",
-                node.node, state, node.version, node.started_at
-            );
+                node.node,
+                state,
+                node.version,
+                node.started_at
+            )?;
         }
     }
     for deployment in &status.deployments {
-        println!();
+        say!("")?;
         if deployment.version.is_empty() {
-            println!("{}/{}", deployment.tenant, deployment.handler);
+            say!("{}/{}", deployment.tenant, deployment.handler)?;
         } else {
-            println!(
+            say!(
                 "{}/{} version {} on stream {}, {} dead letter(s)",
                 deployment.tenant,
                 deployment.handler,
                 deployment.version.get(..12).unwrap_or(&deployment.version),
                 deployment.stream,
                 deployment.dead_letters
-            );
+            )?;
         }
         if let Some(problem) = &deployment.problem {
-            println!("  {problem}");
+            say!("  {problem}")?;
         }
         for (node, error) in &deployment.errors {
-            println!("  error on {node}: {error}");
+            say!("  error on {node}: {error}")?;
         }
         if deployment.partitions.is_empty() {
             continue;
         }
-        println!(
+        say!(
             "  {:>9}  {:<32} {:>7} {:>11} {:>9}  STATE",
-            "PARTITION", "OWNER", "PENDING", "REDELIVERED", "LAG"
-        );
+            "PARTITION",
+            "OWNER",
+            "PENDING",
+            "REDELIVERED",
+            "LAG"
+        )?;
         for p in &deployment.partitions {
             let owner = if p.owners.is_empty() {
                 "-".to_owned()
             } else {
                 p.owners.join(",")
             };
-            let state = match (&p.waiting, p.owners.is_empty()) {
-                (Some(reason), _) => format!("waiting: {reason}"),
-                (None, true) => "unowned".to_owned(),
-                (None, false) => "running".to_owned(),
+            let state = match (&p.failing, &p.waiting, p.owners.is_empty()) {
+                (Some(error), _, _) => format!("failing: {error}"),
+                (None, Some(reason), _) => format!("waiting: {reason}"),
+                (None, None, true) => "unowned".to_owned(),
+                (None, None, false) => "running".to_owned(),
             };
-            println!(
+            say!(
                 "  {:>9}  {:<32} {:>7} {:>11} {:>9}  {state}",
-                p.partition, owner, p.pending, p.redelivered, p.lag
-            );
+                p.partition,
+                owner,
+                p.pending,
+                p.redelivered,
+                p.lag
+            )?;
         }
     }
+    Ok(())
 }

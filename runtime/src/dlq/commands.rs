@@ -6,6 +6,7 @@ use async_nats::jetstream;
 use clap::{Args, Subcommand};
 
 use super::records::{self, DeadLetter};
+use crate::say;
 
 /// `weir dlq` subcommands.
 #[derive(Debug, Subcommand)]
@@ -125,23 +126,29 @@ async fn ls(js: &jetstream::Context, args: LsArgs) -> anyhow::Result<()> {
     args.selection.check()?;
     let letters = records::list(js, args.selection.tenant(), args.selection.handler()).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&letters)?);
+        say!("{}", serde_json::to_string_pretty(&letters)?)?;
         return Ok(());
     }
     if letters.is_empty() {
-        println!("no dead letters");
+        say!("no dead letters")?;
         return Ok(());
     }
-    println!(
+    say!(
         "{:>6}  {:<20} {:<24} {:<25} {:<16} {:>4}  {:<14} LAST ERROR",
-        "ID", "DEAD AT", "DEPLOYMENT", "REASON", "FROM", "DLV", "REPLAYED AS"
-    );
+        "ID",
+        "DEAD AT",
+        "DEPLOYMENT",
+        "REASON",
+        "FROM",
+        "DLV",
+        "REPLAYED AS"
+    )?;
     for letter in &letters {
         let replayed = letter
             .replays
             .last()
             .map_or("-", |replay| replay.stored_as.as_str());
-        println!(
+        say!(
             "{:>6}  {:<20} {:<24} {:<25} {:<16} {:>4}  {:<14} {}",
             letter.id,
             // To the second: the table has no room for nanoseconds.
@@ -152,12 +159,12 @@ async fn ls(js: &jetstream::Context, args: LsArgs) -> anyhow::Result<()> {
             letter.deliveries,
             replayed,
             shorten(&letter.last_error, 60)
-        );
+        )?;
     }
-    println!(
+    say!(
         "{} dead letter(s); `weir dlq show ID` for one, `weir dlq replay ID` to send one again",
         letters.len()
-    );
+    )?;
     Ok(())
 }
 
@@ -171,56 +178,57 @@ async fn show(js: &jetstream::Context, args: ShowArgs) -> anyhow::Result<()> {
     if args.json {
         let mut json = serde_json::to_value(&letter)?;
         json["payload"] = text.map_or(serde_json::Value::Null, Into::into);
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        say!("{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
-    print_letter(&letter, text);
+    print_letter(&letter, text)?;
     Ok(())
 }
 
-fn print_letter(letter: &DeadLetter, text: Option<&str>) {
-    let field = |name: &str, value: &str| println!("{name:<16} {value}");
-    field("id", &letter.id.to_string());
-    field("dead at", &letter.dead_at);
+fn print_letter(letter: &DeadLetter, text: Option<&str>) -> anyhow::Result<()> {
+    let field = |name: &str, value: &str| say!("{name:<16} {value}");
+    field("id", &letter.id.to_string())?;
+    field("dead at", &letter.dead_at)?;
     field(
         "deployment",
         &format!("{}/{}", letter.tenant, letter.handler),
-    );
-    field("version", &letter.handler_version);
-    field("reason", letter.reason.map_or("?", |r| r.as_str()));
+    )?;
+    field("version", &letter.handler_version)?;
+    field("reason", letter.reason.map_or("?", |r| r.as_str()))?;
     if let Some(term_reason) = &letter.term_reason {
-        field("term reason", term_reason);
+        field("term reason", term_reason)?;
     }
-    field("last error", &letter.last_error);
+    field("last error", &letter.last_error)?;
     field(
         "from",
         &format!("stream {} sequence {}", letter.stream, letter.stream_seq),
-    );
-    field("subject", letter.subject.as_deref().unwrap_or("(unknown)"));
-    field("deliveries", &letter.deliveries.to_string());
+    )?;
+    field("subject", letter.subject.as_deref().unwrap_or("(unknown)"))?;
+    field("deliveries", &letter.deliveries.to_string())?;
     for replay in &letter.replays {
         field(
             "replayed",
             &format!("{} to {} as {}", replay.at, replay.to, replay.stored_as),
-        );
+        )?;
     }
     if let Some(why) = &letter.original_missing {
-        field("original", &format!("missing: {why}"));
-        return;
+        return field("original", &format!("missing: {why}"));
     }
-    println!("headers");
+    say!("headers")?;
     for (name, values) in &letter.headers {
         for value in values {
-            println!("  {name}: {value}");
+            say!("  {name}: {value}")?;
         }
     }
     match text {
-        Some(text) => println!("payload ({} bytes)\n{text}", letter.payload_bytes),
-        None => println!(
+        Some(text) => say!("payload ({} bytes)\n{text}", letter.payload_bytes)?,
+        None => say!(
             "payload ({} bytes, not UTF-8; `weir dlq show {} --payload > FILE` writes it out)",
-            letter.payload_bytes, letter.id
-        ),
+            letter.payload_bytes,
+            letter.id
+        )?,
     }
+    Ok(())
 }
 
 async fn replay(js: &jetstream::Context, args: ReplayArgs) -> anyhow::Result<()> {
@@ -239,7 +247,7 @@ async fn replay(js: &jetstream::Context, args: ReplayArgs) -> anyhow::Result<()>
         by_id(js, &args.ids).await?
     };
     if letters.is_empty() {
-        println!("nothing to replay");
+        say!("nothing to replay")?;
         return Ok(());
     }
     let bar = crate::cli::progress_bar(letters.len() as u64, "replaying");
@@ -263,7 +271,7 @@ async fn replay(js: &jetstream::Context, args: ReplayArgs) -> anyhow::Result<()>
         "{failed} of {} dead letter(s) could not be replayed",
         letters.len()
     );
-    println!("replayed {} dead letter(s)", letters.len());
+    say!("replayed {} dead letter(s)", letters.len())?;
     Ok(())
 }
 
@@ -272,7 +280,7 @@ async fn purge(js: &jetstream::Context, args: PurgeArgs) -> anyhow::Result<()> {
     let (tenant, handler) = (args.selection.tenant(), args.selection.handler());
     if args.all {
         let purged = records::purge_all(js, tenant, handler).await?;
-        println!("purged {purged} message(s) from the dead-letter stream");
+        say!("purged {purged} message(s) from the dead-letter stream")?;
         return Ok(());
     }
     let letters = if args.replayed {
@@ -287,7 +295,7 @@ async fn purge(js: &jetstream::Context, args: PurgeArgs) -> anyhow::Result<()> {
     for letter in &letters {
         records::purge(js, letter).await?;
     }
-    println!("purged {} dead letter(s)", letters.len());
+    say!("purged {} dead letter(s)", letters.len())?;
     Ok(())
 }
 

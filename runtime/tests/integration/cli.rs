@@ -643,3 +643,27 @@ async fn a_node_whose_server_died_still_exits_on_sigterm() -> anyhow::Result<()>
     assert!(said.contains("node stopped"), "{said}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_listing_whose_reader_went_away_ends_quietly_and_successfully() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let url = env.server.url();
+    for command in [&["ls"][..], &["status"], &["dlq", "ls"]] {
+        // `weir ls | head -3` once head has what it wanted: nobody reads any more.
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(command)
+            .args(["--nats-url", &url])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()?;
+        assert!(
+            output.status.success(),
+            "weir {command:?} into a closed pipe: {}",
+            output.status
+        );
+        assert_eq!(text(&output.stderr), "", "weir {command:?} said something");
+    }
+    Ok(())
+}
