@@ -297,7 +297,7 @@ impl GuestThreads {
 
     /// Runs `call` on the guest threads; its result comes back through the handle. A call that
     /// took its first turn beforehand finds a thread free: the guest whose turn it took has
-    /// left it.
+    /// left it. One that found no turn free waits there, in its tenant's queue, for one.
     pub fn spawn<F>(&self, call: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
