@@ -555,6 +555,8 @@ impl Bench<'_> {
                     retry: RetrySpec::default(),
                     config: BTreeMap::new(),
                     outputs: vec![],
+                    from: None,
+                    deployed_by: None,
                 };
                 if handler == WasmHandler::Orders {
                     request
@@ -599,6 +601,9 @@ impl Bench<'_> {
             config: BTreeMap::new(),
             outputs: vec![],
             deployed_at: now_rfc3339(),
+            deployed_by: None,
+            start: crate::spec::StartAt::All,
+            paused: false,
         };
         ControlPlane::open(&self.js)
             .await?

@@ -112,6 +112,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 ("pending_delay".into(), "150".into()),
             ]),
             outputs: vec!["enriched.>".into()],
+            from: None,
+            deployed_by: None,
         },
     )
     .await?

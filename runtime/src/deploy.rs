@@ -18,7 +18,7 @@ use crate::host::{HandlerInstance, Host};
 use crate::outputs::{Coverage, OutputRules, Reserved};
 use crate::partition;
 use crate::resources::{self, ControlPlane, DEPLOYMENTS_BUCKET, DeploymentId};
-use crate::spec::{self, DeploymentSpec, LimitsSpec, RetrySpec, now_rfc3339};
+use crate::spec::{self, DeploymentSpec, LimitsSpec, RetrySpec, StartAt, now_rfc3339};
 use crate::tenants::Quotas;
 
 /// Everything `weir deploy` was given.
@@ -40,6 +40,54 @@ pub struct DeployRequest {
     pub config: BTreeMap<String, String>,
     /// Subject patterns the handler may publish to.
     pub outputs: Vec<String>,
+    /// Where a new deployment starts on its stream; `None` for the default (every message), or,
+    /// on a redeploy, the place each partition has.
+    pub from: Option<From>,
+    /// Who deploys: the NATS user, where the command named one.
+    pub deployed_by: Option<String>,
+}
+
+/// Where a deployment starts on its stream, as `weir deploy --from` says it: `all`, `new`, a
+/// stream sequence, or a time (RFC 3339, or a duration meaning that long ago).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// Every message the stream holds.
+    All,
+    /// Only messages stored after the deploy.
+    New,
+    /// Messages from this stream sequence on.
+    Sequence(u64),
+    /// Messages stored from this time on.
+    Time(time::OffsetDateTime),
+}
+
+impl std::str::FromStr for From {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        use time::format_description::well_known::Rfc3339;
+        match text {
+            "all" => return Ok(Self::All),
+            "new" => return Ok(Self::New),
+            _ => {}
+        }
+        if let Ok(seq) = text.parse::<u64>() {
+            return match seq {
+                0 => Err("stream sequences start at 1".to_owned()),
+                seq => Ok(Self::Sequence(seq)),
+            };
+        }
+        if let Ok(time) = time::OffsetDateTime::parse(text, &Rfc3339) {
+            return Ok(Self::Time(time));
+        }
+        if let Ok(ago) = humantime::parse_duration(text) {
+            return Ok(Self::Time(time::OffsetDateTime::now_utc() - ago));
+        }
+        Err(format!(
+            "expected all, new, a stream sequence (e.g. 1042), a time (e.g. \
+             2026-12-01T09:00:00Z) or how long ago (e.g. 15m), not {text:?}"
+        ))
+    }
 }
 
 /// A spec as stored, with its revision in `weir_deployments`: every deploy of a handler, even
@@ -67,6 +115,8 @@ pub async fn deploy(
         retry,
         config,
         outputs,
+        from,
+        deployed_by,
     } = request;
     let reserved = Reserved::default();
     spec::validate_window(window)?;
@@ -106,6 +156,15 @@ pub async fn deploy(
         .context("the handler failed to start with this configuration")?;
 
     let control = ControlPlane::open(js).await?;
+    let current = current_spec(&control, &id).await;
+    let start = match (&current, from) {
+        // The partitions' consumers exist, and keep their place.
+        (Some(current), _) if current.stream == stream => current.start,
+        (_, None | Some(From::All)) => StartAt::All,
+        (_, Some(From::New)) => StartAt::Sequence(next_sequence(js, &stream).await?),
+        (_, Some(From::Sequence(seq))) => StartAt::Sequence(seq),
+        (_, Some(From::Time(time))) => StartAt::Time(time),
+    };
     let artifact = control
         .artifacts
         .store(&id, version.digest(), &component)
@@ -123,6 +182,10 @@ pub async fn deploy(
         config,
         outputs,
         deployed_at: now_rfc3339(),
+        deployed_by,
+        start,
+        // A redeploy of a paused handler stays paused until `weir resume`.
+        paused: current.as_ref().is_some_and(|current| current.paused),
     };
     spec.validate(&reserved)
         .context("weir deploy built a spec that nodes would refuse")?;
@@ -132,6 +195,28 @@ pub async fn deploy(
         .await
         .with_context(|| format!("failed to write deployment {}", id.key()))?;
     Ok(Deployed { spec, revision })
+}
+
+/// The valid spec `id` runs now, if any.
+pub async fn current_spec(control: &ControlPlane, id: &DeploymentId) -> Option<DeploymentSpec> {
+    let entry = control.deployments.entry(id.key()).await.ok()??;
+    if entry.operation != jetstream::kv::Operation::Put {
+        return None;
+    }
+    let reserved = Reserved::default();
+    spec::read_record(&entry.key, &entry.value, &reserved)
+        .ok()
+        .map(|(_, spec)| spec)
+}
+
+/// The sequence the next message stored in `stream` will have.
+async fn next_sequence(js: &jetstream::Context, stream: &str) -> anyhow::Result<u64> {
+    let mut stream = js
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("failed to read stream {stream}"))?;
+    let info = stream.info().await?;
+    Ok(info.state.last_sequence + 1)
 }
 
 /// Asks the server whether this connection may write `id`'s deployment record, without

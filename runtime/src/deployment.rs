@@ -69,7 +69,7 @@ impl Deployment {
 }
 
 /// What runs a deployment's handler on a node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum HandlerCode {
     /// The spec's component, compiled and linked on this node.
     Wasm(HandlerVersion),

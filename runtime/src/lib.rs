@@ -46,6 +46,7 @@ pub mod dlq;
 pub mod embedded;
 pub mod failures;
 pub mod host;
+pub mod lifecycle;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -9,8 +9,14 @@
 //! partition. When the membership changes it places every deployment again: workers for
 //! partitions that moved away are told to stop (they hand off in the background), workers for
 //! partitions that moved here start on standby until the previous owner lets go.
+//!
+//! Placement is among the nodes able to run a deployment: a node that cannot (the tenant may
+//! not read its stream there, its component does not load, its record is invalid) says why in
+//! `weir_status` and runs none of its partitions, and every node, following `weir_status`,
+//! leaves it out of that deployment's placement, so its share goes to the others. A load that
+//! failed is tried again, after a pause that doubles up to a minute.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -18,6 +24,7 @@ use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::{mpsc, watch};
+use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -30,20 +37,41 @@ use crate::resources::DeploymentId;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
 use crate::supervision::{self, Failing};
 use crate::tenants::Tenant;
-use crate::worker::{PartitionWorker, Waiting};
+use crate::worker::{Change, PartitionReport, PartitionWorker};
 use crate::{partition, placement};
 
 /// Pause before watching `weir_deployments` again after the watch broke.
-const REWATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const REWATCH_DELAY: Duration = Duration::from_secs(1);
+/// How long what workers say of their partitions is gathered before it is written to
+/// `weir_status`: at a thousand partitions, one record rather than a thousand.
+const REPORT_DELAY: Duration = Duration::from_millis(250);
+/// Bounds of the pause before a deployment that failed to load is loaded again.
+const RELOAD_DELAY_MIN: Duration = Duration::from_secs(1);
+const RELOAD_DELAY_MAX: Duration = Duration::from_secs(60);
 
 struct Running {
     updates: watch::Sender<SharedDeployment>,
     /// The stop signal of each partition worker this node runs.
     workers: BTreeMap<u32, CancellationToken>,
+    /// Every worker task of this deployment, so that its status is cleared once they are done.
+    tracker: TaskTracker,
     /// The partitions whose workers wait for capacity, and why.
     waiting: BTreeMap<u32, String>,
+    /// The partitions whose workers hold their messages for a pause.
+    paused: BTreeSet<u32>,
+    /// The pin each partition's worker holds, where it holds one.
+    pins: BTreeMap<u32, String>,
     /// The partitions whose workers failed and are being started again, and why.
     failing: BTreeMap<u32, String>,
+    /// The revision of this node's last report in `weir_status`.
+    reported: Option<u64>,
+}
+
+/// A deployment that failed to load, to be loaded again.
+struct Reload {
+    at: Instant,
+    /// The pause before the attempt after this one.
+    next_delay: Duration,
 }
 
 pub(crate) struct Registry {
@@ -54,11 +82,18 @@ pub(crate) struct Registry {
     placed_with: Option<Vec<String>>,
     /// Every worker task, including those still handing off after being told to stop.
     workers: TaskTracker,
-    /// Where workers say they begin or end a wait for capacity.
-    waits: (
-        mpsc::UnboundedSender<Waiting>,
-        mpsc::UnboundedReceiver<Waiting>,
+    /// Where workers say they begin or end a wait for capacity or a pause.
+    reports: (
+        mpsc::UnboundedSender<PartitionReport>,
+        mpsc::UnboundedReceiver<PartitionReport>,
     ),
+    /// By deployment, the nodes that say in `weir_status` they cannot run it.
+    refusals: HashMap<DeploymentId, BTreeSet<String>>,
+    /// The deployments that failed to load here, and when to load them again.
+    reloads: HashMap<DeploymentId, Reload>,
+    /// Deployments whose workers said something not yet written to `weir_status`, and when it
+    /// is written.
+    unreported: (BTreeSet<DeploymentId>, Option<Instant>),
     /// Where the workers' supervisors say a worker failed, or is healthy again.
     failures: (
         mpsc::UnboundedSender<Failing>,
@@ -74,18 +109,27 @@ impl Registry {
             members,
             placed_with: None,
             workers: TaskTracker::new(),
-            waits: mpsc::unbounded_channel(),
+            reports: mpsc::unbounded_channel(),
+            refusals: HashMap::new(),
+            reloads: HashMap::new(),
+            unreported: (BTreeSet::new(), None),
             failures: mpsc::unbounded_channel(),
         }
     }
 
-    /// Follows `weir_deployments` and the membership until `shutdown`, then stops every
-    /// worker and waits while each hands its partition off. A watch that breaks (say, across a
-    /// server restart) is opened again; replayed entries that match what runs change nothing.
+    /// Follows `weir_deployments`, `weir_status` and the membership until `shutdown`, then
+    /// stops every worker and waits while each hands its partition off. A watch that breaks
+    /// (say, across a server restart) is opened again; replayed entries that match what runs
+    /// change nothing.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         'watching: while !shutdown.is_cancelled() {
-            match self.node.control.deployments.watch_with_history(">").await {
-                Ok(mut entries) => loop {
+            let watches = tokio::try_join!(
+                self.node.control.deployments.watch_with_history(">"),
+                self.node.control.status.watch_with_history(">"),
+            );
+            match watches {
+                Ok((mut entries, mut reports)) => loop {
+                    let reload = self.next_reload();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         changed = self.members.changed() => {
@@ -95,8 +139,14 @@ impl Registry {
                             }
                             self.place_all().await;
                         }
-                        Some(waiting) = self.waits.1.recv() => self.waiting(waiting).await,
-                        Some(failing) = self.failures.1.recv() => self.failing(failing).await,
+                        Some(report) = self.reports.1.recv() => self.partition_report(report),
+                        Some(failing) = self.failures.1.recv() => self.failing(failing),
+                        () = sleep_until(self.unreported.1) => self.report_unreported().await,
+                        () = sleep_until(reload.as_ref().map(|(_, at)| *at)) => {
+                            if let Some((id, _)) = reload {
+                                self.reload(&id).await;
+                            }
+                        }
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => self.apply(entry).await,
                             Some(Err(error)) => tracing::warn!("deployment watch: {error}"),
@@ -105,9 +155,19 @@ impl Registry {
                                 break;
                             }
                         },
+                        report = reports.next() => match report {
+                            Some(Ok(report)) => self.node_report(report).await,
+                            Some(Err(error)) => tracing::warn!("status watch: {error}"),
+                            None => {
+                                tracing::warn!("the watch on weir_status ended; watching again");
+                                break;
+                            }
+                        },
                     }
                 },
-                Err(error) => tracing::error!("failed to watch weir_deployments: {error}"),
+                Err(error) => {
+                    tracing::error!("failed to watch weir_deployments and weir_status: {error}")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -131,6 +191,7 @@ impl Registry {
                 return;
             }
         };
+        self.reloads.remove(&id);
         match entry.operation {
             Operation::Delete | Operation::Purge => self.stop(&id).await,
             Operation::Put => {
@@ -144,14 +205,22 @@ impl Registry {
                         return;
                     }
                 };
-                if self
-                    .running
-                    .get(&id)
-                    .is_some_and(|r| r.updates.borrow().spec == spec)
-                {
-                    // The same spec written again: nothing to change but the revision it runs as.
-                    self.report_running(&id, Some(entry.revision)).await;
-                    return;
+                if let Some(running) = self.running.get(&id) {
+                    let before = running.updates.borrow().clone();
+                    if before.spec == spec {
+                        // The same spec written again: nothing to change but the revision it
+                        // runs as.
+                        self.report_running(&id, Some(entry.revision)).await;
+                        return;
+                    }
+                    if before.spec.runs_like(&spec) {
+                        // Paused or resumed: the same code goes on.
+                        let deployment =
+                            Deployment::new(id.clone(), spec, before.code.clone(), tenant);
+                        self.start_or_swap(Arc::new(deployment), entry.revision)
+                            .await;
+                        return;
+                    }
                 }
                 match self.load(&id, spec.clone(), tenant).await {
                     Ok(deployment) => {
@@ -159,6 +228,7 @@ impl Registry {
                             .await
                     }
                     Err(error) => {
+                        self.schedule_reload(&id);
                         self.report_error(&id, entry.revision, &spec.version, format!("{error:#}"))
                             .await
                     }
@@ -242,8 +312,12 @@ impl Registry {
                     Running {
                         updates,
                         workers: BTreeMap::new(),
+                        tracker: TaskTracker::new(),
                         waiting: BTreeMap::new(),
+                        paused: BTreeSet::new(),
+                        pins: BTreeMap::new(),
                         failing: BTreeMap::new(),
+                        reported: None,
                     },
                 );
                 self.place(&id);
@@ -296,12 +370,17 @@ impl Registry {
     }
 
     /// Starts and stops workers of one deployment so that this node runs exactly the
-    /// partitions placement gives it. Returns whether anything changed.
+    /// partitions placement gives it, among the active members able to run it. Returns whether
+    /// anything changed.
     fn place(&mut self, id: &DeploymentId) -> bool {
-        let Some(active) = self.active_members() else {
+        let Some(mut active) = self.active_members() else {
             return false;
         };
         let me = self.node.id.clone();
+        // This node runs it, whatever it said before.
+        if let Some(refusing) = self.refusals.get(id) {
+            active.retain(|member| *member == me || !refusing.contains(member));
+        }
         let Some(running) = self.running.get_mut(id) else {
             return false;
         };
@@ -334,15 +413,21 @@ impl Registry {
         running
             .failing
             .retain(|partition, _| workers.contains_key(partition));
+        running
+            .paused
+            .retain(|partition| workers.contains_key(partition));
+        running
+            .pins
+            .retain(|partition, _| workers.contains_key(partition));
         for partition in owned {
             if running.workers.contains_key(&partition) {
                 continue;
             }
             let stop = CancellationToken::new();
-            let (updates, node, waits) = (
+            let (updates, node, reports) = (
                 running.updates.subscribe(),
                 self.node.clone(),
-                self.waits.0.clone(),
+                self.reports.0.clone(),
             );
             let worker_stop = stop.clone();
             let start = move || {
@@ -350,7 +435,7 @@ impl Registry {
                     partition,
                     updates.clone(),
                     &node,
-                    waits.clone(),
+                    reports.clone(),
                     worker_stop.clone(),
                 );
                 worker.run()
@@ -368,30 +453,158 @@ impl Registry {
                 stop.clone(),
                 self.failures.0.clone(),
             );
-            self.workers.spawn(supervised.instrument(span));
+            self.workers
+                .spawn(running.tracker.track_future(supervised.instrument(span)));
             running.workers.insert(partition, stop);
             changed = true;
         }
         changed
     }
 
-    /// Records a partition's wait for capacity, begun or over, in `weir_status`.
-    async fn waiting(
+    /// Records what a worker says of its partition (a wait for capacity, a pause, begun or
+    /// over) in `weir_status`.
+    fn partition_report(
         &mut self,
-        Waiting {
+        PartitionReport {
             id,
             partition,
-            reason,
-        }: Waiting,
+            change,
+        }: PartitionReport,
     ) {
         let Some(running) = self.running_partition(&id, partition) else {
             return;
         };
-        match reason {
-            Some(reason) => running.waiting.insert(partition, reason),
-            None => running.waiting.remove(&partition),
+        match change {
+            Change::Waiting(Some(reason)) => {
+                running.waiting.insert(partition, reason);
+            }
+            Change::Waiting(None) => {
+                running.waiting.remove(&partition);
+            }
+            Change::Paused(true) => {
+                running.paused.insert(partition);
+            }
+            Change::Paused(false) => {
+                running.paused.remove(&partition);
+            }
+            Change::Pin(Some(pin)) => {
+                running.pins.insert(partition, pin);
+            }
+            Change::Pin(None) => {
+                running.pins.remove(&partition);
+            }
+        }
+        self.report_soon(id);
+    }
+
+    /// Writes what the workers of `id` said within [`REPORT_DELAY`].
+    fn report_soon(&mut self, id: DeploymentId) {
+        self.unreported.0.insert(id);
+        self.unreported
+            .1
+            .get_or_insert_with(|| Instant::now() + REPORT_DELAY);
+    }
+
+    async fn report_unreported(&mut self) {
+        self.unreported.1 = None;
+        for id in std::mem::take(&mut self.unreported.0) {
+            self.report_running(&id, None).await;
+        }
+    }
+
+    /// Follows what another node (or this one) says it made of a deployment: whether it
+    /// refuses it, which leaves it out of the deployment's placement.
+    async fn node_report(&mut self, entry: Entry) {
+        // `<tenant>.<handler>.<node-id>`: names never contain dots, node ids may.
+        let mut parts = entry.key.splitn(3, '.');
+        let (Some(tenant), Some(handler), Some(node)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
         };
-        self.report_running(&id, None).await;
+        let Ok(id) = DeploymentId::new(tenant, handler) else {
+            return;
+        };
+        let refuses = entry.operation == Operation::Put
+            && serde_json::from_slice::<NodeStatus>(&entry.value).is_ok_and(|status| {
+                status.node == node && status.error.is_some() && status.partitions.is_empty()
+            });
+        let refusing = self.refusals.entry(id.clone()).or_default();
+        let changed = if refuses {
+            refusing.insert(node.to_owned())
+        } else {
+            refusing.remove(node)
+        };
+        if refusing.is_empty() {
+            self.refusals.remove(&id);
+        }
+        if changed && node != self.node.id {
+            tracing::info!(
+                tenant = id.tenant,
+                handler = id.handler,
+                node,
+                "{}",
+                if refuses {
+                    "node cannot run the deployment; placing it among the others"
+                } else {
+                    "node can run the deployment again"
+                }
+            );
+            if self.place(&id) {
+                self.report_running(&id, None).await;
+            }
+        }
+    }
+
+    /// Loads a deployment that failed to load again, after a pause that doubles each time.
+    fn schedule_reload(&mut self, id: &DeploymentId) {
+        let delay = self
+            .reloads
+            .get(id)
+            .map_or(RELOAD_DELAY_MIN, |reload| reload.next_delay);
+        tracing::info!(
+            tenant = id.tenant,
+            handler = id.handler,
+            "loading it again in {delay:?}"
+        );
+        self.reloads.insert(
+            id.clone(),
+            Reload {
+                at: Instant::now() + delay,
+                next_delay: (delay * 2).min(RELOAD_DELAY_MAX),
+            },
+        );
+    }
+
+    /// The deployment to load again first, and when.
+    fn next_reload(&self) -> Option<(DeploymentId, Instant)> {
+        self.reloads
+            .iter()
+            .min_by_key(|(_, reload)| reload.at)
+            .map(|(id, reload)| (id.clone(), reload.at))
+    }
+
+    /// Reads the deployment's record again and applies it, as if it had just been written;
+    /// keeps the pause it is at, to double it should this attempt fail too.
+    async fn reload(&mut self, id: &DeploymentId) {
+        let Some(reload) = self.reloads.remove(id) else {
+            return;
+        };
+        match self.node.control.deployments.entry(id.key()).await {
+            Ok(Some(entry)) => {
+                let next_delay = reload.next_delay;
+                self.apply(entry).await;
+                if let Some(again) = self.reloads.get_mut(id) {
+                    again.at = Instant::now() + next_delay;
+                    again.next_delay = (next_delay * 2).min(RELOAD_DELAY_MAX);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(deployment = %id, "failed to read the deployment again: {error}");
+                self.reloads.insert(id.clone(), reload);
+                self.schedule_reload(id);
+            }
+        }
     }
 
     /// The running deployment `id`, if this node still runs its `partition`: a report from a
@@ -403,7 +616,7 @@ impl Registry {
     }
 
     /// Records a partition's worker failure, or its recovery, in `weir_status`.
-    async fn failing(
+    fn failing(
         &mut self,
         Failing {
             id,
@@ -422,7 +635,7 @@ impl Registry {
             }
             None => running.failing.remove(&partition),
         };
-        self.report_running(&id, None).await;
+        self.report_soon(id);
     }
 
     /// Records in `weir_status` what this node runs of the deployment; `revision` is the
@@ -450,30 +663,42 @@ impl Registry {
             version,
             partitions: running.workers.keys().copied().collect(),
             waiting: running.waiting.clone(),
+            paused: running.paused.iter().copied().collect(),
+            pins: running.pins.clone(),
             failing: running.failing.clone(),
             error: None,
             updated_at: now_rfc3339(),
         };
-        self.report(id, status).await;
+        let reported = self.report(id, status).await;
+        if let Some(running) = self.running.get_mut(id) {
+            running.reported = reported.or(running.reported);
+        }
     }
 
-    /// Tells every worker of the deployment to stop; they hand off in the background.
+    /// Tells every worker of the deployment to stop; they hand off in the background, and
+    /// this node's status for it is cleared once they are done (`weir undeploy` waits for
+    /// that), unless the node has reported on it again meanwhile.
     async fn stop(&mut self, id: &DeploymentId) {
-        if let Some(running) = self.running.remove(id) {
-            for stop in running.workers.values() {
-                stop.cancel();
+        let status = self.node.control.status.clone();
+        let key = id.status_key(&self.node.id);
+        let Some(running) = self.running.remove(id) else {
+            if let Err(error) = status.delete(&key).await {
+                tracing::warn!(deployment = %id, "failed to clear status: {error}");
             }
-            tracing::info!(tenant = id.tenant, handler = id.handler, "stopping");
+            return;
+        };
+        for stop in running.workers.values() {
+            stop.cancel();
         }
-        if let Err(error) = self
-            .node
-            .control
-            .status
-            .delete(id.status_key(&self.node.id))
-            .await
-        {
-            tracing::warn!(deployment = %id, "failed to clear status: {error}");
-        }
+        tracing::info!(tenant = id.tenant, handler = id.handler, "stopping");
+        running.tracker.close();
+        let (tracker, reported, id) = (running.tracker, running.reported, id.clone());
+        self.workers.spawn(async move {
+            tracker.wait().await;
+            if let Err(error) = status.delete_expect_revision(&key, reported).await {
+                tracing::debug!(deployment = %id, "status not cleared: {error}");
+            }
+        });
     }
 
     async fn report_error(&self, id: &DeploymentId, revision: u64, version: &str, error: String) {
@@ -499,6 +724,8 @@ impl Registry {
             version: version.to_owned(),
             partitions,
             waiting: BTreeMap::new(),
+            paused: Vec::new(),
+            pins: BTreeMap::new(),
             failing: BTreeMap::new(),
             error: Some(error),
             updated_at: now_rfc3339(),
@@ -506,7 +733,8 @@ impl Registry {
         self.report(id, status).await;
     }
 
-    async fn report(&self, id: &DeploymentId, status: NodeStatus) {
+    /// Writes this node's status for `id`; returns its revision.
+    async fn report(&self, id: &DeploymentId, status: NodeStatus) -> Option<u64> {
         let put = match serde_json::to_vec(&status) {
             Ok(json) => self
                 .node
@@ -517,8 +745,17 @@ impl Registry {
                 .map_err(anyhow::Error::from),
             Err(error) => Err(error.into()),
         };
-        if let Err(error) = put {
-            tracing::warn!(deployment = %id, "failed to write status: {error:#}");
-        }
+        put.inspect_err(
+            |error| tracing::warn!(deployment = %id, "failed to write status: {error:#}"),
+        )
+        .ok()
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -17,8 +17,9 @@ pub const NODES_BUCKET: &str = "weir_nodes";
 /// The priority group every partition consumer belongs to.
 pub const PRIORITY_GROUP: &str = "weir";
 
-/// How many past specs the deployments bucket keeps per handler.
-const DEPLOYMENT_HISTORY: i64 = 16;
+/// How many past records the deployments bucket keeps per handler (the most NATS allows):
+/// the versions `weir rollback` can go back to, and the pauses between them.
+const DEPLOYMENT_HISTORY: i64 = 64;
 
 /// A handler's identity: `<tenant>.<handler>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -317,6 +318,36 @@ impl Artifacts {
                 .with_context(|| format!("failed to upload {name}"))?;
         }
         Ok(name)
+    }
+
+    /// Removes every stored component of `id` from its tenant's bucket (and from the shared
+    /// bucket of earlier versions); returns how many.
+    pub async fn remove_all(&self, id: &DeploymentId) -> anyhow::Result<usize> {
+        use futures::TryStreamExt as _;
+        let prefix = format!("{}/{}/", id.tenant, id.handler);
+        let mut removed = 0;
+        for bucket in [artifacts_bucket(&id.tenant), ARTIFACTS_BUCKET.to_owned()] {
+            let Ok(store) = self.js.get_object_store(&bucket).await else {
+                continue;
+            };
+            let names: Vec<String> = store
+                .list()
+                .await
+                .with_context(|| format!("failed to list the components in {bucket}"))?
+                .map_ok(|info| info.name)
+                .try_filter(|name| std::future::ready(name.starts_with(&prefix)))
+                .try_collect()
+                .await
+                .with_context(|| format!("failed to list the components in {bucket}"))?;
+            for name in names {
+                store
+                    .delete(&name)
+                    .await
+                    .with_context(|| format!("failed to remove {name} from {bucket}"))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The artifact `name` (`<tenant>/<handler>/<sha256>`), from its tenant's bucket, or from

@@ -85,8 +85,56 @@ pub struct DeploymentSpec {
     /// Subject patterns the handler may publish to; empty means it may publish nothing.
     #[serde(default)]
     pub outputs: Vec<String>,
-    /// When the spec was written, RFC 3339.
+    /// When this version was deployed (or rolled back to), RFC 3339; pausing and resuming
+    /// keep it.
     pub deployed_at: String,
+    /// Who deployed it: the NATS user `weir deploy` connected as, where it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_by: Option<String>,
+    /// Where on its stream a partition consumer created for this deployment starts; a
+    /// consumer that exists keeps its place.
+    #[serde(default, skip_serializing_if = "StartAt::is_all")]
+    pub start: StartAt,
+    /// Whether the handler is paused (`weir pause`): every partition holds its messages after
+    /// the one in hand, and keeps its place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// Where a new deployment starts on its stream (`weir deploy --from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// At the first message the stream holds.
+    #[default]
+    All,
+    /// At the first message at or after this stream sequence (`--from new` is the sequence
+    /// after the last one stored when the handler was deployed).
+    Sequence(u64),
+    /// At the first message stored at or after this time.
+    #[serde(with = "time::serde::rfc3339")]
+    Time(time::OffsetDateTime),
+}
+
+impl StartAt {
+    fn is_all(&self) -> bool {
+        *self == Self::All
+    }
+}
+
+impl std::fmt::Display for StartAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => write!(f, "the first message"),
+            Self::Sequence(seq) => write!(f, "stream sequence {seq}"),
+            Self::Time(time) => {
+                let text = time
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                write!(f, "the messages stored since {text}")
+            }
+        }
+    }
 }
 
 /// The stored form of [`crate::host::CallLimits`]; see the `DEFAULT_*` constants.
@@ -215,6 +263,15 @@ impl DeploymentSpec {
     /// The deployment's identity, validated.
     pub fn id(&self) -> anyhow::Result<DeploymentId> {
         DeploymentId::new(&self.tenant, &self.handler)
+    }
+
+    /// Whether the two specs run the handler the same way: the same in everything but being
+    /// paused, so that a pause or a resume keeps the partitions' instances.
+    pub fn runs_like(&self, other: &Self) -> bool {
+        Self {
+            paused: other.paused,
+            ..self.clone()
+        } == *other
     }
 
     /// The first 12 hex digits of the version, for people.
@@ -358,6 +415,14 @@ pub struct NodeStatus {
     /// an instance that cannot start), and why. Their messages are kept, not dead-lettered.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub waiting: BTreeMap<u32, String>,
+    /// Those of them that hold their messages because the deployment is paused, once their
+    /// worker has finished the message in hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused: Vec<u32>,
+    /// The consumer pin the worker of each of them holds, where it holds one: `weir status`
+    /// compares it with the consumer's, to tell the partition's holder from a worker on standby.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<u32, String>,
     /// Those of them whose worker failed and is being started again, and why; a partition is
     /// listed until its restarted worker has run for a while.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -395,6 +460,9 @@ mod tests {
             config: BTreeMap::from([("region".into(), "eu".into())]),
             outputs: vec!["enriched.>".into()],
             deployed_at: "2026-11-22T12:00:00Z".into(),
+            deployed_by: None,
+            start: StartAt::All,
+            paused: false,
         }
     }
 

@@ -33,6 +33,8 @@ pub struct DeploymentStatus {
     pub version: String,
     /// The input stream.
     pub stream: String,
+    /// Whether it is paused (`weir pause`); its partitions' states say whether they hold.
+    pub paused: bool,
     /// What keeps this command from reading the deployment whole: its record in
     /// `weir_deployments` is invalid (and every node refuses it), or its stream cannot be read.
     /// Its partitions are then not listed.
@@ -64,6 +66,48 @@ pub struct PartitionStatus {
     pub waiting: Option<String>,
     /// Why its worker failed, while it is being started again.
     pub failing: Option<String>,
+    /// The owner whose worker holds the consumer's pin, which only it receives messages
+    /// under; none while the partition is idle (its next message pins a worker).
+    pub holder: Option<String>,
+    /// What the partition does, as its owners' workers report it.
+    pub state: PartitionState,
+}
+
+/// What a partition does, as the workers running it report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    /// Its messages are handled: by the holder of its pin, or by the first worker a message
+    /// pins when it is idle.
+    Running,
+    /// Its owner waits for the pin, which an earlier holder keeps until it lets the partition
+    /// go or its pin times out.
+    Standby,
+    /// The deployment is paused; its owner finishes the message in hand first.
+    Pausing,
+    /// The deployment is paused, and the partition holds its messages.
+    Paused,
+    /// Its owner lacks the capacity to run it (see `waiting`).
+    Waiting,
+    /// Its worker failed and is being started again (see `failing`).
+    Failing,
+    /// No live node runs it.
+    NotRunning,
+}
+
+impl PartitionState {
+    /// As `weir status` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Standby => "standby",
+            Self::Pausing => "pausing",
+            Self::Paused => "paused",
+            Self::Waiting => "waiting",
+            Self::Failing => "failing",
+            Self::NotRunning => "not running",
+        }
+    }
 }
 
 /// Reads the live nodes, the deployments (every tenant's, or `tenant`'s), what each live node
@@ -100,6 +144,7 @@ pub async fn read(
                     handler: handler.to_owned(),
                     version: String::new(),
                     stream: String::new(),
+                    paused: false,
                     problem: Some(format!("invalid deployment record: {reason}")),
                     errors,
                     dead_letters,
@@ -121,6 +166,7 @@ pub async fn read(
             handler: spec.handler.clone(),
             version: spec.version.clone(),
             stream: spec.stream.clone(),
+            paused: spec.paused,
             problem,
             errors,
             dead_letters,
@@ -140,9 +186,10 @@ async fn partitions(
 ) -> Vec<PartitionStatus> {
     let mut partitions = Vec::new();
     for partition in 0..spec.partitions {
+        // A node that failed to load a new version still runs the one before.
         let running: Vec<&NodeStatus> = reports
             .iter()
-            .filter(|r| r.error.is_none() && r.partitions.contains(&partition))
+            .filter(|r| r.partitions.contains(&partition))
             .collect();
         let owners = running.iter().map(|r| r.node.clone()).collect();
         let waiting = running
@@ -154,6 +201,26 @@ async fn partitions(
             .find_map(|r| r.failing.get(&partition))
             .cloned();
         let consumer = stream.consumer_info(id.consumer_name(partition)).await.ok();
+        let pin = consumer
+            .as_ref()
+            .and_then(|c| c.priority_groups.first())
+            .and_then(|group| group.pinned_client_id.clone());
+        let holder = pin.as_ref().and_then(|pin| {
+            running
+                .iter()
+                .find(|r| r.pins.get(&partition) == Some(pin))
+                .map(|r| r.node.clone())
+        });
+        let paused = running.iter().all(|r| r.paused.contains(&partition));
+        let state = match () {
+            () if running.is_empty() => PartitionState::NotRunning,
+            () if failing.is_some() => PartitionState::Failing,
+            () if waiting.is_some() => PartitionState::Waiting,
+            () if spec.paused && paused => PartitionState::Paused,
+            () if spec.paused => PartitionState::Pausing,
+            () if pin.is_some() && holder.is_none() => PartitionState::Standby,
+            () => PartitionState::Running,
+        };
         partitions.push(PartitionStatus {
             partition,
             owners,
@@ -162,6 +229,8 @@ async fn partitions(
             lag: consumer.as_ref().map_or(0, |c| c.num_pending),
             waiting,
             failing,
+            holder,
+            state,
         });
     }
     partitions
@@ -218,12 +287,13 @@ pub fn print(status: &ClusterStatus) -> anyhow::Result<()> {
             say!("{}/{}", deployment.tenant, deployment.handler)?;
         } else {
             say!(
-                "{}/{} version {} on stream {}, {} dead letter(s)",
+                "{}/{} version {} on stream {}, {} dead letter(s){}",
                 deployment.tenant,
                 deployment.handler,
                 deployment.version.get(..12).unwrap_or(&deployment.version),
                 deployment.stream,
-                deployment.dead_letters
+                deployment.dead_letters,
+                if deployment.paused { ", paused" } else { "" }
             )?;
         }
         if let Some(problem) = &deployment.problem {
@@ -249,11 +319,13 @@ pub fn print(status: &ClusterStatus) -> anyhow::Result<()> {
             } else {
                 p.owners.join(",")
             };
-            let state = match (&p.failing, &p.waiting, p.owners.is_empty()) {
-                (Some(error), _, _) => format!("failing: {error}"),
-                (None, Some(reason), _) => format!("waiting: {reason}"),
-                (None, None, true) => "unowned".to_owned(),
-                (None, None, false) => "running".to_owned(),
+            let state = match (p.state, &p.failing, &p.waiting) {
+                (PartitionState::Failing, Some(error), _) => format!("failing: {error}"),
+                (PartitionState::Waiting, _, Some(reason)) => format!("waiting: {reason}"),
+                (PartitionState::Standby, _, _) => {
+                    "standby: an earlier holder keeps the pin".to_owned()
+                }
+                (state, _, _) => state.as_str().to_owned(),
             };
             say!(
                 "  {:>9}  {:<32} {:>7} {:>11} {:>9}  {state}",

@@ -12,6 +12,7 @@ use async_nats::jetstream::{self};
 use crate::deployment::Deployment;
 use crate::partition;
 use crate::resources::PRIORITY_GROUP;
+use crate::spec::StartAt;
 
 /// How long before the pin timeout an idle pull request expires (and the next one, which
 /// keeps the pin, is sent).
@@ -125,7 +126,7 @@ pub(crate) async fn ensure_consumer(
         durable_name: Some(name.clone()),
         description: Some(format!("weir: {} partition {partition}", deployment.id)),
         filter_subject: partition::filter_subject(partition),
-        deliver_policy: DeliverPolicy::All,
+        deliver_policy: deliver_policy(spec.start),
         ack_policy: AckPolicy::Explicit,
         ack_wait: spec.retry.ack_wait,
         max_deliver: i64::from(spec.retry.max_deliver + SERVER_DELIVERIES_BEYOND_ATTEMPTS),
@@ -141,6 +142,18 @@ pub(crate) async fn ensure_consumer(
         Err(error) => error,
     };
     let existing = stream.consumer_info(&name).await.ok();
+    // A consumer keeps its place: where a new one would start is for new ones only.
+    if let Some(existing) = &existing
+        && existing.config.deliver_policy != config.deliver_policy
+    {
+        let kept = pull::Config {
+            deliver_policy: existing.config.deliver_policy,
+            ..config.clone()
+        };
+        if let Ok(consumer) = stream.create_consumer(kept).await {
+            return Ok(consumer);
+        }
+    }
     let Some(existing) = existing.filter(|info| {
         info.config.priority_policy != PriorityPolicy::PinnedClient && info.num_ack_pending == 0
     }) else {
@@ -166,6 +179,15 @@ pub(crate) async fn ensure_consumer(
         })
         .await
         .with_context(|| format!("failed to create consumer {name} on stream {}", spec.stream))
+}
+
+/// Where a consumer created for a deployment starting at `start` begins.
+fn deliver_policy(start: StartAt) -> DeliverPolicy {
+    match start {
+        StartAt::All => DeliverPolicy::All,
+        StartAt::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+        StartAt::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+    }
 }
 
 #[cfg(test)]

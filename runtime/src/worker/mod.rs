@@ -119,17 +119,33 @@ pub(crate) struct PartitionWorker {
     memory_wanted: watch::Receiver<()>,
     /// Whether the partition waits for capacity, as last told to the registry.
     waiting: bool,
-    waits: mpsc::UnboundedSender<Waiting>,
+    /// Whether the partition holds its messages for a pause, as last told to the registry.
+    paused: bool,
+    /// The pin this worker holds, as last told to the registry.
+    reported_pin: Option<String>,
+    reports: mpsc::UnboundedSender<PartitionReport>,
     stop: CancellationToken,
 }
 
-/// A partition's wait for capacity begun (with its reason) or over, as a worker tells the
-/// registry, which reports it in `weir_status`.
+/// What a worker tells the registry about its partition, which reports it in `weir_status`.
 #[derive(Debug)]
-pub(crate) struct Waiting {
+pub(crate) struct PartitionReport {
     pub(crate) id: DeploymentId,
     pub(crate) partition: u32,
-    pub(crate) reason: Option<String>,
+    pub(crate) change: Change,
+}
+
+/// See [`PartitionReport`].
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// A wait for capacity begun, with its reason, or over.
+    Waiting(Option<String>),
+    /// The partition holds its messages for a pause (the message in hand is finished), or
+    /// runs again.
+    Paused(bool),
+    /// The worker holds the consumer's pin (its id), or none: it is on standby, or its
+    /// partition is idle (the next delivery pins it).
+    Pin(Option<String>),
 }
 
 /// The message in hand.
@@ -219,7 +235,7 @@ impl PartitionWorker {
         partition: u32,
         mut updates: watch::Receiver<SharedDeployment>,
         node: &crate::node::NodeContext,
-        waits: mpsc::UnboundedSender<Waiting>,
+        reports: mpsc::UnboundedSender<PartitionReport>,
         stop: CancellationToken,
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
@@ -247,7 +263,9 @@ impl PartitionWorker {
             counters: node.counters.clone(),
             memory_wanted,
             waiting: false,
-            waits,
+            paused: false,
+            reported_pin: None,
+            reports,
             stop,
         }
     }
@@ -419,6 +437,13 @@ impl PartitionWorker {
                     if self.pin.current().is_none() {
                         // Its holder now is another: it retries the message itself.
                         self.in_hand = None;
+                    } else if self.deployment.spec.paused {
+                        // First again when the deployment resumes, its attempts counted.
+                        if let Some(in_hand) = self.in_hand.take() {
+                            let mut delivery = in_hand.delivery;
+                            delivery.attempted = in_hand.attempt.saturating_sub(1);
+                            self.window.put_back(delivery);
+                        }
                     } else {
                         self.start_call(&mut flight);
                     }
@@ -477,6 +502,11 @@ impl PartitionWorker {
     /// instance of the new version. Returns whether the consumer must change too.
     fn swap(&mut self) -> bool {
         let next = self.updates.borrow_and_update().clone();
+        if next.spec.runs_like(&self.deployment.spec) {
+            // Paused or resumed: the same version goes on, with its instance.
+            self.deployment = next;
+            return false;
+        }
         let consumer_changed = consumer::settings_differ(&self.deployment, &next);
         tracing::info!(
             "switching from version {} to {}",
@@ -493,11 +523,19 @@ impl PartitionWorker {
     /// first message waiting to be settled (or settling it, if it is a termination).
     async fn start_work(&mut self, flight: &mut Flight) {
         let pinned = self.pin.current().is_some();
+        let paused = self.deployment.spec.paused;
+        // Held once the message in hand is done: a call's, or a retry's wait.
+        self.paused_now(paused && flight.call.is_none() && flight.retry.is_none());
+        if self.pin.current() != self.reported_pin.as_deref() && !self.stop.is_cancelled() {
+            self.reported_pin = self.pin.current().map(str::to_owned);
+            self.report(Change::Pin(self.reported_pin.clone()));
+        }
         if flight.call.is_none()
             && flight.retry.is_none()
             && self.in_hand.is_none()
             && self.fence.is_none()
             && pinned
+            && !paused
             && let Some(delivery) = self.window.take_first()
         {
             let recorded =
@@ -994,14 +1032,36 @@ impl PartitionWorker {
             return;
         }
         self.waiting = reason.is_some();
-        let waiting = Waiting {
+        // It may quote the handler (an `init` that refused, say).
+        let reason = reason.map(|reason| failures::clip(&reason, failures::MAX_ERROR_BYTES));
+        self.report(Change::Waiting(reason));
+    }
+
+    /// Tells the registry when the partition begins or ends holding its messages for a pause.
+    fn paused_now(&mut self, paused: bool) {
+        if self.paused == paused || self.stop.is_cancelled() {
+            return;
+        }
+        self.paused = paused;
+        tracing::info!(
+            "{}",
+            if paused {
+                "paused: holding the partition's messages"
+            } else {
+                "resumed"
+            }
+        );
+        self.report(Change::Paused(paused));
+    }
+
+    fn report(&self, change: Change) {
+        let report = PartitionReport {
             id: self.deployment.id.clone(),
             partition: self.partition,
-            // It may quote the handler (an `init` that refused, say).
-            reason: reason.map(|reason| failures::clip(&reason, failures::MAX_ERROR_BYTES)),
+            change,
         };
         // The registry is gone only when the node stops.
-        let _ = self.waits.send(waiting);
+        let _ = self.reports.send(report);
     }
 
     fn consumer_name(&self) -> String {

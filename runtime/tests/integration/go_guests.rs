@@ -425,6 +425,8 @@ async fn weir_deploy_takes_the_go_core_module_and_a_node_runs_it() -> anyhow::Re
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
         outputs: vec!["out.>".into()],
+        from: None,
+        deployed_by: None,
     };
     env.deploy_on(&node, request).await?;
 

@@ -317,6 +317,8 @@ async fn every_attack_ends_as_documented_while_a_neighbour_keeps_processing() ->
         },
         config: BTreeMap::from([("output_prefix".to_owned(), "hout".to_owned())]),
         outputs: vec!["hout.>".into(), "out.>".into()],
+        from: None,
+        deployed_by: None,
         ..scripted("attack")
     };
     env.deploy_on(&node, mallory).await?;

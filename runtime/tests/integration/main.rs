@@ -14,6 +14,7 @@ mod fleet;
 mod go_guests;
 mod host;
 mod hostile;
+mod lifecycle;
 mod order;
 mod outcomes;
 mod outputs;

@@ -167,6 +167,8 @@ pub fn scripted(handler: &str) -> DeployRequest {
         },
         config: BTreeMap::new(),
         outputs: vec!["out.>".into()],
+        from: None,
+        deployed_by: None,
     }
 }
 

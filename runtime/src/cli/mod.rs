@@ -1,5 +1,7 @@
 //! The `weir` command line.
 
+mod lifecycle;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -91,6 +93,16 @@ pub enum Command {
     Status(LsArgs),
     /// Publish test traffic
     Publish(PublishArgs),
+    /// Stop a handler everywhere and remove it (its dead letters are kept)
+    Undeploy(lifecycle::UndeployArgs),
+    /// Hold every partition of a handler after the message in hand
+    Pause(lifecycle::HandlerArgs),
+    /// Go on with a paused handler, in order
+    Resume(lifecycle::HandlerArgs),
+    /// List the versions of a handler that were deployed
+    Versions(lifecycle::VersionsArgs),
+    /// Make an earlier version of a handler current again
+    Rollback(lifecycle::RollbackArgs),
     /// Inspect, replay and purge dead letters
     #[command(subcommand)]
     Dlq(crate::dlq::commands::DlqCommand),
@@ -198,6 +210,11 @@ pub struct DeployArgs {
     /// Output bytes one call may publish
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     pub max_output_bytes: u64,
+    /// Where a new deployment starts on its stream: `all` (every message it holds), `new`
+    /// (only messages stored after this deploy), a stream sequence, or a time (RFC 3339, or how
+    /// long ago, e.g. `15m`). A redeploy keeps each partition's place [default: all]
+    #[arg(long, value_name = "all|new|SEQ|TIME")]
+    pub from: Option<crate::deploy::From>,
 }
 
 /// `weir ls` options.
@@ -297,6 +314,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ls(args) => ls(&cli.nats, args).await,
         Command::Status(args) => status(&cli.nats, args).await,
         Command::Publish(args) => publish(&cli.nats, args).await,
+        Command::Undeploy(args) => lifecycle::undeploy(&cli.nats.session().await?, args).await,
+        Command::Pause(args) => lifecycle::pause(&cli.nats.session().await?, args, true).await,
+        Command::Resume(args) => lifecycle::pause(&cli.nats.session().await?, args, false).await,
+        Command::Versions(args) => lifecycle::versions(&cli.nats.session().await?, args).await,
+        Command::Rollback(args) => lifecycle::rollback(&cli.nats.session().await?, args).await,
         Command::Dlq(command) => {
             let session = cli.nats.session().await?;
             session
@@ -460,6 +482,8 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         },
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
         outputs: args.outputs,
+        from: args.from,
+        deployed_by: session.user.clone(),
     };
     let action = format!("deploy for tenant {}", id.tenant);
     let spec = session
@@ -473,6 +497,16 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         spec.stream,
         spec.partitions
     )?;
+    if spec.start != crate::spec::StartAt::All {
+        say!("new partition consumers start at {}", spec.start)?;
+    }
+    if spec.paused {
+        say!(
+            "{id} is paused: `weir resume --tenant {} --name {}` runs it",
+            id.tenant,
+            id.handler
+        )?;
+    }
     let reserved = Reserved::default();
     for pattern in &spec.outputs {
         if reserved.coverage(pattern) == Coverage::Part {
@@ -570,6 +604,7 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
             .map(|(listed, nodes, dead)| match &listed.spec {
                 Ok(spec) => serde_json::json!({
                     "deployment": spec,
+                    "state": deployment_state(spec, nodes),
                     "revision": listed.revision,
                     "nodes": nodes,
                     "dead_letters": dead,
@@ -591,17 +626,18 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     say!(
-        "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} NODES",
+        "{:<12} {:<16} {:<12} {:<12} {:>10} {:<12} {:>6}  {:<20} NODES",
         "TENANT",
         "HANDLER",
         "VERSION",
         "STREAM",
         "PARTITIONS",
+        "STATE",
         "DEAD",
         "OUTPUTS"
     )?;
-    for (listed, nodes, dead) in rows {
-        let nodes = nodes
+    for (listed, reports, dead) in rows {
+        let nodes = reports
             .iter()
             .map(|s| match &s.error {
                 Some(error) => format!("{}: error: {error}", s.node),
@@ -609,11 +645,15 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
                     format!("{}: switching (on revision {})", s.node, s.revision)
                 }
                 None => {
-                    let troubled = [(s.failing.len(), "failing"), (s.waiting.len(), "waiting")]
-                        .iter()
-                        .filter(|(count, _)| *count > 0)
-                        .map(|(count, what)| format!("{count} {what}"))
-                        .collect::<Vec<_>>();
+                    let troubled = [
+                        (s.failing.len(), "failing"),
+                        (s.waiting.len(), "waiting"),
+                        (s.paused.len(), "paused"),
+                    ]
+                    .iter()
+                    .filter(|(count, _)| *count > 0)
+                    .map(|(count, what)| format!("{count} {what}"))
+                    .collect::<Vec<_>>();
                     let troubled = if troubled.is_empty() {
                         String::new()
                     } else {
@@ -626,9 +666,10 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
             .join("; ");
         match &listed.spec {
             Ok(spec) => {
+                let state = deployment_state(spec, &reports);
                 let nodes = if nodes.is_empty() { "none yet" } else { &nodes };
                 say!(
-                    "{:<12} {:<16} {:<12} {:<12} {:>10} {:>6}  {:<20} {nodes}",
+                    "{:<12} {:<16} {:<12} {:<12} {:>10} {state:<12} {:>6}  {:<20} {nodes}",
                     spec.tenant,
                     spec.handler,
                     spec.short_version(),
@@ -648,16 +689,40 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
                     nodes
                 };
                 say!(
-                    "{tenant:<12} {handler:<16} {:<12} {:<12} {:>10} {dead:>6}  {:<20} {nodes}",
+                    "{tenant:<12} {handler:<16} {:<12} {:<12} {:>10} {:<12} {dead:>6}  {:<20} {nodes}",
                     "-",
                     "-",
                     "-",
+                    "not running",
                     "(invalid record)"
                 )?;
             }
         }
     }
     Ok(())
+}
+
+/// A deployment's state as the live nodes report it: `running` when every partition runs
+/// somewhere, `paused` once every one holds, else what is missing.
+fn deployment_state(
+    spec: &crate::spec::DeploymentSpec,
+    reports: &[crate::spec::NodeStatus],
+) -> String {
+    let running: std::collections::BTreeSet<u32> = reports
+        .iter()
+        .flat_map(|r| r.partitions.iter().copied())
+        .filter(|&p| p < spec.partitions)
+        .collect();
+    let held = reports
+        .iter()
+        .all(|r| r.partitions.iter().all(|p| r.paused.contains(p)));
+    match running.len() as u32 {
+        _ if spec.paused && held => "paused".to_owned(),
+        _ if spec.paused => "pausing".to_owned(),
+        0 => "not running".to_owned(),
+        n if n == spec.partitions => "running".to_owned(),
+        n => format!("{n}/{} running", spec.partitions),
+    }
 }
 
 async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {

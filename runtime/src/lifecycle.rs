@@ -1,0 +1,399 @@
+//! A handler's life after `weir deploy`: undeploy, pause and resume, its versions, and rollback.
+//!
+//! Each is a change to the deployment's record in `weir_deployments`, which every node follows
+//! at a message boundary of each partition: a removed record stops the deployment, a record
+//! with `paused` holds it, and a rollback writes an earlier version's spec again. The record's
+//! history is the list of versions. Nothing is written when the request is wrong, and each
+//! command waits until the live nodes report that they did it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, kv};
+use futures::TryStreamExt as _;
+
+use crate::deploy::current_spec;
+use crate::outputs::Reserved;
+use crate::resources::{ControlPlane, DeploymentId};
+use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
+use crate::{membership, partition, status};
+
+/// How often a command looks at what the nodes report while it waits for them.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a command waits for the nodes beyond the handler's own deadline: a node finishes
+/// the call in hand before it lets a partition go.
+const NODES_GRACE: Duration = Duration::from_secs(15);
+
+/// What `weir undeploy` did.
+#[derive(Debug)]
+pub struct Undeployed {
+    /// The partition consumers deleted.
+    pub consumers: usize,
+    /// The stored components removed (none with `--keep-artifacts`).
+    pub artifacts: usize,
+    /// Dead letters of the deployment, kept in `WEIR_DLQ`.
+    pub dead_letters: u64,
+    /// Live nodes that had not let the deployment go when the wait ran out.
+    pub unconfirmed: Vec<String>,
+}
+
+/// Stops `id` everywhere: removes its record, waits for every live node to stop its workers
+/// (each finishes the message in hand), then deletes its partition consumers and failure
+/// records and, unless `keep_artifacts`, its stored components and its version history. Its
+/// dead letters stay. `progress` is told what the command waits for.
+pub async fn undeploy(
+    js: &jetstream::Context,
+    id: &DeploymentId,
+    keep_artifacts: bool,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Undeployed> {
+    let control = ControlPlane::open(js).await?;
+    let entry = control
+        .deployments
+        .entry(id.key())
+        .await
+        .with_context(|| format!("failed to read deployment {id}"))?
+        .filter(|entry| entry.operation == kv::Operation::Put)
+        .with_context(|| format!("there is no deployment {id} (see `weir ls`)"))?;
+    // Even a record no node accepts is removed; its stream and partitions, if it names them,
+    // say which consumers to delete.
+    let stored: Option<DeploymentSpec> = serde_json::from_slice(&entry.value).ok();
+    let timeout = stored
+        .as_ref()
+        .map_or(Duration::ZERO, |spec| spec.limits.handler_timeout)
+        + NODES_GRACE;
+    if keep_artifacts {
+        control.deployments.delete(id.key()).await
+    } else {
+        // The earlier versions go with their components.
+        control.deployments.purge(id.key()).await
+    }
+    .with_context(|| format!("failed to remove deployment {id}"))?;
+
+    let unconfirmed = wait_for_nodes(&control, id, timeout, &mut progress, |_| false).await?;
+    let mut consumers = 0;
+    if let Some(spec) = &stored
+        && spec.partitions <= partition::MAX_PARTITIONS
+        && let Ok(stream) = js.get_stream(&spec.stream).await
+    {
+        for partition in 0..spec.partitions {
+            if stream
+                .delete_consumer(&id.consumer_name(partition))
+                .await
+                .is_ok()
+            {
+                consumers += 1;
+            }
+        }
+    }
+    crate::failures::forget_deployment(&control.failures, id).await?;
+    let artifacts = if keep_artifacts {
+        0
+    } else {
+        control.artifacts.remove_all(id).await?
+    };
+    let dead_letters = crate::dlq::counts(js, Some(&id.tenant))
+        .await?
+        .get(&id.key())
+        .copied()
+        .unwrap_or(0);
+    Ok(Undeployed {
+        consumers,
+        artifacts,
+        dead_letters,
+        unconfirmed,
+    })
+}
+
+/// What a pause or a resume found and did.
+#[derive(Debug)]
+pub enum Paused {
+    /// The deployment was in that state already; nothing was written.
+    Already,
+    /// Written; every live node that runs partitions of it reported them held (or running
+    /// again), but those named here, which had not when the wait ran out.
+    Done {
+        /// Live nodes that had not reported the change in time.
+        unconfirmed: Vec<String>,
+    },
+}
+
+/// Pauses (`paused`) or resumes `id`: every partition holds its messages after the one in
+/// hand, keeping its place, or goes on in order. Waits until the live nodes report it.
+pub async fn set_paused(
+    js: &jetstream::Context,
+    id: &DeploymentId,
+    paused: bool,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Paused> {
+    let control = ControlPlane::open(js).await?;
+    let (revision, spec) = current(&control, id).await?;
+    if spec.paused == paused {
+        return Ok(Paused::Already);
+    }
+    let timeout = spec.limits.handler_timeout + NODES_GRACE;
+    let spec = DeploymentSpec { paused, ..spec };
+    control
+        .deployments
+        .update(id.key(), serde_json::to_vec(&spec)?.into(), revision)
+        .await
+        .with_context(|| {
+            format!("failed to update deployment {id} (changed meanwhile? try again)")
+        })?;
+    let partitions = spec.partitions;
+    let done = move |status: &NodeStatus| {
+        status.error.is_none()
+            && if paused {
+                status.partitions.iter().all(|p| status.paused.contains(p))
+            } else {
+                status.paused.is_empty()
+            }
+            && status.partitions.iter().all(|&p| p < partitions)
+    };
+    let unconfirmed = wait_for_nodes(&control, id, timeout, &mut progress, done).await?;
+    Ok(Paused::Done { unconfirmed })
+}
+
+/// One version of a deployment: a revision of its record that deployed (or rolled back to)
+/// a handler, rather than only pausing or resuming it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Version {
+    /// The record's revision in `weir_deployments`; `weir rollback --to` takes it.
+    pub revision: u64,
+    /// The spec, or why the record is not one.
+    #[serde(flatten)]
+    pub spec: VersionSpec,
+    /// Whether this is the version that runs now.
+    pub current: bool,
+}
+
+/// A version's spec, or what is wrong with the record.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSpec {
+    /// A valid spec.
+    Deployment(Box<DeploymentSpec>),
+    /// A record no node would run, and why.
+    Invalid(String),
+}
+
+/// The versions of `id` the record's history holds, oldest first. Read with a short-lived
+/// ordered consumer of the deployments bucket, which the server removes by itself.
+pub async fn versions(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<Vec<Version>> {
+    let deployments = js
+        .get_key_value(crate::resources::DEPLOYMENTS_BUCKET)
+        .await
+        .with_context(|| format!("there is no deployment {id}: nothing was ever deployed here"))?;
+    let history: Vec<kv::Entry> = deployments
+        .history(id.key())
+        .await
+        .with_context(|| format!("failed to read the history of deployment {id}"))?
+        .try_collect()
+        .await
+        .with_context(|| format!("failed to read the history of deployment {id}"))?;
+    let reserved = Reserved::default();
+    let mut versions: Vec<Version> = Vec::new();
+    let mut last: Option<DeploymentSpec> = None;
+    for entry in &history {
+        if entry.operation != kv::Operation::Put {
+            last = None;
+            continue;
+        }
+        let spec = spec::read_record(&entry.key, &entry.value, &reserved).map(|(_, spec)| spec);
+        let spec = match spec {
+            Ok(spec) if last.as_ref().is_some_and(|last| last.runs_like(&spec)) => {
+                // A pause or a resume of the version before.
+                last = Some(spec);
+                continue;
+            }
+            Ok(spec) => {
+                last = Some(spec.clone());
+                VersionSpec::Deployment(Box::new(spec))
+            }
+            Err(error) => {
+                last = None;
+                VersionSpec::Invalid(format!("{error:#}"))
+            }
+        };
+        versions.push(Version {
+            revision: entry.revision,
+            spec,
+            current: false,
+        });
+    }
+    let live = history
+        .last()
+        .is_some_and(|entry| entry.operation == kv::Operation::Put);
+    if live && let Some(newest) = versions.last_mut() {
+        newest.current = true;
+    }
+    if versions.is_empty() {
+        anyhow::bail!("there is no deployment {id} (see `weir ls`)");
+    }
+    Ok(versions)
+}
+
+/// What `weir rollback` made current.
+#[derive(Debug)]
+pub struct RolledBack {
+    /// The version rolled back to, as listed by [`versions`].
+    pub to: Version,
+    /// The new record's spec.
+    pub spec: DeploymentSpec,
+}
+
+/// Makes an earlier version of `id` current again, with its own configuration and limits:
+/// the version `to` names (a revision, or the start of a component digest), or by default the
+/// one before the current one. The partitions keep their place, and a paused deployment stays
+/// paused.
+pub async fn rollback(
+    js: &jetstream::Context,
+    id: &DeploymentId,
+    to: Option<&str>,
+    deployed_by: Option<String>,
+) -> anyhow::Result<RolledBack> {
+    let control = ControlPlane::open(js).await?;
+    let versions = versions(js, id).await?;
+    let (revision, current) = current(&control, id).await?;
+    let target = match to {
+        None => versions
+            .iter()
+            .rev()
+            .filter(|v| !v.current)
+            .find(|v| matches!(&v.spec, VersionSpec::Deployment(spec) if !spec.runs_like_version(&current)))
+            .with_context(|| format!("deployment {id} has no earlier version to roll back to (see `weir versions`)"))?,
+        Some(to) => pick(&versions, to)
+            .with_context(|| format!("deployment {id} has no version {to:?} (see `weir versions`)"))?,
+    };
+    let VersionSpec::Deployment(earlier) = &target.spec else {
+        anyhow::bail!(
+            "revision {} of deployment {id} is not a valid deployment",
+            target.revision
+        );
+    };
+    if target.current {
+        anyhow::bail!(
+            "revision {} is the version deployment {id} runs now",
+            target.revision
+        );
+    }
+    // What a node checks before it runs it: the component is still there, and the stream
+    // still has the partitions the version was deployed for.
+    if crate::builtin::Builtin::from_artifact(&earlier.artifact).is_none() {
+        control
+            .artifacts
+            .get(&earlier.artifact)
+            .await
+            .with_context(|| {
+                format!(
+                    "the component of revision {} ({}) is no longer stored",
+                    target.revision, earlier.artifact
+                )
+            })?;
+    }
+    let partitions = partition::input_stream_partitions(js, &earlier.stream).await?;
+    earlier.check_partitions(partitions)?;
+    let spec = DeploymentSpec {
+        deployed_at: now_rfc3339(),
+        deployed_by,
+        start: if earlier.stream == current.stream {
+            current.start
+        } else {
+            earlier.start
+        },
+        paused: current.paused,
+        ..(**earlier).clone()
+    };
+    control
+        .deployments
+        .update(id.key(), serde_json::to_vec(&spec)?.into(), revision)
+        .await
+        .with_context(|| {
+            format!("failed to update deployment {id} (changed meanwhile? try again)")
+        })?;
+    Ok(RolledBack {
+        to: target.clone(),
+        spec,
+    })
+}
+
+/// The version `to` names: a revision number, or the newest version whose digest starts with
+/// `to` (at least four hex digits).
+fn pick<'a>(versions: &'a [Version], to: &str) -> Option<&'a Version> {
+    if let Ok(revision) = to.parse::<u64>() {
+        return versions.iter().find(|v| v.revision == revision);
+    }
+    if to.len() < 4 {
+        return None;
+    }
+    versions
+        .iter()
+        .rev()
+        .find(|v| matches!(&v.spec, VersionSpec::Deployment(spec) if spec.version.starts_with(to)))
+}
+
+/// The current record of `id` and its revision, which must be a valid deployment.
+async fn current(
+    control: &ControlPlane,
+    id: &DeploymentId,
+) -> anyhow::Result<(u64, DeploymentSpec)> {
+    let entry = control
+        .deployments
+        .entry(id.key())
+        .await
+        .with_context(|| format!("failed to read deployment {id}"))?
+        .filter(|entry| entry.operation == kv::Operation::Put)
+        .with_context(|| format!("there is no deployment {id} (see `weir ls`)"))?;
+    let spec = current_spec(control, id).await.with_context(|| {
+        format!("the record of deployment {id} is invalid (see `weir ls`); deploy it again")
+    })?;
+    Ok((entry.revision, spec))
+}
+
+/// Waits until every live node's report on `id` is `done` (or gone, when `done` is never
+/// true), or `timeout` runs out; returns the nodes whose report was not.
+async fn wait_for_nodes(
+    control: &ControlPlane,
+    id: &DeploymentId,
+    timeout: Duration,
+    progress: &mut impl FnMut(&str),
+    done: impl Fn(&NodeStatus) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    loop {
+        let live: BTreeSet<String> = membership::live_nodes(&control.nodes)
+            .await?
+            .into_iter()
+            .map(|record| record.node)
+            .collect();
+        let mut pending: Vec<String> = status::node_statuses(control, Some(&id.tenant))
+            .await?
+            .remove(&id.key())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|status| live.contains(&status.node) && !done(status))
+            .map(|status| status.node)
+            .collect();
+        pending.sort();
+        if pending.is_empty() || started.elapsed() >= timeout {
+            return Ok(pending);
+        }
+        progress(&format!("waiting for {}", pending.join(", ")));
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+impl DeploymentSpec {
+    /// Whether `other` is the same version as this one: the same in everything but when and by
+    /// whom it was deployed, and being paused.
+    fn runs_like_version(&self, other: &Self) -> bool {
+        Self {
+            deployed_at: other.deployed_at.clone(),
+            deployed_by: other.deployed_by.clone(),
+            paused: other.paused,
+            start: other.start,
+            ..self.clone()
+        } == *other
+    }
+}
