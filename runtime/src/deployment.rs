@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::builtin::Builtin;
 use crate::host::{CallLimits, HandlerVersion, InstanceContext, TenantBudget};
+use crate::logs::LogSink;
 use crate::outputs::OutputRules;
 use crate::resources::DeploymentId;
 use crate::spec::{DeploymentSpec, LimitsSpec};
@@ -47,6 +48,7 @@ impl Deployment {
         spec: DeploymentSpec,
         code: HandlerCode,
         tenant: Arc<Tenant>,
+        logs: Option<LogSink>,
     ) -> Self {
         let (limits, lowered) = tenant.quotas.clamp(&spec.limits);
         for note in lowered {
@@ -57,7 +59,8 @@ impl Deployment {
             tenant: tenant.quotas.output_subjects.clone(),
             reserved: tenant.reserved.clone(),
         };
-        let context = instance_context(&limits, outputs, &spec.config, &tenant.budget);
+        let mut context = instance_context(&limits, outputs, &spec.config, &tenant.budget);
+        context.logs = logs;
         Self {
             id,
             spec,
@@ -90,6 +93,7 @@ pub fn instance_context(
         outputs,
         config: config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         budget: budget.clone(),
+        logs: None,
     }
 }
 

@@ -47,6 +47,7 @@ pub mod embedded;
 pub mod failures;
 pub mod host;
 pub mod lifecycle;
+pub mod logs;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -90,6 +90,8 @@ pub(crate) struct NodeContext {
     pub(crate) pin_timeout: Duration,
     pub(crate) claim_all_partitions: bool,
     pub(crate) builtin_handlers: bool,
+    /// Publishes the handlers' log lines for `weir logs`.
+    pub(crate) logs: crate::logs::LogPublisher,
 }
 
 /// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`].
@@ -193,6 +195,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         pin_timeout: config.pin_timeout,
         claim_all_partitions: config.claim_all_partitions,
         builtin_handlers: config.builtin_handlers,
+        logs: crate::logs::LogPublisher::start(client.clone(), &config.node_id),
     };
     let registry = tokio::spawn(
         Registry::new(context, view)

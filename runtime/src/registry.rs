@@ -31,6 +31,7 @@ use tracing::Instrument as _;
 
 use crate::builtin::Builtin;
 use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
+use crate::logs::LogSink;
 use crate::membership::MemberView;
 use crate::node::NodeContext;
 use crate::resources::DeploymentId;
@@ -215,8 +216,13 @@ impl Registry {
                     }
                     if before.spec.runs_like(&spec) {
                         // Paused or resumed: the same code goes on.
-                        let deployment =
-                            Deployment::new(id.clone(), spec, before.code.clone(), tenant);
+                        let deployment = Deployment::new(
+                            id.clone(),
+                            spec,
+                            before.code.clone(),
+                            tenant,
+                            self.logs(&id),
+                        );
                         self.start_or_swap(Arc::new(deployment), entry.revision)
                             .await;
                         return;
@@ -260,6 +266,7 @@ impl Registry {
                 spec,
                 HandlerCode::Builtin(builtin),
                 tenant,
+                self.logs(id),
             ));
         }
         let mut object = self
@@ -291,7 +298,13 @@ impl Registry {
             spec,
             HandlerCode::Wasm(version),
             tenant,
+            self.logs(id),
         ))
+    }
+
+    /// Where `id`'s instances publish their lines.
+    fn logs(&self, id: &DeploymentId) -> Option<LogSink> {
+        Some(LogSink::new(&self.node.logs, id))
     }
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {

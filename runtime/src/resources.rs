@@ -186,6 +186,7 @@ impl ControlPlane {
         .await?;
         let failures = open_kv(js, crate::failures::bucket_config(replicas)).await?;
         crate::dlq::ensure_streams(js, replicas).await?;
+        crate::dlq::ensure_stream(js, crate::logs::stream_config(replicas)).await?;
         Ok(Self {
             artifacts,
             deployments,

@@ -20,7 +20,7 @@ pub struct HandlerArgs {
 }
 
 impl HandlerArgs {
-    fn id(&self) -> anyhow::Result<DeploymentId> {
+    pub(super) fn id(&self) -> anyhow::Result<DeploymentId> {
         DeploymentId::new(&self.tenant, &self.name)
     }
 }

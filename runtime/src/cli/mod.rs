@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod lifecycle;
+mod logs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ pub enum Command {
     Versions(lifecycle::VersionsArgs),
     /// Make an earlier version of a handler current again
     Rollback(lifecycle::RollbackArgs),
+    /// A handler's log lines and stdout/stderr from every node
+    Logs(logs::LogsArgs),
     /// Inspect, replay and purge dead letters
     #[command(subcommand)]
     Dlq(crate::dlq::commands::DlqCommand),
@@ -319,6 +322,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume(args) => lifecycle::pause(&cli.nats.session().await?, args, false).await,
         Command::Versions(args) => lifecycle::versions(&cli.nats.session().await?, args).await,
         Command::Rollback(args) => lifecycle::rollback(&cli.nats.session().await?, args).await,
+        Command::Logs(args) => logs::logs(&cli.nats.session().await?, args).await,
         Command::Dlq(command) => {
             let session = cli.nats.session().await?;
             session

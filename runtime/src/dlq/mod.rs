@@ -176,7 +176,11 @@ pub(crate) async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> 
     .await
 }
 
-async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> anyhow::Result<()> {
+/// Creates the stream `config` describes unless it exists (see [`ensure_streams`]).
+pub(crate) async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<()> {
     if js.get_stream(&config.name).await.is_ok() {
         return Ok(());
     }

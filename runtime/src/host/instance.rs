@@ -28,6 +28,9 @@ pub struct InstanceContext {
     pub config: Vec<(String, String)>,
     /// What the instance shares with the tenant's other instances on this node.
     pub budget: Arc<TenantBudget>,
+    /// Where the lines the guest logs and prints are published for `weir logs`, besides the
+    /// node's log; `None` to keep them in the node's log only.
+    pub logs: Option<crate::logs::LogSink>,
 }
 
 /// Writes one line a guest logged or printed. Tenant, handler and partition come from the span
@@ -131,17 +134,20 @@ impl HandlerInstance {
         version: &HandlerVersion,
         context: Arc<InstanceContext>,
     ) -> Result<Self, HandlerFailure> {
-        Self::start_on(version, context, None).await
+        Self::start_on(version, context, None, None).await
     }
 
-    /// [`HandlerInstance::start`], beginning on `turn` if given (see [`TenantBudget::turn`]).
+    /// [`HandlerInstance::start`], beginning on `turn` if given (see [`TenantBudget::turn`]),
+    /// for `partition`, whose lines it publishes (see [`InstanceContext::logs`]).
     pub async fn start_on(
         version: &HandlerVersion,
         context: Arc<InstanceContext>,
         turn: Option<Turn>,
+        partition: Option<u32>,
     ) -> Result<Self, HandlerFailure> {
         let limits = context.limits.clone();
-        let mut store = Store::new(version.pre.engine(), HostState::new(context, &limits));
+        let state = HostState::new(context, &limits, partition);
+        let mut store = Store::new(version.pre.engine(), state);
         store.limiter(|state| &mut state.memory);
         // At every epoch tick: stop a call past its CPU time, else yield to the async runtime,
         // which gives the call's core back (see `Fair`). The deadline is a timer around the
@@ -277,7 +283,12 @@ fn settle<T>(
             } else {
                 Level::Info
             };
-            log_guest_line(level, state.call.stream_seq, line);
+            let source = if channel == &Channel::Stderr {
+                "stderr"
+            } else {
+                "stdout"
+            };
+            state.guest_line(level, source, line);
         }
     }
     if captured.dropped_bytes > 0 {

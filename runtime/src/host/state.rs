@@ -18,6 +18,8 @@ pub(crate) struct HostState {
     pub(crate) memory: MemoryLimiter,
     pub(crate) console: Console,
     pub(crate) context: Arc<InstanceContext>,
+    /// The partition the instance serves, where it serves one.
+    partition: Option<u32>,
     pub(crate) call: CallState,
     /// The CPU time of the call in progress.
     pub(crate) cpu: Arc<CpuMeter>,
@@ -45,7 +47,11 @@ pub(crate) struct CallState {
 }
 
 impl HostState {
-    pub(crate) fn new(context: Arc<InstanceContext>, limits: &CallLimits) -> Self {
+    pub(crate) fn new(
+        context: Arc<InstanceContext>,
+        limits: &CallLimits,
+        partition: Option<u32>,
+    ) -> Self {
         let console = Console::default();
         // No preopened directories, no environment, no arguments and no network: the guest gets
         // clocks, random, and a stdout/stderr that land in the node's log.
@@ -63,8 +69,25 @@ impl HostState {
             memory: MemoryLimiter::new(limits.max_memory_bytes, context.budget.memory.clone()),
             console,
             context,
+            partition,
             call: CallState::default(),
             cpu: Arc::new(CpuMeter::default()),
+        }
+    }
+
+    /// Writes a line the guest logged or printed (`source`) to the node's log, and publishes
+    /// it for `weir logs`.
+    pub(crate) fn guest_line(&self, level: types::Level, source: &str, line: &str) {
+        log_guest_line(level, self.call.stream_seq, line);
+        if let (Some(logs), Some(partition)) = (&self.context.logs, self.partition) {
+            let level = match level {
+                types::Level::Trace => "trace",
+                types::Level::Debug => "debug",
+                types::Level::Info => "info",
+                types::Level::Warn => "warn",
+                types::Level::Error => "error",
+            };
+            logs.send(partition, self.call.stream_seq, level, source, line);
         }
     }
 
@@ -131,7 +154,7 @@ impl host::Host for HostState {
 
     fn log(&mut self, level: types::Level, message: String) {
         if self.context.budget.log_budget().take() {
-            log_guest_line(level, self.call.stream_seq, &message);
+            self.guest_line(level, "log", &message);
         }
     }
 }

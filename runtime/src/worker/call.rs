@@ -75,10 +75,14 @@ pub(crate) async fn call_handler(
     let call = async move {
         let (mut instance, turn) = match warm {
             Ok(instance) => (instance, turn),
-            Err(version) => match HandlerInstance::start_on(&version, context, turn).await {
-                Ok(instance) => (instance, None),
-                Err(failure) => return (None, Err(CallFailure::Start(failure))),
-            },
+            Err(version) => {
+                match HandlerInstance::start_on(&version, context, turn, Some(input.partition))
+                    .await
+                {
+                    Ok(instance) => (instance, None),
+                    Err(failure) => return (None, Err(CallFailure::Start(failure))),
+                }
+            }
         };
         let result = instance.handle_on(&input, turn).await;
         (Some(instance), result.map_err(CallFailure::Handle))

@@ -117,6 +117,7 @@ async fn start(
         limits: limits(),
         outputs: OutputRules::allowing(&["enriched.>".into(), "out.>".into()]),
         budget: default_budget(),
+        logs: None,
         config: config
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -28,6 +28,7 @@ fn context(limits: CallLimits, config: &[(&str, &str)]) -> Arc<InstanceContext> 
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         budget: default_budget(),
+        logs: None,
     })
 }
 

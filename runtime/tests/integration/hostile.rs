@@ -64,6 +64,7 @@ async fn start(
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
         budget: budget.clone(),
+        logs: None,
     };
     HandlerInstance::start(version, Arc::new(context)).await
 }

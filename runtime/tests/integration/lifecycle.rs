@@ -421,3 +421,82 @@ async fn a_node_that_may_not_read_the_stream_gets_none_of_its_partitions() -> an
     barred.shutdown().await?;
     able.shutdown().await
 }
+
+#[tokio::test]
+async fn a_handlers_log_lines_reach_weir_logs_from_every_partition_and_live() -> anyhow::Result<()>
+{
+    use std::io::BufRead as _;
+    let env = Env::with_streams(PARTITIONS).await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, scripted("chatty")).await?;
+    let handler = ["--tenant", "test", "--name", "chatty"];
+
+    // Following partition 1 only, from before anything was written.
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([&["logs", "-f", "--partition", "1"][..], &handler].concat())
+        .args(["--nats-url", &env.server.url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().expect("piped");
+    let (lines, followed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let keys = [
+        crate::support::key_in(0, PARTITIONS, 0),
+        crate::support::key_in(1, PARTITIONS, 0),
+    ];
+    for key in &keys {
+        env.publish(&format!("in.{key}.ev"), &format!("log-flood 2 {key} 1"))
+            .await?;
+    }
+    env.wait_messages(OUTPUT, 2).await;
+    let mut seen = Vec::new();
+    let seen = wait_for("the follower to print partition 1's four lines", || {
+        seen.extend(followed.try_iter());
+        let done = seen.len() >= 4;
+        let lines = seen.clone();
+        async move { done.then_some(lines) }
+    })
+    .await;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    for line in &seen {
+        assert!(line.contains(" p1 "), "another partition's line: {line}");
+    }
+    for expected in [
+        "flood line 0",
+        "flood line 1",
+        "flood print 0",
+        "flood print 1",
+    ] {
+        assert!(
+            seen.iter().any(|l| l.ends_with(expected)),
+            "{expected} not in {seen:?}"
+        );
+    }
+
+    // Without --follow: what is stored, from both partitions, then the command ends.
+    let stored = ok(&env, &[&["logs"][..], &handler].concat()).await;
+    assert_eq!(stored.lines().count(), 8, "{stored}");
+    assert_eq!(
+        stored.lines().filter(|l| l.contains(" p0 ")).count(),
+        4,
+        "{stored}"
+    );
+    refused(
+        &env,
+        &["logs", "--tenant", "test", "--name", "Nope"],
+        "invalid handler name",
+    )
+    .await;
+    node.shutdown().await
+}
