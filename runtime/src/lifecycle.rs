@@ -39,9 +39,9 @@ pub struct Undeployed {
 }
 
 /// Stops `id` everywhere: removes its record, waits for every live node to stop its workers
-/// (each finishes the message in hand), then deletes its partition consumers and failure
-/// records and, unless `keep_artifacts`, its stored components and its version history. Its
-/// dead letters stay. `progress` is told what the command waits for.
+/// (each finishes the message in hand), then deletes its partition consumers and, unless
+/// `keep_artifacts`, its stored components and its version history. Its dead letters stay; the
+/// nodes remove its failure records. `progress` is told what the command waits for.
 pub async fn undeploy(
     js: &jetstream::Context,
     id: &DeploymentId,
@@ -87,7 +87,6 @@ pub async fn undeploy(
             }
         }
     }
-    crate::failures::forget_deployment(&control.failures, id).await?;
     let artifacts = if keep_artifacts {
         0
     } else {
@@ -281,16 +280,12 @@ pub async fn rollback(
     // What a node checks before it runs it: the component is still there, and the stream
     // still has the partitions the version was deployed for.
     if crate::builtin::Builtin::from_artifact(&earlier.artifact).is_none() {
-        control
-            .artifacts
-            .get(&earlier.artifact)
-            .await
-            .with_context(|| {
-                format!(
-                    "the component of revision {} ({}) is no longer stored",
-                    target.revision, earlier.artifact
-                )
-            })?;
+        anyhow::ensure!(
+            control.artifacts.contains(&earlier.artifact).await,
+            "the component of revision {} ({}) is no longer stored",
+            target.revision,
+            earlier.artifact
+        );
     }
     let partitions = partition::input_stream_partitions(js, &earlier.stream).await?;
     earlier.check_partitions(partitions)?;

@@ -177,7 +177,7 @@ impl Registry {
         }
         let ids: Vec<DeploymentId> = self.running.keys().cloned().collect();
         for id in ids {
-            self.stop(&id).await;
+            self.stop(&id, false).await;
         }
         self.workers.close();
         self.workers.wait().await;
@@ -194,7 +194,7 @@ impl Registry {
         };
         self.reloads.remove(&id);
         match entry.operation {
-            Operation::Delete | Operation::Purge => self.stop(&id).await,
+            Operation::Delete | Operation::Purge => self.stop(&id, true).await,
             Operation::Put => {
                 let tenant = self.node.tenants.get(&id.tenant);
                 // Anybody who may write the tenant's records may write one that is wrong.
@@ -690,13 +690,18 @@ impl Registry {
 
     /// Tells every worker of the deployment to stop; they hand off in the background, and
     /// this node's status for it is cleared once they are done (`weir undeploy` waits for
-    /// that), unless the node has reported on it again meanwhile.
-    async fn stop(&mut self, id: &DeploymentId) {
+    /// that), unless the node has reported on it again meanwhile. A deployment `removed` from
+    /// `weir_deployments` loses its failure records then too.
+    async fn stop(&mut self, id: &DeploymentId, removed: bool) {
         let status = self.node.control.status.clone();
+        let failures = removed.then(|| self.node.control.failures.clone());
         let key = id.status_key(&self.node.id);
         let Some(running) = self.running.remove(id) else {
             if let Err(error) = status.delete(&key).await {
                 tracing::warn!(deployment = %id, "failed to clear status: {error}");
+            }
+            if let Some(failures) = failures {
+                forget_failures(&failures, id).await;
             }
             return;
         };
@@ -710,6 +715,9 @@ impl Registry {
             tracker.wait().await;
             if let Err(error) = status.delete_expect_revision(&key, reported).await {
                 tracing::debug!(deployment = %id, "status not cleared: {error}");
+            }
+            if let Some(failures) = failures {
+                forget_failures(&failures, &id).await;
             }
         });
     }
@@ -762,6 +770,14 @@ impl Registry {
             |error| tracing::warn!(deployment = %id, "failed to write status: {error:#}"),
         )
         .ok()
+    }
+}
+
+/// Removes the failure records of a deployment that was removed, so that one deployed again
+/// under its name starts its attempts over.
+async fn forget_failures(failures: &async_nats::jetstream::kv::Store, id: &DeploymentId) {
+    if let Err(error) = crate::failures::forget_deployment(failures, id).await {
+        tracing::warn!(deployment = %id, "{error:#}");
     }
 }
 

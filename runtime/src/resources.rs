@@ -197,6 +197,56 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// The control plane as it is, creating nothing, for the commands that only read it;
+    /// `None` when no node or command has made it yet. The tenants' artifact buckets are
+    /// opened when needed, as with [`ControlPlane::open`].
+    pub async fn existing(js: &jetstream::Context) -> anyhow::Result<Option<Self>> {
+        let mut stores = Vec::new();
+        for bucket in [
+            DEPLOYMENTS_BUCKET,
+            STATUS_BUCKET,
+            NODES_BUCKET,
+            crate::failures::FAILURES_BUCKET,
+        ] {
+            match js.get_key_value(bucket).await {
+                Ok(store) => stores.push(store),
+                Err(_) if stream_missing(js, &format!("KV_{bucket}")).await => return Ok(None),
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("failed to open KV bucket {bucket}"));
+                }
+            }
+        }
+        let [deployments, status, nodes, failures] = <[kv::Store; 4]>::try_from(stores)
+            .map_err(|_| anyhow::anyhow!("weir has four control-plane buckets"))?;
+        let artifacts = Artifacts {
+            js: js.clone(),
+            replicas: control_plane_replicas(&js.client().server_info()),
+        };
+        Ok(Some(Self {
+            artifacts,
+            deployments,
+            status,
+            nodes,
+            failures,
+        }))
+    }
+}
+
+/// Whether the server says there is no stream `name` (rather than, say, not answering).
+pub(crate) async fn stream_missing(js: &jetstream::Context, name: &str) -> bool {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    match js.get_stream(name).await {
+        Err(error) => matches!(
+            error.kind(),
+            GetStreamErrorKind::JetStream(error)
+                if error.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+        ),
+        Ok(_) => false,
+    }
+}
+
 /// How long the marker left by an expired node record stays readable.
 const NODE_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -349,6 +399,21 @@ impl Artifacts {
             }
         }
         Ok(removed)
+    }
+
+    /// Whether the artifact `name` is stored (read from its metadata, without a consumer).
+    pub async fn contains(&self, name: &str) -> bool {
+        let Some((tenant, _)) = name.split_once('/') else {
+            return false;
+        };
+        for bucket in [artifacts_bucket(tenant), ARTIFACTS_BUCKET.to_owned()] {
+            if let Ok(store) = self.js.get_object_store(&bucket).await
+                && store.info(name).await.is_ok()
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The artifact `name` (`<tenant>/<handler>/<sha256>`), from its tenant's bucket, or from

@@ -14,7 +14,7 @@ use crate::say;
 use crate::spec::{DeploymentSpec, NodeStatus};
 
 /// The whole cluster.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct ClusterStatus {
     /// Live nodes, by id.
     pub nodes: Vec<MemberRecord>,

@@ -578,7 +578,10 @@ async fn ls(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
 type LsRow = (deploy::Listed, Vec<crate::spec::NodeStatus>, u64);
 
 async fn ls_rows(js: &jetstream::Context, tenant: Option<&str>) -> anyhow::Result<Vec<LsRow>> {
-    let control = ControlPlane::open(js).await?;
+    // Nothing was ever deployed here.
+    let Some(control) = ControlPlane::existing(js).await? else {
+        return Ok(Vec::new());
+    };
     let live: std::collections::BTreeSet<String> = crate::membership::live_nodes(&control.nodes)
         .await?
         .into_iter()
@@ -733,8 +736,10 @@ async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     let session = nats.session().await?;
     let js = &session.js;
     let status = scoped(&session, args.tenant.as_deref(), |tenant| async move {
-        let control = ControlPlane::open(js).await?;
-        crate::status::read(js, &control, tenant.as_deref()).await
+        match ControlPlane::existing(js).await? {
+            Some(control) => crate::status::read(js, &control, tenant.as_deref()).await,
+            None => Ok(crate::status::ClusterStatus::default()),
+        }
     })
     .await?;
     if args.json {

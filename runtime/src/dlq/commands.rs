@@ -112,8 +112,21 @@ impl Selection {
 
 /// Runs a `weir dlq` command.
 pub async fn run(js: &jetstream::Context, command: DlqCommand) -> anyhow::Result<()> {
-    // The streams exist once any node or deploy has run; opening the control plane makes sure.
-    crate::resources::ControlPlane::open(js).await?;
+    // Reading creates nothing: without the dead-letter stream there are no dead letters.
+    let missing = crate::resources::stream_missing(js, crate::dlq::DLQ_STREAM).await;
+    match (&command, missing) {
+        (DlqCommand::Ls(args), true) => {
+            args.selection.check()?;
+            return say!("no dead letters");
+        }
+        (DlqCommand::Show(_), true) => anyhow::bail!("there are no dead letters"),
+        (DlqCommand::Ls(_) | DlqCommand::Show(_), false) => {}
+        // The streams exist once any node or deploy has run; opening the control plane
+        // makes sure.
+        (DlqCommand::Replay(_) | DlqCommand::Purge(_), _) => {
+            crate::resources::ControlPlane::open(js).await?;
+        }
+    }
     match command {
         DlqCommand::Ls(args) => ls(js, args).await,
         DlqCommand::Show(args) => show(js, args).await,

@@ -212,6 +212,9 @@ pub async fn counts(
     tenant: Option<&str>,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     use futures::TryStreamExt as _;
+    if crate::resources::stream_missing(js, DLQ_STREAM).await {
+        return Ok(std::collections::BTreeMap::new());
+    }
     let stream = js
         .get_stream(DLQ_STREAM)
         .await

@@ -500,3 +500,28 @@ async fn a_handlers_log_lines_reach_weir_logs_from_every_partition_and_live() ->
     .await;
     node.shutdown().await
 }
+
+#[tokio::test]
+async fn reading_commands_create_nothing_in_nats() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let handler = ["--tenant", "test", "--name", "nobody"];
+    assert!(ok(&env, &["ls"]).await.contains("no deployments"));
+    assert!(ok(&env, &["status"]).await.contains("no live nodes"));
+    assert!(ok(&env, &["dlq", "ls"]).await.contains("no dead letters"));
+    refused(&env, &["dlq", "show", "1"], "there are no dead letters").await;
+    refused(
+        &env,
+        &[&["versions"][..], &handler].concat(),
+        "there is no deployment test/nobody",
+    )
+    .await;
+    refused(
+        &env,
+        &[&["logs"][..], &handler].concat(),
+        "no node has run a handler here yet",
+    )
+    .await;
+    let streams: Vec<String> = env.js.stream_names().try_collect().await?;
+    assert!(streams.is_empty(), "created {streams:?}");
+    Ok(())
+}
