@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
-use futures::TryStreamExt as _;
 
 use crate::deploy::current_spec;
 use crate::outputs::Reserved;
@@ -48,7 +47,7 @@ pub async fn undeploy(
     keep_artifacts: bool,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Undeployed> {
-    let control = ControlPlane::open(js).await?;
+    let control = existing(js, id).await?;
     let entry = control
         .deployments
         .entry(id.key())
@@ -71,7 +70,7 @@ pub async fn undeploy(
     }
     .with_context(|| format!("failed to remove deployment {id}"))?;
 
-    let unconfirmed = wait_for_nodes(&control, id, timeout, &mut progress, |_| false).await?;
+    let (_, unconfirmed) = wait_for_nodes(&control, id, timeout, &mut progress, |_| false).await?;
     let mut consumers = 0;
     if let Some(spec) = &stored
         && spec.partitions <= partition::MAX_PARTITIONS
@@ -113,6 +112,8 @@ pub enum Paused {
     /// Written; every live node that runs partitions of it reported them held (or running
     /// again), but those named here, which had not when the wait ran out.
     Done {
+        /// Live nodes that reported the change.
+        confirmed: Vec<String>,
         /// Live nodes that had not reported the change in time.
         unconfirmed: Vec<String>,
     },
@@ -126,7 +127,7 @@ pub async fn set_paused(
     paused: bool,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Paused> {
-    let control = ControlPlane::open(js).await?;
+    let control = existing(js, id).await?;
     let (revision, spec) = current(&control, id).await?;
     if spec.paused == paused {
         return Ok(Paused::Already);
@@ -150,8 +151,12 @@ pub async fn set_paused(
             }
             && status.partitions.iter().all(|&p| p < partitions)
     };
-    let unconfirmed = wait_for_nodes(&control, id, timeout, &mut progress, done).await?;
-    Ok(Paused::Done { unconfirmed })
+    let (confirmed, unconfirmed) =
+        wait_for_nodes(&control, id, timeout, &mut progress, done).await?;
+    Ok(Paused::Done {
+        confirmed,
+        unconfirmed,
+    })
 }
 
 /// One version of a deployment: a revision of its record that deployed (or rolled back to)
@@ -184,22 +189,16 @@ pub async fn versions(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Res
         .get_key_value(crate::resources::DEPLOYMENTS_BUCKET)
         .await
         .with_context(|| format!("there is no deployment {id}: nothing was ever deployed here"))?;
-    let history: Vec<kv::Entry> = deployments
-        .history(id.key())
-        .await
-        .with_context(|| format!("failed to read the history of deployment {id}"))?
-        .try_collect()
-        .await
-        .with_context(|| format!("failed to read the history of deployment {id}"))?;
+    let history = history(js, &deployments, id).await?;
     let reserved = Reserved::default();
     let mut versions: Vec<Version> = Vec::new();
     let mut last: Option<DeploymentSpec> = None;
     for entry in &history {
-        if entry.operation != kv::Operation::Put {
+        let Some(value) = &entry.value else {
             last = None;
             continue;
-        }
-        let spec = spec::read_record(&entry.key, &entry.value, &reserved).map(|(_, spec)| spec);
+        };
+        let spec = spec::read_record(&id.key(), value, &reserved).map(|(_, spec)| spec);
         let spec = match spec {
             Ok(spec) if last.as_ref().is_some_and(|last| last.runs_like(&spec)) => {
                 // A pause or a resume of the version before.
@@ -221,9 +220,7 @@ pub async fn versions(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Res
             current: false,
         });
     }
-    let live = history
-        .last()
-        .is_some_and(|entry| entry.operation == kv::Operation::Put);
+    let live = history.last().is_some_and(|entry| entry.value.is_some());
     if live && let Some(newest) = versions.last_mut() {
         newest.current = true;
     }
@@ -231,6 +228,53 @@ pub async fn versions(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Res
         anyhow::bail!("there is no deployment {id} (see `weir ls`)");
     }
     Ok(versions)
+}
+
+/// One revision of a deployment's record: its value, or `None` where it was removed.
+struct Revision {
+    revision: u64,
+    value: Option<bytes::Bytes>,
+}
+
+/// Every revision of `id`'s record the deployments bucket keeps, oldest first.
+async fn history(
+    js: &jetstream::Context,
+    deployments: &kv::Store,
+    id: &DeploymentId,
+) -> anyhow::Result<Vec<Revision>> {
+    use futures::StreamExt as _;
+    let failed = || format!("failed to read the history of deployment {id}");
+    let filter = format!("{}{}", deployments.prefix, id.key());
+    let all = jetstream::consumer::DeliverPolicy::All;
+    let consumer = crate::resources::reading_consumer(js, &deployments.stream, filter, all)
+        .await
+        .with_context(failed)?;
+    let mut revisions = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(revisions);
+    }
+    let mut messages = consumer.messages().await.with_context(failed)?;
+    while let Some(message) = messages.next().await {
+        let message = message.with_context(failed)?;
+        let info = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(failed)?;
+        let (revision, last) = (info.stream_sequence, info.pending == 0);
+        let removed = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("KV-Operation"))
+            .is_some_and(|operation| matches!(operation.as_str(), "DEL" | "PURGE"));
+        revisions.push(Revision {
+            revision,
+            value: (!removed).then(|| message.payload.clone()),
+        });
+        if last {
+            break;
+        }
+    }
+    Ok(revisions)
 }
 
 /// What `weir rollback` made current.
@@ -252,7 +296,7 @@ pub async fn rollback(
     to: Option<&str>,
     deployed_by: Option<String>,
 ) -> anyhow::Result<RolledBack> {
-    let control = ControlPlane::open(js).await?;
+    let control = existing(js, id).await?;
     let versions = versions(js, id).await?;
     let (revision, current) = current(&control, id).await?;
     let target = match to {
@@ -328,6 +372,13 @@ fn pick<'a>(versions: &'a [Version], to: &str) -> Option<&'a Version> {
         .find(|v| matches!(&v.spec, VersionSpec::Deployment(spec) if spec.version.starts_with(to)))
 }
 
+/// The control plane, which exists if anything was ever deployed.
+async fn existing(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<ControlPlane> {
+    ControlPlane::existing(js)
+        .await?
+        .with_context(|| format!("there is no deployment {id}: nothing was ever deployed here"))
+}
+
 /// The current record of `id` and its revision, which must be a valid deployment.
 async fn current(
     control: &ControlPlane,
@@ -347,14 +398,14 @@ async fn current(
 }
 
 /// Waits until every live node's report on `id` is `done` (or gone, when `done` is never
-/// true), or `timeout` runs out; returns the nodes whose report was not.
+/// true), or `timeout` runs out; returns the nodes whose report was, and those whose was not.
 async fn wait_for_nodes(
     control: &ControlPlane,
     id: &DeploymentId,
     timeout: Duration,
     progress: &mut impl FnMut(&str),
     done: impl Fn(&NodeStatus) -> bool,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let started = Instant::now();
     loop {
         let live: BTreeSet<String> = membership::live_nodes(&control.nodes)
@@ -362,17 +413,20 @@ async fn wait_for_nodes(
             .into_iter()
             .map(|record| record.node)
             .collect();
-        let mut pending: Vec<String> = status::node_statuses(control, Some(&id.tenant))
-            .await?
-            .remove(&id.key())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|status| live.contains(&status.node) && !done(status))
-            .map(|status| status.node)
-            .collect();
-        pending.sort();
+        let (mut finished, mut pending): (Vec<NodeStatus>, Vec<NodeStatus>) =
+            status::node_statuses(control, Some(&id.tenant))
+                .await?
+                .remove(&id.key())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|status| live.contains(&status.node))
+                .partition(|status| done(status));
+        finished.sort_by(|a, b| a.node.cmp(&b.node));
+        pending.sort_by(|a, b| a.node.cmp(&b.node));
+        let nodes = |reports: Vec<NodeStatus>| reports.into_iter().map(|r| r.node).collect();
+        let pending: Vec<String> = nodes(pending);
         if pending.is_empty() || started.elapsed() >= timeout {
-            return Ok(pending);
+            return Ok((nodes(finished), pending));
         }
         progress(&format!("waiting for {}", pending.join(", ")));
         tokio::time::sleep(POLL).await;

@@ -174,13 +174,9 @@ pub async fn read(
         format!("there is no stream {LOGS_STREAM}: no node has run a handler here yet")
     })?;
     let start = time::OffsetDateTime::now_utc() - query.since;
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: js.client().new_inbox(),
-            filter_subject: subject(&query.id, query.partition),
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
+    let filter = subject(&query.id, query.partition);
+    let from = consumer::DeliverPolicy::ByStartTime { start_time: start };
+    let consumer = crate::resources::reading_consumer(js, &stream, filter, from)
         .await
         .with_context(|| format!("failed to read the log lines of {}", query.id))?;
     if consumer.cached_info().num_pending == 0 && !query.follow {

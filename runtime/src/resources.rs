@@ -234,6 +234,31 @@ impl ControlPlane {
     }
 }
 
+/// An ordered consumer of `stream` on `filter`, for a command that reads: named, because a
+/// tenant's permissions can allow only a consumer whose name and filter are in the request's
+/// subject. The server removes it by itself once the command is gone.
+pub async fn reading_consumer(
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    filter: String,
+    deliver_policy: jetstream::consumer::DeliverPolicy,
+) -> Result<
+    jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
+    jetstream::stream::ConsumerError,
+> {
+    let inbox = js.client().new_inbox();
+    let unique = inbox.rsplit('.').next().unwrap_or_default();
+    stream
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            name: Some(format!("weir_read_{unique}")),
+            deliver_subject: inbox.clone(),
+            filter_subject: filter,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+}
+
 /// Whether the server says there is no stream `name` (rather than, say, not answering).
 pub(crate) async fn stream_missing(js: &jetstream::Context, name: &str) -> bool {
     use async_nats::jetstream::context::GetStreamErrorKind;
@@ -371,34 +396,51 @@ impl Artifacts {
         Ok(name)
     }
 
-    /// Removes every stored component of `id` from its tenant's bucket (and from the shared
-    /// bucket of earlier versions); returns how many.
+    /// Removes every stored component of `id` from its tenant's bucket; returns how many.
+    /// (Components stored in the shared bucket, before tenants had buckets of their own, stay
+    /// there: a tenant's user may not even look into it.)
     pub async fn remove_all(&self, id: &DeploymentId) -> anyhow::Result<usize> {
         use futures::TryStreamExt as _;
         let prefix = format!("{}/{}/", id.tenant, id.handler);
-        let mut removed = 0;
-        for bucket in [artifacts_bucket(&id.tenant), ARTIFACTS_BUCKET.to_owned()] {
-            let Ok(store) = self.js.get_object_store(&bucket).await else {
+        let bucket = artifacts_bucket(&id.tenant);
+        let Ok(store) = self.js.get_object_store(&bucket).await else {
+            return Ok(0);
+        };
+        // The names are in the subjects of the objects' metadata, `$O.<bucket>.M.<base64 name>`,
+        // which stream info lists without a consumer; a removed object's stays, with no object.
+        let meta = format!("$O.{bucket}.M.");
+        let subjects: Vec<(String, usize)> = self
+            .js
+            .get_stream(format!("OBJ_{bucket}"))
+            .await
+            .with_context(|| format!("failed to open object store {bucket}"))?
+            .info_with_subjects(format!("{meta}>"))
+            .await
+            .with_context(|| format!("failed to list the components in {bucket}"))?
+            .try_collect()
+            .await
+            .with_context(|| format!("failed to list the components in {bucket}"))?;
+        let mut names = Vec::new();
+        for (subject, _) in subjects {
+            use base64::Engine as _;
+            let Some(encoded) = subject.strip_prefix(&meta) else {
                 continue;
             };
-            let names: Vec<String> = store
-                .list()
-                .await
-                .with_context(|| format!("failed to list the components in {bucket}"))?
-                .map_ok(|info| info.name)
-                .try_filter(|name| std::future::ready(name.starts_with(&prefix)))
-                .try_collect()
-                .await
-                .with_context(|| format!("failed to list the components in {bucket}"))?;
-            for name in names {
-                store
-                    .delete(&name)
-                    .await
-                    .with_context(|| format!("failed to remove {name} from {bucket}"))?;
-                removed += 1;
+            let Ok(name) = base64::engine::general_purpose::URL_SAFE.decode(encoded) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if name.starts_with(&prefix) && store.info(&name).await.is_ok() {
+                names.push(name);
             }
         }
-        Ok(removed)
+        for name in &names {
+            store
+                .delete(name)
+                .await
+                .with_context(|| format!("failed to remove {name} from {bucket}"))?;
+        }
+        Ok(names.len())
     }
 
     /// Whether the artifact `name` is stored (read from its metadata, without a consumer).

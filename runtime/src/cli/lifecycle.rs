@@ -128,7 +128,13 @@ pub(super) async fn pause(
     spinner.finish_and_clear();
     match result? {
         Paused::Already => say!("{id} is {done} already; nothing changed")?,
-        Paused::Done { unconfirmed } if unconfirmed.is_empty() => say!(
+        Paused::Done {
+            confirmed,
+            unconfirmed,
+        } if confirmed.is_empty() && unconfirmed.is_empty() => {
+            say!("{done} {id}; no node runs it now (see `weir status`)")?
+        }
+        Paused::Done { unconfirmed, .. } if unconfirmed.is_empty() => say!(
             "{done} {id}: {}",
             if paused {
                 "every partition holds its messages after the one in hand"
@@ -136,7 +142,7 @@ pub(super) async fn pause(
                 "every partition goes on in order"
             }
         )?,
-        Paused::Done { unconfirmed } => say!(
+        Paused::Done { unconfirmed, .. } => say!(
             "{done} {id}; {} had not confirmed it when the wait ran out (see `weir status`)",
             unconfirmed.join(", ")
         )?,

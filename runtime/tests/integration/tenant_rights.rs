@@ -584,15 +584,8 @@ async fn a_tenant_is_told_that_operators_make_weirs_buckets() -> anyhow::Result<
         assert!(!output.status.success(), "weir {args:?} succeeded");
         assert!(stderr.contains(expected), "weir {args:?} said {stderr}");
     };
-    fails(
-        &["ls"],
-        "user \"acme\" may not read every tenant's deployments: the server refused to publish \
-         to $JS.API.STREAM.CREATE.KV_weir_deployments (permissions violation); weir's buckets \
-         and streams are made by its operators",
-    );
-
-    // A node made the shared buckets, but not acme's artifact bucket.
-    ControlPlane::open(&sample.js).await?;
+    // Reading creates nothing, and finds nothing.
+    assert!(succeeded(&sample.weir_as("acme", &["ls"])).contains("no deployments"));
     let guest = guest_path("scripted");
     let deploy = [
         "deploy",
@@ -604,6 +597,15 @@ async fn a_tenant_is_told_that_operators_make_weirs_buckets() -> anyhow::Result<
         "--stream",
         "ORDERS",
     ];
+    fails(
+        &deploy,
+        "user \"acme\" may not deploy for tenant acme: the server refused to publish to \
+         $JS.API.STREAM.CREATE.KV_weir_deployments (permissions violation); weir's buckets and \
+         streams are made by its operators",
+    );
+
+    // A node made the shared buckets, but not acme's artifact bucket.
+    ControlPlane::open(&sample.js).await?;
     fails(
         &deploy,
         "user \"acme\" may not deploy for tenant acme: the server refused to publish to \
@@ -721,6 +723,77 @@ async fn a_tenants_handler_writes_nothing_its_tenants_own_user_may_write() -> an
     assert_eq!(
         latest.revision, rewritten.sequence,
         "the handler rewrote its own deployment record"
+    );
+    node.shutdown().await
+}
+
+/// Runs `weir` as `user` off the test's runtime, which runs the node.
+fn weir_off_runtime(sample: &Sample, user: &str, args: &[&str]) -> Output {
+    tokio::task::block_in_place(|| sample.weir_as(user, args))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_runs_its_own_handlers_lifecycle_and_nobody_elses() -> anyhow::Result<()> {
+    let (sample, operator) = Sample::start().await?;
+    succeeded(&sample.deploy_as("globex", "globex", "pay", "PAYMENTS", "globex.>"));
+    succeeded(&sample.deploy_as("acme", "acme", "orders", "ORDERS", "acme.>"));
+    // A second version, to roll back from.
+    let guest = guest_path("scripted");
+    let guest = guest.to_string_lossy();
+    let acme = ["--tenant", "acme", "--name", "orders"];
+    succeeded(&weir_off_runtime(
+        &sample,
+        "acme",
+        &[
+            &[
+                "deploy", &guest, "--stream", "ORDERS", "--output", "acme.>", "--config", "tag=two",
+            ][..],
+            &acme,
+        ]
+        .concat(),
+    ));
+    let node = node::start(sample.js.client().clone(), NodeConfig::default()).await?;
+    let key = format!("acme.orders.{}", node.id());
+    wait_for("the node to run acme/orders", || async {
+        let value = operator.status.get(&key).await.ok()??;
+        let status: weir::spec::NodeStatus = serde_json::from_slice(&value).ok()?;
+        (status.revision > 0 && status.partitions.len() == 4).then_some(())
+    })
+    .await;
+    let run =
+        |args: &[&str]| succeeded(&weir_off_runtime(&sample, "acme", &[args, &acme].concat()));
+
+    assert!(run(&["pause"]).contains("paused acme/orders"));
+    assert!(run(&["resume"]).contains("resumed acme/orders"));
+    let versions = run(&["versions"]);
+    assert_eq!(versions.lines().count(), 3, "{versions}");
+    assert!(
+        versions.contains(" acme "),
+        "deployed by the user acme: {versions}"
+    );
+    assert!(run(&["rollback"]).contains("rolled acme/orders back"));
+    run(&["logs"]);
+
+    // Not globex's.
+    for verb in ["pause", "versions", "logs", "undeploy"] {
+        let output = weir_off_runtime(
+            &sample,
+            "acme",
+            &[verb, "--tenant", "globex", "--name", "pay"],
+        );
+        assert!(!output.status.success(), "acme could {verb} globex/pay");
+    }
+
+    let undeployed = run(&["undeploy"]);
+    assert!(
+        undeployed.contains("4 partition consumer(s) deleted"),
+        "{undeployed}"
+    );
+    assert!(undeployed.contains("1 stored component(s)"), "{undeployed}");
+    let listed = succeeded(&weir_off_runtime(&sample, "weir", &["ls"]));
+    assert!(
+        !listed.contains("orders") && listed.contains("globex"),
+        "{listed}"
     );
     node.shutdown().await
 }
