@@ -84,7 +84,7 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(3),
+            ttl: Duration::from_secs(2),
         }
     }
 }
@@ -281,6 +281,57 @@ pub(crate) async fn watch_members(
             _ = tokio::time::sleep(REWATCH_DELAY) => {}
         }
     }
+}
+
+/// The subject on which a node answers that its connection is up.
+fn alive_subject(node: &str) -> String {
+    format!("weir.node.{node}.alive")
+}
+
+/// Answers every request on this node's [`alive_subject`] until `shutdown`. The answer matters
+/// less than the subscription: while this node's connection is up, the server has somebody to
+/// send the request to.
+pub(crate) async fn answer_alive(
+    client: async_nats::Client,
+    node: String,
+    shutdown: CancellationToken,
+) {
+    let mut requests = match client.subscribe(alive_subject(&node)).await {
+        Ok(requests) => requests,
+        Err(error) => {
+            tracing::warn!("failed to answer liveness requests: {error}");
+            return;
+        }
+    };
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            request = requests.next() => request,
+        };
+        let Some(request) = request else {
+            return;
+        };
+        if let Some(reply) = request.reply {
+            let _ = client.publish(reply, bytes::Bytes::new()).await;
+        }
+    }
+}
+
+/// Whether `node`'s connection to the server is gone: the server has nobody to hand a request
+/// on its [`alive_subject`] to, which it knows as soon as a crashed process's connection
+/// closes. A node that is only busy, or whose connection the server has not yet found dead, is
+/// not gone (its request goes unanswered, or answered, within `patience`).
+pub(crate) async fn connection_gone(
+    client: &async_nats::Client,
+    node: &str,
+    patience: Duration,
+) -> bool {
+    use async_nats::RequestErrorKind;
+    let asked = tokio::time::timeout(
+        patience,
+        client.request(alive_subject(node), bytes::Bytes::new()),
+    );
+    matches!(asked.await, Ok(Err(error)) if error.kind() == RequestErrorKind::NoResponders)
 }
 
 /// The live nodes right now, read once (for `weir status`).

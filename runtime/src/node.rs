@@ -92,6 +92,8 @@ pub(crate) struct NodeContext {
     pub(crate) builtin_handlers: bool,
     /// Publishes the handlers' log lines for `weir logs`.
     pub(crate) logs: crate::logs::LogPublisher,
+    /// The node's own connection.
+    pub(crate) client: async_nats::Client,
 }
 
 /// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`].
@@ -168,10 +170,12 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
     let membership = tokio::spawn(
         {
             let (nodes, leave) = (control.nodes.clone(), leave.clone());
+            let (client, id) = (client.clone(), config.node_id.clone());
             async move {
                 tokio::join!(
                     membership.keep(state_rx, leave.clone()),
-                    membership::watch_members(nodes, view_tx, leave),
+                    membership::watch_members(nodes, view_tx, leave.clone()),
+                    membership::answer_alive(client, id, leave),
                 );
             }
         }
@@ -196,6 +200,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         claim_all_partitions: config.claim_all_partitions,
         builtin_handlers: config.builtin_handlers,
         logs: crate::logs::LogPublisher::start(client.clone(), &config.node_id),
+        client: client.clone(),
     };
     let registry = tokio::spawn(
         Registry::new(context, view)

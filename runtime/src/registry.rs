@@ -38,7 +38,7 @@ use crate::resources::DeploymentId;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
 use crate::supervision::{self, Failing};
 use crate::tenants::Tenant;
-use crate::worker::{Change, PartitionReport, PartitionWorker};
+use crate::worker::{Change, PartitionReport, PartitionWorker, Takeover};
 use crate::{partition, placement};
 
 /// Pause before watching `weir_deployments` again after the watch broke.
@@ -66,6 +66,8 @@ struct Running {
     failing: BTreeMap<u32, String>,
     /// The revision of this node's last report in `weir_status`.
     reported: Option<u64>,
+    /// The owner of every partition, as this node last placed them.
+    owners: Vec<String>,
 }
 
 /// A deployment that failed to load, to be loaded again.
@@ -90,6 +92,9 @@ pub(crate) struct Registry {
     ),
     /// By deployment, the nodes that say in `weir_status` they cannot run it.
     refusals: HashMap<DeploymentId, BTreeSet<String>>,
+    /// By deployment and node, the pins that node's workers last said they hold, kept after
+    /// the node is gone: a new owner releases a pin a crashed node still holds.
+    pins: HashMap<DeploymentId, BTreeMap<String, BTreeMap<u32, String>>>,
     /// The deployments that failed to load here, and when to load them again.
     reloads: HashMap<DeploymentId, Reload>,
     /// Deployments whose workers said something not yet written to `weir_status`, and when it
@@ -112,6 +117,7 @@ impl Registry {
             workers: TaskTracker::new(),
             reports: mpsc::unbounded_channel(),
             refusals: HashMap::new(),
+            pins: HashMap::new(),
             reloads: HashMap::new(),
             unreported: (BTreeSet::new(), None),
             failures: mpsc::unbounded_channel(),
@@ -331,6 +337,7 @@ impl Registry {
                         pins: BTreeMap::new(),
                         failing: BTreeMap::new(),
                         reported: None,
+                        owners: Vec::new(),
                     },
                 );
                 self.place(&id);
@@ -399,10 +406,28 @@ impl Registry {
         };
         let deployment = running.updates.borrow().clone();
         let partitions = deployment.spec.partitions;
-        let owned = if self.node.claim_all_partitions && active.contains(&me) {
-            (0..partitions).collect()
+        let owners: Vec<String> = if self.node.claim_all_partitions && active.contains(&me) {
+            vec![me.clone(); partitions as usize]
         } else {
-            placement::owned_partitions(id, partitions, &active, &me)
+            placement::owners(id, partitions, &active)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        let owned: Vec<u32> = (0..partitions)
+            .filter(|&p| owners.get(p as usize) == Some(&me))
+            .collect();
+        // A partition whose owner left without handing it off: its pin may be a dead node's.
+        let previous = std::mem::replace(&mut running.owners, owners);
+        let view = self.members.borrow().clone().unwrap_or_default();
+        let pins = self.pins.get(id);
+        let takeover = |partition: u32| {
+            let node = previous.get(partition as usize)?;
+            let pin = pins?.get(node)?.get(&partition)?;
+            (*node != me && !view.is_live(node)).then(|| Takeover {
+                node: node.clone(),
+                pin: pin.clone(),
+            })
         };
         let mut changed = false;
         running.workers.retain(|partition, stop| {
@@ -443,6 +468,7 @@ impl Registry {
                 self.reports.0.clone(),
             );
             let worker_stop = stop.clone();
+            let takeover = takeover(partition);
             let start = move || {
                 let worker = PartitionWorker::new(
                     partition,
@@ -450,6 +476,7 @@ impl Registry {
                     &node,
                     reports.clone(),
                     worker_stop.clone(),
+                    takeover.clone(),
                 );
                 worker.run()
             };
@@ -537,10 +564,25 @@ impl Registry {
         let Ok(id) = DeploymentId::new(tenant, handler) else {
             return;
         };
-        let refuses = entry.operation == Operation::Put
-            && serde_json::from_slice::<NodeStatus>(&entry.value).is_ok_and(|status| {
-                status.node == node && status.error.is_some() && status.partitions.is_empty()
-            });
+        let status = (entry.operation == Operation::Put)
+            .then(|| serde_json::from_slice::<NodeStatus>(&entry.value).ok())
+            .flatten()
+            .filter(|status| status.node == node);
+        let refuses = status
+            .as_ref()
+            .is_some_and(|status| status.error.is_some() && status.partitions.is_empty());
+        let pins = self.pins.entry(id.clone()).or_default();
+        match status {
+            Some(status) if !status.pins.is_empty() => {
+                pins.insert(node.to_owned(), status.pins);
+            }
+            _ => {
+                pins.remove(node);
+            }
+        }
+        if pins.is_empty() {
+            self.pins.remove(&id);
+        }
         let refusing = self.refusals.entry(id.clone()).or_default();
         let changed = if refuses {
             refusing.insert(node.to_owned())

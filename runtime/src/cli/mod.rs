@@ -129,10 +129,11 @@ pub struct NodeArgs {
     pub shutdown_timeout: Duration,
     /// How long this node's membership record lives without renewal: how soon the other nodes
     /// notice that it died (whole seconds)
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub membership_ttl: Duration,
-    /// How long a partition stays pinned to a node that stopped pulling: after a crash, its
-    /// partitions resume elsewhere within the membership TTL plus this
+    /// How long a partition stays pinned to a node that stopped pulling without leaving: one cut
+    /// off from the server (a crashed node's partitions resume elsewhere once its membership
+    /// record expires)
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub pin_timeout: Duration,
     /// The node's configuration file: tenants' quotas, allowed streams and subjects, and

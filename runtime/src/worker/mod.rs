@@ -123,8 +123,21 @@ pub(crate) struct PartitionWorker {
     paused: bool,
     /// The pin this worker holds, as last told to the registry.
     reported_pin: Option<String>,
+    /// The node that held the partition before and left without handing it off, and its pin.
+    takeover: Option<Takeover>,
+    /// The node's own connection (a tenant's may not ask about nodes).
+    control: async_nats::Client,
     reports: mpsc::UnboundedSender<PartitionReport>,
     stop: CancellationToken,
+}
+
+/// A partition taken from a node that left the membership without handing it off, and the pin
+/// that node said it held: if the consumer still has that pin and the node's connection is gone
+/// (it crashed), the new owner releases the pin rather than wait for it to time out.
+#[derive(Debug, Clone)]
+pub(crate) struct Takeover {
+    pub(crate) node: String,
+    pub(crate) pin: String,
 }
 
 /// What a worker tells the registry about its partition, which reports it in `weir_status`.
@@ -237,6 +250,7 @@ impl PartitionWorker {
         node: &crate::node::NodeContext,
         reports: mpsc::UnboundedSender<PartitionReport>,
         stop: CancellationToken,
+        takeover: Option<Takeover>,
     ) -> Self {
         let deployment = updates.borrow_and_update().clone();
         let js = deployment.tenant.js.clone();
@@ -265,6 +279,8 @@ impl PartitionWorker {
             waiting: false,
             paused: false,
             reported_pin: None,
+            takeover,
+            control: node.client.clone(),
             reports,
             stop,
         }
@@ -309,7 +325,22 @@ impl PartitionWorker {
                 consumer::subscribe(&self.js, &self.deployment, self.partition, self.pin_timeout)
                     .await;
             let next = match subscribed {
-                Ok(pulling) => self.pump(pulling).await,
+                Ok(pulling) => {
+                    if let Some(takeover) = self.takeover.take() {
+                        let stream = self.deployment.spec.stream.clone();
+                        let name = self.consumer_name();
+                        pin::take_over(
+                            &self.js,
+                            &self.control,
+                            &pulling.consumer,
+                            &stream,
+                            &name,
+                            &takeover,
+                        )
+                        .await;
+                    }
+                    self.pump(pulling).await
+                }
                 Err(error) => {
                     tracing::error!("{error:#}; retrying in {RESUBSCRIBE_DELAY:?}");
                     Next::Resubscribe

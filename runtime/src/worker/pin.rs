@@ -18,6 +18,8 @@
 //!   the consumer to its ack floor so that the messages it still held go to the next holder,
 //!   and unpins, so that the next owner, waiting on standby, is pinned at once.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use serde::Deserialize;
@@ -237,6 +239,52 @@ pub(crate) async fn reset_to_ack_floor(
             false
         }
     }
+}
+
+/// How long a new owner waits for a node that left to say its connection is up.
+const GONE_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Releases the pin a crashed node still holds, so that this worker, pulling on standby, is
+/// pinned at once rather than when the pin times out, and has the messages the crashed node
+/// held delivered again first. Only the pin `takeover` names, and only
+/// once the server says that node's connection is gone: a node that left the membership but
+/// still runs (a busy one whose renewal was late) keeps its pin, and its partition.
+pub(crate) async fn take_over(
+    js: &jetstream::Context,
+    control: &async_nats::Client,
+    consumer: &PullConsumer,
+    stream: &str,
+    name: &str,
+    takeover: &super::Takeover,
+) {
+    let Ok(info) = consumer.get_info().await else {
+        return;
+    };
+    let pinned = info
+        .priority_groups
+        .first()
+        .and_then(|group| group.pinned_client_id.clone());
+    if pinned.as_deref() != Some(takeover.pin.as_str()) {
+        return;
+    }
+    let node = &takeover.node;
+    if !crate::membership::connection_gone(control, node, GONE_PATIENCE).await {
+        tracing::info!(
+            "{node} left without handing the partition off, but may still run: waiting for its pin to time out"
+        );
+        return;
+    }
+    tracing::info!(
+        pending = info.num_ack_pending,
+        "{node}, which held the partition, is gone: releasing its pin and delivering what it \
+         had in hand again, in order"
+    );
+    // What it had in hand may fill the window, and nothing would be delivered (and pinned)
+    // before its AckWait ran out.
+    if info.num_ack_pending > 0 {
+        reset_to_ack_floor(js, stream, name).await;
+    }
+    unpin(js, stream, name).await;
 }
 
 /// Releases the pin, so a standby puller is pinned at once. Returns whether it did.

@@ -223,7 +223,7 @@ async fn kills_and_joins_during_fifty_thousand_messages_lose_nothing_and_keep_or
     let (resumed, failover) = resumption(&calls, killed_a_at, |p| before[p as usize] == "a");
     eprintln!(
         "chaos: {} duplicate(s) from kills; a's {} partitions resumed on survivors within {:?} \
-         of kill -9 (membership TTL 3s + pin timeout 5s); {} moved when a died",
+         of kill -9 (the membership TTL, 2s, then its pins released at once); {} moved when a died",
         verdict.duplicates.len(),
         resumed,
         failover,
