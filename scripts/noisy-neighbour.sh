@@ -2,7 +2,10 @@
 # The noisy-neighbour measurement: how fast a well-behaved tenant's handler gets through N
 # messages alone, then while another tenant's handler runs an endless loop on every partition
 # of its own stream, on one node and a private nats-server on loopback. Prints both rates and
-# their ratio. Needs `make guests build` first. Usage: N=20000 scripts/noisy-neighbour.sh
+# their ratio. With NODES=2 a second node shares the work, and the script also counts what would
+# be false failovers: membership lapses, and pins released as if a node had crashed (none should
+# be, since both nodes run throughout). Needs `make guests build` first.
+# Usage: N=20000 NODES=2 scripts/noisy-neighbour.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -51,8 +54,12 @@ until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
 w stream create IN --subjects 'in.*.>' --partitions "$PARTITIONS" >/dev/null
 w stream create OUT --subjects 'out.>' >/dev/null
 w stream create HIN --subjects 'hin.*.>' --partitions "$PARTITIONS" >/dev/null
-"$WEIR" --nats-url "$URL" node --node-id noisy-neighbour --config "$DIR/weir.toml" 2>"$DIR/node.log" &
-NODE_PIDS+=($!)
+NODES=${NODES:-1}
+for i in $(seq 1 "$NODES"); do
+  "$WEIR" --nats-url "$URL" node --node-id "noisy-neighbour-$i" --config "$DIR/weir.toml" \
+    2>"$DIR/node-$i.log" &
+  NODE_PIDS+=($!)
+done
 w deploy "$GUEST" --tenant calm --name echo --stream IN --output 'out.>' >/dev/null
 
 w publish 'in.{key}.ev' --count 1000 --keys 256 --template 'warm-up {n}' >/dev/null
@@ -69,3 +76,8 @@ sleep 2
 beside=$(measure)
 echo "calm tenant beside an endless loop on all $PARTITIONS partitions: $beside messages/s"
 python3 -c "print(f'ratio: {$beside / $alone:.2f}')"
+if [ "$NODES" -gt 1 ]; then
+  lapses=$(cat "$DIR"/node-*.log | grep -c "membership lapsed" || true)
+  released=$(cat "$DIR"/node-*.log | grep -c "is gone: releasing its pin" || true)
+  echo "false failovers: $released pin(s) released, $lapses membership lapse(s) over the run"
+fi

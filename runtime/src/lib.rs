@@ -30,16 +30,16 @@
 //!
 //! The control plane is NATS itself ([`resources`]), and no handler reaches it: [`outputs`]
 //! decides where a handler may publish and with which headers. Partitioned streams are
-//! described in [`partition`]; [`deploy`] validates and activates handler versions; [`cli`] is
-//! the `weir` command line, with [`demo`], [`bench`] and [`traffic`] behind some of its
-//! commands, and [`terminal`] for what they print.
+//! described in [`partition`]; [`deploy`] validates and activates handler versions, and
+//! [`lifecycle`] pauses, resumes, rolls back and removes them; [`logs`] carries the handlers' log
+//! lines to `weir logs`. [`cli`] is the `weir` command line (the demo, the benchmark and the
+//! dead-letter commands among it), which no other module uses; [`traffic`] publishes test
+//! traffic for it, and [`terminal`] is what it prints with.
 
-pub mod bench;
 pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connection;
-pub mod demo;
 pub mod deploy;
 pub mod deployment;
 pub mod dlq;

@@ -51,6 +51,20 @@ pub struct NodeConfig {
     /// Where the connections of tenants with credentials of their own go: the URL(s) the node
     /// itself was given. Needed only when a tenant has credentials.
     pub nats_urls: Option<String>,
+    /// Makes partition workers panic as they start, where it says so. This exists to test
+    /// their supervision, not for production.
+    pub worker_fault: Option<WorkerFault>,
+}
+
+/// Whether a worker of a deployment's partition panics as it starts: see
+/// [`NodeConfig::worker_fault`].
+#[derive(Clone)]
+pub struct WorkerFault(pub Arc<dyn Fn(&crate::resources::DeploymentId, u32) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for WorkerFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerFault")
+    }
 }
 
 impl Default for NodeConfig {
@@ -64,6 +78,7 @@ impl Default for NodeConfig {
             dlq_mover: true,
             tenants: TenantsConfig::default(),
             nats_urls: None,
+            worker_fault: None,
         }
     }
 }
@@ -94,6 +109,8 @@ pub(crate) struct NodeContext {
     pub(crate) logs: crate::logs::LogPublisher,
     /// The node's own connection.
     pub(crate) client: async_nats::Client,
+    /// See [`NodeConfig::worker_fault`].
+    pub(crate) worker_fault: Option<WorkerFault>,
 }
 
 /// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`].
@@ -201,6 +218,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         builtin_handlers: config.builtin_handlers,
         logs: crate::logs::LogPublisher::start(client.clone(), &config.node_id),
         client: client.clone(),
+        worker_fault: config.worker_fault.clone(),
     };
     let registry = tokio::spawn(
         Registry::new(context, view)

@@ -469,6 +469,7 @@ impl Registry {
             );
             let worker_stop = stop.clone();
             let takeover = takeover(partition);
+            let worker_id = id.clone();
             let start = move || {
                 let worker = PartitionWorker::new(
                     partition,
@@ -478,7 +479,14 @@ impl Registry {
                     worker_stop.clone(),
                     takeover.clone(),
                 );
-                worker.run()
+                let fault = node
+                    .worker_fault
+                    .as_ref()
+                    .is_some_and(|fault| (fault.0)(&worker_id, partition));
+                async move {
+                    assert!(!fault, "a fault injected by the node's configuration");
+                    worker.run().await;
+                }
             };
             let span = tracing::info_span!(
                 "partition",

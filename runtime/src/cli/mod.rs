@@ -1,5 +1,8 @@
 //! The `weir` command line.
 
+mod bench;
+mod demo;
+mod dlq;
 mod lifecycle;
 mod logs;
 
@@ -108,11 +111,11 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Inspect, replay and purge dead letters
     #[command(subcommand)]
-    Dlq(crate::dlq::commands::DlqCommand),
+    Dlq(dlq::DlqCommand),
     /// Run weir end to end on an embedded nats-server
-    Demo(crate::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Measure weir against a plain JetStream consumer on the same data
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// `weir node` options.
@@ -327,14 +330,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => {
             let session = cli.nats.session().await?;
             session
-                .guard(
-                    "manage dead letters",
-                    crate::dlq::commands::run(&session.js, command),
-                )
+                .guard("manage dead letters", dlq::run(&session.js, command))
                 .await
         }
-        Command::Demo(args) => crate::demo::run(args).await,
-        Command::Bench(args) => crate::bench::run(&cli.nats, args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(&cli.nats, args).await,
     }
 }
 
@@ -385,6 +385,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         dlq_mover: true,
         tenants,
         nats_urls: Some(url),
+        worker_fault: None,
     };
     let mut node = node::start(client, config).await?;
     note!("weir: node {} running; Ctrl-C to stop", node.id());

@@ -21,7 +21,6 @@
 //! Replays append a marker on the record's subject ([`records`]), which therefore holds the
 //! record first and its replays after it.
 
-pub mod commands;
 mod mover;
 pub mod records;
 

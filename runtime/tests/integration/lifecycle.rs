@@ -525,3 +525,44 @@ async fn reading_commands_create_nothing_in_nats() -> anyhow::Result<()> {
     assert!(streams.is_empty(), "created {streams:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_worker_that_fails_is_restarted_says_so_and_loses_nothing() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let env = Env::with_streams(PARTITIONS).await?;
+    // Partition 1's worker panics the first two times it starts.
+    let starts = Arc::new(AtomicU32::new(0));
+    let counted = starts.clone();
+    let fault = weir::node::WorkerFault(Arc::new(move |_, partition| {
+        partition == 1 && counted.fetch_add(1, Ordering::SeqCst) < 2
+    }));
+    let config = NodeConfig {
+        worker_fault: Some(fault),
+        ..NodeConfig::default()
+    };
+    let node = node::start(env.client.clone(), config).await?;
+    env.deploy_on(&node, scripted("phoenix")).await?;
+    publish(&env, "all", 1..=10).await;
+
+    let outputs = env.wait_messages(OUTPUT, (10 * KEYS) as usize).await;
+    assert_eq!(outputs.len(), (10 * KEYS) as usize, "lost or duplicated");
+    assert_eq!(seqs_per_key(&outputs), every_key_up_to(10));
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        3,
+        "two failed starts, then one that ran"
+    );
+    // Reported until the restarted worker has run for a minute.
+    let status = ok(&env, &["status"]).await;
+    let line = status
+        .lines()
+        .find(|line| line.trim_start().starts_with("1 "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("failing: the worker panicked: a fault injected"),
+        "{status}"
+    );
+    assert!(line.contains("starting it again in 2s"), "{status}");
+    node.shutdown().await
+}

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use async_nats::jetstream;
 use clap::{Args, Subcommand};
 
-use super::records::{self, DeadLetter};
+use crate::dlq::records::{self, DeadLetter};
 use crate::say;
 
 /// `weir dlq` subcommands.
@@ -263,7 +263,7 @@ async fn replay(js: &jetstream::Context, args: ReplayArgs) -> anyhow::Result<()>
         say!("nothing to replay")?;
         return Ok(());
     }
-    let bar = crate::cli::progress_bar(letters.len() as u64, "replaying");
+    let bar = super::progress_bar(letters.len() as u64, "replaying");
     let mut failed = 0;
     for letter in &letters {
         match records::replay(js, letter, args.to.as_deref()).await {

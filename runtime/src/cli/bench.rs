@@ -41,8 +41,8 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::{NatsArgs, progress_bar};
 use crate::builtin::Builtin;
-use crate::cli::{NatsArgs, progress_bar};
 use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
 use crate::embedded::{NatsServer, ServerOptions};

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use clap::Args;
 
-use crate::cli::progress_bar;
+use super::progress_bar;
 use crate::connection::{Credentials, connect};
 use crate::deploy::{self, DeployRequest};
 use crate::embedded::{NatsServer, ServerOptions};
