@@ -59,7 +59,10 @@ pub struct NodeConfig {
 /// Whether a worker of a deployment's partition panics as it starts: see
 /// [`NodeConfig::worker_fault`].
 #[derive(Clone)]
-pub struct WorkerFault(pub Arc<dyn Fn(&crate::resources::DeploymentId, u32) -> bool + Send + Sync>);
+pub struct WorkerFault(pub Arc<FaultAt>);
+
+/// See [`WorkerFault`]: whether the worker of this deployment's partition panics.
+pub type FaultAt = dyn Fn(&crate::resources::DeploymentId, u32) -> bool + Send + Sync;
 
 impl std::fmt::Debug for WorkerFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
