@@ -13,11 +13,11 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use tracing::Instrument as _;
 
+use crate::control::{self, ControlPlane, DEPLOYMENTS_BUCKET, DeploymentId};
 use crate::deployment::instance_context;
 use crate::host::{HandlerInstance, Host};
 use crate::outputs::{Coverage, OutputRules, Reserved};
 use crate::partition;
-use crate::resources::{self, ControlPlane, DEPLOYMENTS_BUCKET, DeploymentId};
 use crate::spec::{self, DeploymentSpec, LimitsSpec, RetrySpec, StartAt, now_rfc3339};
 use crate::tenants::Quotas;
 
@@ -321,7 +321,7 @@ pub struct Listed {
 pub async fn list(control: &ControlPlane, tenant: Option<&str>) -> anyhow::Result<Vec<Listed>> {
     let reserved = Reserved::default();
     let mut listed = Vec::new();
-    for key in resources::keys(&control.deployments, tenant).await? {
+    for key in control::keys(&control.deployments, tenant).await? {
         let entry = control
             .deployments
             .entry(&key)

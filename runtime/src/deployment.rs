@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::builtin::Builtin;
+use crate::control::DeploymentId;
 use crate::host::{CallLimits, HandlerVersion, InstanceContext, TenantBudget};
 use crate::logs::LogSink;
 use crate::outputs::OutputRules;
-use crate::resources::DeploymentId;
 use crate::spec::{DeploymentSpec, LimitsSpec};
 use crate::tenants::Tenant;
 

@@ -18,10 +18,9 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
 
-use crate::resources::DeploymentId;
+use crate::control::DeploymentId;
 
-/// KV of failure records, keyed `<tenant>.<handler>.<stream>.<seq>`.
-pub const FAILURES_BUCKET: &str = "weir_failures";
+pub use crate::control::FAILURES_BUCKET;
 /// How long a failure record is kept: a day longer than an advisory waits for a mover.
 pub const FAILURE_RECORD_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
 const _: () = assert!(FAILURE_RECORD_AGE.as_secs() > crate::dlq::ADVISORY_AGE.as_secs());

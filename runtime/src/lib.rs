@@ -23,12 +23,13 @@
 //! - per partition: the worker, started again by its supervisor if it panics, and its
 //!   [`host::HandlerInstance`].
 //!
-//! Nodes share the work through NATS alone: [`membership`] keeps the live nodes in a KV bucket
-//! under per-key TTLs, [`placement`] gives every partition one owner among them, and each
+//! Nodes share the work through NATS alone: [`ownership`] keeps the live nodes in a KV bucket
+//! under per-key TTLs and gives every partition one owner among those able to run it, and each
 //! partition consumer's pinned-client priority group keeps delivery exclusive while nodes
-//! disagree; [`status`] reads it all back for `weir status`.
+//! disagree; [`node`] runs the partitions placed on this node under supervision, and [`status`]
+//! reads it all back for `weir status`.
 //!
-//! The control plane is NATS itself ([`resources`]), and no handler reaches it: [`outputs`]
+//! The control plane is NATS itself ([`control`] names all of it), and no handler reaches it: [`outputs`]
 //! decides where a handler may publish and with which headers. Partitioned streams are
 //! described in [`partition`]; [`deploy`] validates and activates handler versions, and
 //! [`lifecycle`] pauses, resumes, rolls back and removes them; [`logs`] carries the handlers' log
@@ -40,6 +41,7 @@ pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod deploy;
 pub mod deployment;
 pub mod dlq;
@@ -48,18 +50,14 @@ pub mod failures;
 pub mod host;
 pub mod lifecycle;
 pub mod logs;
-pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod outputs;
+pub mod ownership;
 pub mod partition;
-pub mod placement;
-mod registry;
-pub mod resources;
 pub mod spec;
 pub mod status;
 pub mod subject;
-mod supervision;
 pub mod tenants;
 pub mod terminal;
 pub mod traffic;

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 
+use crate::control::{ControlPlane, DeploymentId};
 use crate::deploy::current_spec;
 use crate::outputs::Reserved;
-use crate::resources::{ControlPlane, DeploymentId};
+use crate::ownership::membership;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
-use crate::{membership, partition, status};
+use crate::{partition, status};
 
 /// How often a command looks at what the nodes report while it waits for them.
 const POLL: Duration = Duration::from_millis(200);
@@ -186,7 +187,7 @@ pub enum VersionSpec {
 /// ordered consumer of the deployments bucket, which the server removes by itself.
 pub async fn versions(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<Vec<Version>> {
     let deployments = js
-        .get_key_value(crate::resources::DEPLOYMENTS_BUCKET)
+        .get_key_value(crate::control::DEPLOYMENTS_BUCKET)
         .await
         .with_context(|| format!("there is no deployment {id}: nothing was ever deployed here"))?;
     let history = history(js, &deployments, id).await?;
@@ -246,7 +247,7 @@ async fn history(
     let failed = || format!("failed to read the history of deployment {id}");
     let filter = format!("{}{}", deployments.prefix, id.key());
     let all = jetstream::consumer::DeliverPolicy::All;
-    let consumer = crate::resources::reading_consumer(js, &deployments.stream, filter, all)
+    let consumer = crate::control::reading_consumer(js, &deployments.stream, filter, all)
         .await
         .with_context(failed)?;
     let mut revisions = Vec::new();

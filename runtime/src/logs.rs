@@ -20,24 +20,15 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::resources::DeploymentId;
+use crate::control::{DeploymentId, log_subject as subject};
 
-/// The stream that keeps recent log lines.
-pub const LOGS_STREAM: &str = "WEIR_LOGS";
+pub use crate::control::LOGS_STREAM;
 /// How long [`LOGS_STREAM`] keeps a line.
 pub const LOGS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
 /// The most [`LOGS_STREAM`] holds; the oldest lines go first.
 pub const LOGS_MAX_BYTES: i64 = 256 << 20;
 /// Lines waiting for the node's publisher; more are dropped.
 const QUEUE: usize = 4096;
-
-/// The subject of `id`'s lines from `partition`, or of every partition's with `None`.
-pub fn subject(id: &DeploymentId, partition: Option<u32>) -> String {
-    match partition {
-        Some(partition) => format!("weir.logs.{}.{}.{partition}", id.tenant, id.handler),
-        None => format!("weir.logs.{}.{}.>", id.tenant, id.handler),
-    }
-}
 
 /// One line, as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +167,7 @@ pub async fn read(
     let start = time::OffsetDateTime::now_utc() - query.since;
     let filter = subject(&query.id, query.partition);
     let from = consumer::DeliverPolicy::ByStartTime { start_time: start };
-    let consumer = crate::resources::reading_consumer(js, &stream, filter, from)
+    let consumer = crate::control::reading_consumer(js, &stream, filter, from)
         .await
         .with_context(|| format!("failed to read the log lines of {}", query.id))?;
     if consumer.cached_info().num_pending == 0 && !query.follow {

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::builtin::Builtin;
 use crate::config::{duration_text, durations_text};
+use crate::control::DeploymentId;
 use crate::outputs::{self, Reserved};
 use crate::partition::MAX_PARTITIONS;
-use crate::resources::DeploymentId;
 
 /// Deliveries before the server gives a message up.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_nats::jetstream;
 use serde::Serialize;
 
+use crate::control::{ControlPlane, DeploymentId};
 use crate::deploy;
-use crate::membership::{self, MemberRecord};
-use crate::resources::{ControlPlane, DeploymentId};
+use crate::ownership::membership::{self, MemberRecord};
 use crate::say;
 use crate::spec::{DeploymentSpec, NodeStatus};
 
@@ -243,7 +243,7 @@ pub async fn node_statuses(
     tenant: Option<&str>,
 ) -> anyhow::Result<BTreeMap<String, Vec<NodeStatus>>> {
     let mut statuses: BTreeMap<String, Vec<NodeStatus>> = BTreeMap::new();
-    for key in crate::resources::keys(&control.status, tenant).await? {
+    for key in crate::control::keys(&control.status, tenant).await? {
         // `<tenant>.<handler>.<node-id>`: names never contain dots, node ids may.
         let mut parts = key.splitn(3, '.');
         let (Some(tenant), Some(handler)) = (parts.next(), parts.next()) else {

@@ -36,9 +36,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::{parse_duration, parse_size};
 use crate::connection::{self, Credentials};
+use crate::control::validate_name;
 use crate::host::{BudgetQuota, Host, TenantBudget};
 use crate::outputs::{self, Reserved};
-use crate::resources::validate_name;
 use crate::spec::LimitsSpec;
 
 /// The quotas of a tenant with no configuration at all (a node started without `--config`).

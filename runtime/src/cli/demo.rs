@@ -14,13 +14,13 @@ use clap::Args;
 
 use super::progress_bar;
 use crate::connection::{Credentials, connect};
+use crate::control::DeploymentId;
 use crate::deploy::{self, DeployRequest};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::metrics::CountersSnapshot;
 use crate::node::{self, NodeConfig};
 use crate::partition::{self, StreamRequest};
-use crate::resources::DeploymentId;
 use crate::say;
 use crate::spec::{LimitsSpec, RetrySpec};
 use crate::traffic::{self, Payload, Traffic};

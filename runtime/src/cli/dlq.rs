@@ -101,10 +101,10 @@ impl Selection {
 
     fn check(&self) -> anyhow::Result<()> {
         if let Some(tenant) = &self.tenant {
-            crate::resources::validate_name("tenant", tenant)?;
+            crate::control::validate_name("tenant", tenant)?;
         }
         if let Some(handler) = &self.name {
-            crate::resources::validate_name("handler", handler)?;
+            crate::control::validate_name("handler", handler)?;
         }
         Ok(())
     }
@@ -113,7 +113,7 @@ impl Selection {
 /// Runs a `weir dlq` command.
 pub async fn run(js: &jetstream::Context, command: DlqCommand) -> anyhow::Result<()> {
     // Reading creates nothing: without the dead-letter stream there are no dead letters.
-    let missing = crate::resources::stream_missing(js, crate::dlq::DLQ_STREAM).await;
+    let missing = crate::control::stream_missing(js, crate::dlq::DLQ_STREAM).await;
     match (&command, missing) {
         (DlqCommand::Ls(args), true) => {
             args.selection.check()?;
@@ -124,7 +124,7 @@ pub async fn run(js: &jetstream::Context, command: DlqCommand) -> anyhow::Result
         // The streams exist once any node or deploy has run; opening the control plane
         // makes sure.
         (DlqCommand::Replay(_) | DlqCommand::Purge(_), _) => {
-            crate::resources::ControlPlane::open(js).await?;
+            crate::control::ControlPlane::open(js).await?;
         }
     }
     match command {

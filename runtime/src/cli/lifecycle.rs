@@ -4,8 +4,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 
 use super::Session;
+use crate::control::DeploymentId;
 use crate::lifecycle::{self, Paused, VersionSpec};
-use crate::resources::DeploymentId;
 use crate::say;
 
 /// The handler a lifecycle command acts on.

@@ -19,13 +19,13 @@ use crate::config::{parse_duration, parse_size};
 use crate::connection::{
     Credentials, Refusals, Refused, RefusedOperation, connect, connect_watching,
 };
+use crate::control::{ControlPlane, DeploymentId};
 use crate::deploy::{self, DeployRequest};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::node::{self, NodeConfig};
 use crate::outputs::{Coverage, Reserved};
 use crate::partition::{self, StreamRequest};
-use crate::resources::{ControlPlane, DeploymentId};
 use crate::spec::{LimitsSpec, RetrySpec};
 use crate::tenants::TenantsConfig;
 use crate::traffic::{Payload, Traffic};
@@ -376,7 +376,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
     };
     let config = NodeConfig {
         node_id: args.node_id.unwrap_or_else(node::default_node_id),
-        membership: crate::membership::MembershipConfig {
+        membership: crate::ownership::membership::MembershipConfig {
             ttl: args.membership_ttl,
         },
         pin_timeout: args.pin_timeout,
@@ -534,7 +534,7 @@ where
     Fut: Future<Output = anyhow::Result<T>>,
 {
     if let Some(tenant) = tenant {
-        crate::resources::validate_name("tenant", tenant)?;
+        crate::control::validate_name("tenant", tenant)?;
         let action = format!("read tenant {tenant}'s deployments");
         return session
             .guard(&action, listing(Some(tenant.to_owned())))
@@ -552,7 +552,7 @@ where
     };
     let own = match (&every, &session.user) {
         (Err(error), Some(user)) if refused_a_read(error) => {
-            crate::resources::validate_name("tenant", user)
+            crate::control::validate_name("tenant", user)
                 .ok()
                 .map(|()| user.clone())
         }
@@ -584,11 +584,12 @@ async fn ls_rows(js: &jetstream::Context, tenant: Option<&str>) -> anyhow::Resul
     let Some(control) = ControlPlane::existing(js).await? else {
         return Ok(Vec::new());
     };
-    let live: std::collections::BTreeSet<String> = crate::membership::live_nodes(&control.nodes)
-        .await?
-        .into_iter()
-        .map(|record| record.node)
-        .collect();
+    let live: std::collections::BTreeSet<String> =
+        crate::ownership::membership::live_nodes(&control.nodes)
+            .await?
+            .into_iter()
+            .map(|record| record.node)
+            .collect();
     let mut statuses = crate::status::node_statuses(&control, tenant).await?;
     // Records left by nodes that died are not news.
     for reports in statuses.values_mut() {

@@ -27,14 +27,11 @@ pub mod records;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 
-use crate::resources::DeploymentId;
+use crate::control::DeploymentId;
 
 pub use mover::{Moved, Mover};
 
-/// The stream that captures dead-letter advisories until the mover has handled them.
-pub const ADVISORIES_STREAM: &str = "WEIR_ADVISORIES";
-/// The stream of dead letters.
-pub const DLQ_STREAM: &str = "WEIR_DLQ";
+pub use crate::control::{ADVISORIES_STREAM, DLQ_STREAM};
 /// The durable consumer every node's mover pulls advisories from.
 pub const MOVER_CONSUMER: &str = "weir_dlq_mover";
 /// How long a captured advisory waits for a mover before the stream drops it.
@@ -211,7 +208,7 @@ pub async fn counts(
     tenant: Option<&str>,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     use futures::TryStreamExt as _;
-    if crate::resources::stream_missing(js, DLQ_STREAM).await {
+    if crate::control::stream_missing(js, DLQ_STREAM).await {
         return Ok(std::collections::BTreeMap::new());
     }
     let stream = js

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{ADVISORIES_STREAM, MOVER_CONSUMER, Reason, headers, record_msg_id, record_subject};
+use crate::control::{ControlPlane, DeploymentId};
 use crate::failures::{self, Failure, MAX_ERROR_BYTES, clip};
 use crate::outputs::Reserved;
 use crate::partition;
-use crate::resources::{ControlPlane, DeploymentId};
 use crate::spec;
 
 /// The reasons nats-server gives when it terminates a pending message that the stream removed.

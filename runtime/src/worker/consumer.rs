@@ -9,9 +9,9 @@ use async_nats::jetstream::consumer::{
 };
 use async_nats::jetstream::{self};
 
+use crate::control::PRIORITY_GROUP;
 use crate::deployment::Deployment;
 use crate::partition;
-use crate::resources::PRIORITY_GROUP;
 use crate::spec::StartAt;
 
 /// How long before the pin timeout an idle pull request expires (and the next one, which

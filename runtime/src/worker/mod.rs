@@ -62,11 +62,11 @@ use self::pin::{Pin, Pinned};
 use self::settle::{Attempted, Recorded};
 use self::verdict::{Ended, Verdict};
 use self::window::{Delivery, Window};
+use crate::control::DeploymentId;
 use crate::deployment::SharedDeployment;
 use crate::failures;
 use crate::host::{GuestThreads, HandlerFailure, HandlerInstance, Output};
 use crate::metrics::SharedCounters;
-use crate::resources::DeploymentId;
 use crate::tenants::Tenant;
 
 /// Wait before re-creating a consumer or pull that failed.

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use serde::Deserialize;
 
-use crate::resources::PRIORITY_GROUP;
+use crate::control::PRIORITY_GROUP;
 
 /// What a worker knows of its pin.
 #[derive(Debug, Default)]
@@ -268,7 +268,7 @@ pub(crate) async fn take_over(
         return;
     }
     let node = &takeover.node;
-    if !crate::membership::connection_gone(control, node, GONE_PATIENCE).await {
+    if !crate::ownership::membership::connection_gone(control, node, GONE_PATIENCE).await {
         tracing::info!(
             "{node} left without handing the partition off, but may still run: waiting for its pin to time out"
         );

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use weir::control::ControlPlane;
 use weir::node::{self, NodeConfig, NodeHandle};
-use weir::resources::ControlPlane;
 use weir::spec::LimitsSpec;
 use weir::status::{self, PartitionStatus};
 use weir::tenants::TenantsConfig;

@@ -7,7 +7,7 @@ use async_nats::jetstream::stream;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use tokio::io::AsyncReadExt as _;
-use weir::resources::{ControlPlane, DeploymentId};
+use weir::control::{ControlPlane, DeploymentId};
 use weir::spec::DeploymentSpec;
 
 use crate::support::{Env, INPUT, OUTPUT, guest, guest_path, wait_for};

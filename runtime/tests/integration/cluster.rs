@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use weir::control::DeploymentId;
 use weir::deploy::{self, DeployRequest};
 use weir::host::Host;
 use weir::node::{self, NodeConfig};
-use weir::placement;
-use weir::resources::DeploymentId;
+use weir::ownership::placement;
 use weir::traffic::{Payload, Traffic};
 
 use crate::fleet::{
@@ -328,7 +328,7 @@ async fn a_poison_message_gets_max_deliver_attempts_in_all_across_a_kill_and_a_h
     const MAX_DELIVER: u32 = 6;
     let env = Env::with_streams(1).await?;
     let url = env.server.url();
-    let control = weir::resources::ControlPlane::open(&env.js).await?;
+    let control = weir::control::ControlPlane::open(&env.js).await?;
     // Long waits after the attempts at which the message changes hands, short ones otherwise:
     // the node holding it is killed, or drains, while it waits.
     let long = Duration::from_secs(120);

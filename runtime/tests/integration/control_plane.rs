@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::stream;
 use futures::{FutureExt as _, StreamExt as _};
 use serde_json::json;
+use weir::control::{ControlPlane, DeploymentId};
 use weir::deploy::DeployRequest;
 use weir::node::{self, NodeConfig};
 use weir::partition::{self, StreamRequest};
-use weir::resources::{ControlPlane, DeploymentId};
 use weir::spec::{DeploymentSpec, NodeStatus};
 use weir::tenants::TenantsConfig;
 

@@ -10,12 +10,12 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream;
 use tokio_util::sync::CancellationToken;
+use weir::control::{ControlPlane, DeploymentId};
 use weir::deploy::{self, DeployRequest};
 use weir::dlq::{ADVISORIES_STREAM, DLQ_STREAM, Moved, Mover, Reason};
 use weir::failures::failure_key;
 use weir::host::Host;
 use weir::node::{self, NodeConfig};
-use weir::resources::{ControlPlane, DeploymentId};
 
 use crate::cli::{text, weir};
 use crate::support::{

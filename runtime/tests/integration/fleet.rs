@@ -213,7 +213,7 @@ pub fn judge(calls: &[Call], handler: &str) -> Verdict {
 
 /// Reads the cluster status once.
 pub async fn status(js: &jetstream::Context) -> Option<ClusterStatus> {
-    let control = weir::resources::ControlPlane::open(js).await.ok()?;
+    let control = weir::control::ControlPlane::open(js).await.ok()?;
     weir::status::read(js, &control, None).await.ok()
 }
 
@@ -229,7 +229,7 @@ pub async fn settled(js: &jetstream::Context, nodes: &[&str], deployments: usize
             let live: BTreeSet<&str> = status
                 .nodes
                 .iter()
-                .filter(|n| n.state == weir::membership::MemberState::Active)
+                .filter(|n| n.state == weir::ownership::membership::MemberState::Active)
                 .map(|n| n.node.as_str())
                 .collect();
             let placed = status.deployments.len() == deployments

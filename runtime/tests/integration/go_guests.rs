@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use weir::control::DeploymentId;
 use weir::deploy::DeployRequest;
 use weir::host::{
     CallLimits, Handled, HandlerFailure, HandlerInstance, HandlerVersion, Header, Host,
     InstanceContext, Message, Outcome, componentize,
 };
 use weir::outputs::OutputRules;
-use weir::resources::DeploymentId;
 use weir::spec::{LimitsSpec, RetrySpec};
 
 use crate::support::{Env, INPUT, OUTPUT, default_budget, guest};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
+use weir::control::DeploymentId;
 use weir::deploy::{self, DeployRequest};
 use weir::host::{
     BudgetQuota, CallLimits, HandlerFailure, HandlerInstance, HandlerVersion, Host,
@@ -18,7 +19,6 @@ use weir::host::{
 use weir::node::{self, NodeConfig};
 use weir::outputs::OutputRules;
 use weir::partition::{self, StreamRequest};
-use weir::resources::DeploymentId;
 use weir::spec::{LimitsSpec, RetrySpec};
 use weir::tenants::TenantsConfig;
 
@@ -406,7 +406,7 @@ async fn a_deployment_is_refused_where_its_tenant_may_not_read_the_stream() -> a
         ..scripted("sneaky")
     };
     let deployed = deploy::deploy(&env.js, &Host::new()?, request).await?;
-    let control = weir::resources::ControlPlane::open(&env.js).await?;
+    let control = weir::control::ControlPlane::open(&env.js).await?;
     let key = DeploymentId::new("mallory", "sneaky")?.status_key(node.id());
     let error = wait_for("the node to report the refusal", || async {
         let value = control.status.get(&key).await.ok()??;

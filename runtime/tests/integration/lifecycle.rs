@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::message::StreamMessage;
 use futures::TryStreamExt as _;
+use weir::control::{ControlPlane, DeploymentId};
 use weir::node::{self, NodeConfig, NodeHandle};
-use weir::resources::{ControlPlane, DeploymentId};
 use weir::status::{self, PartitionState};
 use weir::tenants::TenantsConfig;
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use weir::resources::ControlPlane;
+use weir::control::ControlPlane;
 use weir::spec::{DeploymentSpec, NodeStatus};
 use weir::traffic::{Payload, Traffic};
 

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::StreamMessage, stream};
+use weir::control::{ControlPlane, DeploymentId};
 use weir::deploy::{self, DeployRequest, Deployed};
 use weir::dlq::records::{self, DeadLetter};
 use weir::embedded::{NatsServer, ServerOptions};
 use weir::host::{Host, TenantBudget};
 use weir::node::{self, NodeConfig, NodeHandle};
 use weir::partition::{self, StreamRequest};
-use weir::resources::{ControlPlane, DeploymentId};
 use weir::spec::{DeploymentSpec, LimitsSpec, NodeStatus, RetrySpec};
 use weir::tenants::Quotas;
 

@@ -16,10 +16,10 @@ use async_nats::jetstream::consumer::{
 use async_nats::jetstream::{self, AckKind, stream};
 use futures::StreamExt as _;
 use weir::connection::{Credentials, Refusal, Refusals, RefusedOperation, connect_watching};
+use weir::control::ControlPlane;
 use weir::embedded::{NatsServer, ServerOptions};
 use weir::node::{self, NodeConfig};
 use weir::partition::{self, StreamRequest};
-use weir::resources::ControlPlane;
 use weir::tenants::TenantsConfig;
 
 use crate::cli::text;
@@ -429,7 +429,7 @@ fn partition_consumer(name: &str) -> pull::Config {
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         max_ack_pending: 1,
-        priority_groups: vec![weir::resources::PRIORITY_GROUP.to_owned()],
+        priority_groups: vec![weir::control::PRIORITY_GROUP.to_owned()],
         priority_policy: PriorityPolicy::PinnedClient,
         priority_timeout: Duration::from_secs(5),
         ..Default::default()
@@ -465,7 +465,7 @@ async fn a_tenants_credentials_run_its_partitions_and_nothing_else() -> anyhow::
         js.client().flush().await?;
         let mut messages = consumer
             .stream()
-            .group(weir::resources::PRIORITY_GROUP)
+            .group(weir::control::PRIORITY_GROUP)
             .expires(Duration::from_secs(10))
             .heartbeat(Duration::from_secs(2))
             .messages()
@@ -508,7 +508,7 @@ async fn a_tenants_credentials_run_its_partitions_and_nothing_else() -> anyhow::
 
         orders.consumer_info(consumer_name).await?;
         orders
-            .unpin_consumer(consumer_name, weir::resources::PRIORITY_GROUP)
+            .unpin_consumer(consumer_name, weir::control::PRIORITY_GROUP)
             .await?;
         orders.reset_consumer(consumer_name, None).await?;
         orders.delete_consumer(consumer_name).await?;
@@ -653,7 +653,7 @@ async fn a_tenants_handler_writes_nothing_its_tenants_own_user_may_write() -> an
             "1",
         ],
     ));
-    let id = weir::resources::DeploymentId::new("acme", "orders")?;
+    let id = weir::control::DeploymentId::new("acme", "orders")?;
     let record = control
         .deployments
         .entry(id.key())

@@ -6,6 +6,9 @@
 //! partitions elsewhere and wait on standby), hands every partition off, deregisters, and
 //! flushes its connection.
 
+mod registry;
+pub(crate) mod supervision;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +19,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use self::registry::Registry;
+use crate::control::ControlPlane;
 use crate::dlq::Mover;
 use crate::host::Host;
-use crate::membership::{self, MemberState, Membership, MembershipConfig};
 use crate::metrics::SharedCounters;
-use crate::registry::Registry;
-use crate::resources::ControlPlane;
+use crate::ownership::membership::{self, MemberState, Membership, MembershipConfig};
 use crate::tenants::{Tenants, TenantsConfig};
 
 /// How long a stopping node tries to hand its last acknowledgements to NATS.
@@ -62,7 +65,7 @@ pub struct NodeConfig {
 pub struct WorkerFault(pub Arc<FaultAt>);
 
 /// See [`WorkerFault`]: whether the worker of this deployment's partition panics.
-pub type FaultAt = dyn Fn(&crate::resources::DeploymentId, u32) -> bool + Send + Sync;
+pub type FaultAt = dyn Fn(&crate::control::DeploymentId, u32) -> bool + Send + Sync;
 
 impl std::fmt::Debug for WorkerFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

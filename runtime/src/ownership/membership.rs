@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::resources::NODES_BUCKET;
+use crate::control::{NODES_BUCKET, alive_subject};
 use crate::spec::now_rfc3339;
 
 /// Pause before watching `weir_nodes` again after the watch broke.
@@ -283,11 +283,6 @@ pub(crate) async fn watch_members(
     }
 }
 
-/// The subject on which a node answers that its connection is up.
-fn alive_subject(node: &str) -> String {
-    format!("weir.node.{node}.alive")
-}
-
 /// Answers every request on this node's [`alive_subject`] until `shutdown`. The answer matters
 /// less than the subscription: while this node's connection is up, the server has somebody to
 /// send the request to.
@@ -337,7 +332,7 @@ pub(crate) async fn connection_gone(
 /// The live nodes right now, read once (for `weir status`).
 pub async fn live_nodes(nodes: &kv::Store) -> anyhow::Result<Vec<MemberRecord>> {
     let mut records = Vec::new();
-    for key in crate::resources::keys(nodes, None).await? {
+    for key in crate::control::keys(nodes, None).await? {
         if let Some(value) = nodes.get(&key).await.context("failed to read weir_nodes")? {
             match serde_json::from_slice::<MemberRecord>(&value) {
                 Ok(record) => records.push(record),

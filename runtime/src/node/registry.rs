@@ -30,16 +30,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::builtin::Builtin;
+use crate::control::DeploymentId;
 use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
 use crate::logs::LogSink;
-use crate::membership::MemberView;
 use crate::node::NodeContext;
-use crate::resources::DeploymentId;
+use crate::node::supervision::{self, Failing};
+use crate::ownership::membership::MemberView;
+use crate::ownership::placement;
+use crate::partition;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
-use crate::supervision::{self, Failing};
 use crate::tenants::Tenant;
 use crate::worker::{Change, PartitionReport, PartitionWorker, Takeover};
-use crate::{partition, placement};
 
 /// Pause before watching `weir_deployments` again after the watch broke.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);

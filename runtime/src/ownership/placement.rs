@@ -8,7 +8,7 @@
 //! - a node joining or leaving moves about `P/N` partitions, the ones it gains or loses, plus
 //!   the odd one pushed over a bound (measured in the tests below).
 
-use crate::resources::DeploymentId;
+use crate::control::DeploymentId;
 
 /// The most partitions of one deployment that one of `members` members may hold.
 pub fn capacity(partitions: u32, members: usize) -> u32 {

@@ -1,5 +1,6 @@
-//! The names weir gives things in NATS, and the control-plane buckets every node and command
-//! shares. See the control-plane table in DESIGN.md.
+//! The names weir gives things in NATS, every one of them: buckets, streams, consumers,
+//! subjects and message ids; and the control-plane buckets every node and command shares. See
+//! the control-plane table in DESIGN.md.
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, object_store};
@@ -16,6 +17,28 @@ pub const STATUS_BUCKET: &str = "weir_status";
 pub const NODES_BUCKET: &str = "weir_nodes";
 /// The priority group every partition consumer belongs to.
 pub const PRIORITY_GROUP: &str = "weir";
+/// KV of failure records, keyed `<tenant>.<handler>.<stream>.<seq>` (see [`crate::failures`]).
+pub const FAILURES_BUCKET: &str = "weir_failures";
+/// The stream that captures dead-letter advisories until the mover has handled them.
+pub const ADVISORIES_STREAM: &str = "WEIR_ADVISORIES";
+/// The stream of dead letters, on `weir.dlq.<tenant>.<handler>.<stream>.<seq>`.
+pub const DLQ_STREAM: &str = "WEIR_DLQ";
+/// The stream that keeps recent handler log lines (see [`crate::logs`]).
+pub const LOGS_STREAM: &str = "WEIR_LOGS";
+
+/// The subject of `id`'s log lines from `partition`, or of every partition's with `None`.
+pub fn log_subject(id: &DeploymentId, partition: Option<u32>) -> String {
+    match partition {
+        Some(partition) => format!("weir.logs.{}.{}.{partition}", id.tenant, id.handler),
+        None => format!("weir.logs.{}.{}.>", id.tenant, id.handler),
+    }
+}
+
+/// The subject on which a node answers that its connection is up (see
+/// [`crate::ownership::membership`]).
+pub fn alive_subject(node: &str) -> String {
+    format!("weir.node.{node}.alive")
+}
 
 /// How many past records the deployments bucket keeps per handler (the most NATS allows):
 /// the versions `weir rollback` can go back to, and the pauses between them.

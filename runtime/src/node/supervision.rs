@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::resources::DeploymentId;
+use crate::control::DeploymentId;
 
 /// Pause before the first restart; it doubles with each failure in a row, up to the maximum.
 const RESTART_DELAY_MIN: Duration = Duration::from_secs(1);
