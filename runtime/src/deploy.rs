@@ -342,3 +342,31 @@ pub async fn list(control: &ControlPlane, tenant: Option<&str>) -> anyhow::Resul
     listed.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(listed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_reads_all_new_a_sequence_a_time_or_how_long_ago() {
+        assert_eq!("all".parse(), Ok(From::All));
+        assert_eq!("new".parse(), Ok(From::New));
+        assert_eq!("1042".parse(), Ok(From::Sequence(1042)));
+        let at = time::OffsetDateTime::from_unix_timestamp(1_796_115_600).ok();
+        assert_eq!("2026-12-01T09:00:00Z".parse().ok(), at.map(From::Time));
+        let Ok(From::Time(ago)) = "15m".parse::<From>() else {
+            panic!("15m is a time");
+        };
+        let expected = time::OffsetDateTime::now_utc() - std::time::Duration::from_secs(15 * 60);
+        assert!((ago - expected).abs() < time::Duration::seconds(5), "{ago}");
+        assert_eq!(
+            "0".parse::<From>(),
+            Err("stream sequences start at 1".to_owned())
+        );
+        let error = "yesterday".parse::<From>().err().unwrap_or_default();
+        assert!(
+            error.starts_with("expected all, new, a stream sequence"),
+            "{error}"
+        );
+    }
+}

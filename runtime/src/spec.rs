@@ -601,6 +601,35 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_runs_like_the_spec_it_pauses_and_nothing_else_does() {
+        let paused = DeploymentSpec {
+            paused: true,
+            ..spec()
+        };
+        assert!(spec().runs_like(&paused) && paused.runs_like(&spec()));
+        let other = DeploymentSpec {
+            window: 8,
+            ..paused.clone()
+        };
+        assert!(!spec().runs_like(&other));
+        let json = serde_json::to_value(spec()).expect("JSON");
+        assert!(
+            json.get("paused").is_none() && json.get("start").is_none(),
+            "a running spec from the start reads as it did before: {json}"
+        );
+        let started = DeploymentSpec {
+            start: StartAt::Sequence(42),
+            ..paused
+        };
+        let json = serde_json::to_value(&started).expect("JSON");
+        assert_eq!(json["start"], serde_json::json!({ "sequence": 42 }));
+        assert_eq!(
+            serde_json::from_value::<DeploymentSpec>(json).ok(),
+            Some(started)
+        );
+    }
+
+    #[test]
     fn a_spec_must_match_its_streams_partition_count() {
         assert!(spec().check_partitions(8).is_ok());
         let error = spec().check_partitions(4).expect_err("mismatch");
