@@ -358,11 +358,13 @@ pub async fn rollback(
     })
 }
 
-/// The version `to` names: a revision number, or the newest version whose digest starts with
-/// `to` (at least four hex digits).
+/// The version `to` names: a revision number, or else the newest version whose digest starts
+/// with `to` (at least four hex digits).
 fn pick<'a>(versions: &'a [Version], to: &str) -> Option<&'a Version> {
-    if let Ok(revision) = to.parse::<u64>() {
-        return versions.iter().find(|v| v.revision == revision);
+    if let Ok(revision) = to.parse::<u64>()
+        && let Some(version) = versions.iter().find(|v| v.revision == revision)
+    {
+        return Some(version);
     }
     if to.len() < 4 {
         return None;

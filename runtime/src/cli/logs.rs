@@ -8,7 +8,7 @@ use super::Session;
 use super::lifecycle::HandlerArgs;
 use crate::config::parse_duration;
 use crate::logs::{self, LogLine, Query};
-use crate::say;
+use crate::{note, say};
 
 /// Longest part of one line printed; guests print at most 16 KiB a call.
 const MAX_LINE_BYTES: usize = 16 << 10;
@@ -41,12 +41,24 @@ pub(super) async fn logs(session: &Session, args: LogsArgs) -> anyhow::Result<()
     };
     let action = format!("read the log lines of {}", query.id);
     let json = args.json;
+    let mut printed = false;
     session
         .guard(
             &action,
-            logs::read(&session.js, &query, |line| print(line, json)),
+            logs::read(&session.js, &query, |line| {
+                printed = true;
+                print(line, json)
+            }),
         )
-        .await
+        .await?;
+    if !printed {
+        note!(
+            "weir: no log lines of {} in the last {}",
+            query.id,
+            humantime::format_duration(query.since)
+        );
+    }
+    Ok(())
 }
 
 /// One line, with where and when it was written. What the guest wrote is the tenant's: no

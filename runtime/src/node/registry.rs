@@ -693,8 +693,10 @@ impl Registry {
         };
         match error {
             Some(error) => {
-                // What the failed worker waited for, it no longer does.
+                // What the failed worker waited for, held or pinned, it no longer does.
                 running.waiting.remove(&partition);
+                running.paused.remove(&partition);
+                running.pins.remove(&partition);
                 running.failing.insert(partition, error)
             }
             None => running.failing.remove(&partition),
@@ -733,10 +735,7 @@ impl Registry {
             error: None,
             updated_at: now_rfc3339(),
         };
-        let reported = self.report(id, status).await;
-        if let Some(running) = self.running.get_mut(id) {
-            running.reported = reported.or(running.reported);
-        }
+        self.report(id, status).await;
     }
 
     /// Tells every worker of the deployment to stop; they hand off in the background, and
@@ -773,7 +772,13 @@ impl Registry {
         });
     }
 
-    async fn report_error(&self, id: &DeploymentId, revision: u64, version: &str, error: String) {
+    async fn report_error(
+        &mut self,
+        id: &DeploymentId,
+        revision: u64,
+        version: &str,
+        error: String,
+    ) {
         tracing::error!(
             tenant = id.tenant,
             handler = id.handler,
@@ -805,8 +810,8 @@ impl Registry {
         self.report(id, status).await;
     }
 
-    /// Writes this node's status for `id`; returns its revision.
-    async fn report(&self, id: &DeploymentId, status: NodeStatus) -> Option<u64> {
+    /// Writes this node's status for `id`, and remembers its revision for [`Registry::stop`].
+    async fn report(&mut self, id: &DeploymentId, status: NodeStatus) {
         let put = match serde_json::to_vec(&status) {
             Ok(json) => self
                 .node
@@ -817,10 +822,14 @@ impl Registry {
                 .map_err(anyhow::Error::from),
             Err(error) => Err(error.into()),
         };
-        put.inspect_err(
-            |error| tracing::warn!(deployment = %id, "failed to write status: {error:#}"),
-        )
-        .ok()
+        match put {
+            Ok(revision) => {
+                if let Some(running) = self.running.get_mut(id) {
+                    running.reported = Some(revision);
+                }
+            }
+            Err(error) => tracing::warn!(deployment = %id, "failed to write status: {error:#}"),
+        }
     }
 }
 
