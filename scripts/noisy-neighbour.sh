@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 N=${N:-10000}
 PARTITIONS=${PARTITIONS:-16}
 PORT=${PORT:-4334}
-WEIR=./target/release/weir
+WEIR=${WEIR:-./target/release/weir}
 GUEST=./target/guests/wasm32-wasip2/release/scripted.wasm
 URL=nats://127.0.0.1:$PORT
 DIR=$(mktemp -d)
