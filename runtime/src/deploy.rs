@@ -81,7 +81,11 @@ impl std::str::FromStr for From {
             return Ok(Self::Time(time));
         }
         if let Ok(ago) = humantime::parse_duration(text) {
-            return Ok(Self::Time(time::OffsetDateTime::now_utc() - ago));
+            let since = time::Duration::try_from(ago)
+                .ok()
+                .and_then(|ago| time::OffsetDateTime::now_utc().checked_sub(ago))
+                .ok_or_else(|| format!("{text} ago is before any time weir can store"))?;
+            return Ok(Self::Time(since));
         }
         Err(format!(
             "expected all, new, a stream sequence (e.g. 1042), a time (e.g. \

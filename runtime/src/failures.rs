@@ -68,19 +68,6 @@ pub fn failure_key(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
     format!("{}.{}.{escaped}.{stream_seq}", id.tenant, id.handler)
 }
 
-/// Removes every failure record of `id`, which was undeployed: a deployment made again under
-/// its name starts its attempts over.
-pub async fn forget_deployment(failures: &kv::Store, id: &DeploymentId) -> anyhow::Result<()> {
-    let subject = format!("{}{}.{}.>", failures.prefix, id.tenant, id.handler);
-    failures
-        .stream
-        .purge()
-        .filter(subject)
-        .await
-        .with_context(|| format!("failed to remove the failure records of {id}"))?;
-    Ok(())
-}
-
 /// The `weir_failures` bucket's configuration.
 pub(crate) fn bucket_config(replicas: usize) -> kv::Config {
     kv::Config {

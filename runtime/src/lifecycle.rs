@@ -40,8 +40,9 @@ pub struct Undeployed {
 
 /// Stops `id` everywhere: removes its record, waits for every live node to stop its workers
 /// (each finishes the message in hand), then deletes its partition consumers and, unless
-/// `keep_artifacts`, its stored components and its version history. Its dead letters stay; the
-/// nodes remove its failure records. `progress` is told what the command waits for.
+/// `keep_artifacts`, its stored components and its version history. Its dead letters stay, and
+/// its failure records expire by themselves (the dead-letter mover may still need them).
+/// `progress` is told what the command waits for.
 pub async fn undeploy(
     js: &jetstream::Context,
     id: &DeploymentId,
@@ -59,17 +60,26 @@ pub async fn undeploy(
     // Even a record no node accepts is removed; its stream and partitions, if it names them,
     // say which consumers to delete.
     let stored: Option<DeploymentSpec> = serde_json::from_slice(&entry.value).ok();
+    // The record is the tenant's, and need not be valid.
     let timeout = stored
         .as_ref()
         .map_or(Duration::ZERO, |spec| spec.limits.handler_timeout)
-        + NODES_GRACE;
+        .min(spec::MAX_DURATION)
+        .saturating_add(NODES_GRACE);
+    let revision = Some(entry.revision);
     if keep_artifacts {
-        control.deployments.delete(id.key()).await
+        control
+            .deployments
+            .delete_expect_revision(id.key(), revision)
+            .await
     } else {
         // The earlier versions go with their components.
-        control.deployments.purge(id.key()).await
+        control
+            .deployments
+            .purge_expect_revision(id.key(), revision)
+            .await
     }
-    .with_context(|| format!("failed to remove deployment {id}"))?;
+    .with_context(|| format!("failed to remove deployment {id} (changed meanwhile? try again)"))?;
 
     let (_, unconfirmed) = wait_for_nodes(&control, id, timeout, &mut progress, |_| false).await?;
     let mut consumers = 0;
@@ -144,13 +154,14 @@ pub async fn set_paused(
         })?;
     let partitions = spec.partitions;
     let done = move |status: &NodeStatus| {
-        status.error.is_none()
-            && if paused {
+        // A node that cannot run it holds nothing.
+        let refuses = status.error.is_some() && status.partitions.is_empty();
+        refuses
+            || if paused {
                 status.partitions.iter().all(|p| status.paused.contains(p))
             } else {
                 status.paused.is_empty()
-            }
-            && status.partitions.iter().all(|&p| p < partitions)
+            } && status.partitions.iter().all(|&p| p < partitions)
     };
     let (confirmed, unconfirmed) =
         wait_for_nodes(&control, id, timeout, &mut progress, done).await?;
@@ -298,8 +309,14 @@ pub async fn rollback(
     deployed_by: Option<String>,
 ) -> anyhow::Result<RolledBack> {
     let control = existing(js, id).await?;
-    let versions = versions(js, id).await?;
     let (revision, current) = current(&control, id).await?;
+    let versions = versions(js, id).await?;
+    anyhow::ensure!(
+        versions
+            .last()
+            .is_some_and(|v| v.current && v.revision <= revision),
+        "deployment {id} changed while its versions were read; try again"
+    );
     let target = match to {
         None => versions
             .iter()

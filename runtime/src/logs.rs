@@ -29,6 +29,8 @@ pub const LOGS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
 pub const LOGS_MAX_BYTES: i64 = 256 << 20;
 /// Lines waiting for the node's publisher; more are dropped.
 const QUEUE: usize = 4096;
+/// The longest line published; the rest of a longer one is in the node's log.
+const MAX_LINE_BYTES: usize = 16 << 10;
 
 /// One line, as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +80,7 @@ impl LogSink {
             stream_seq,
             level: level.to_owned(),
             source: source.to_owned(),
-            message: message.to_owned(),
+            message: clip(message, MAX_LINE_BYTES).to_owned(),
         };
         if self
             .queue
@@ -88,6 +90,15 @@ impl LogSink {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A node's publisher of log lines.
@@ -164,7 +175,9 @@ pub async fn read(
     let stream = js.get_stream(LOGS_STREAM).await.with_context(|| {
         format!("there is no stream {LOGS_STREAM}: no node has run a handler here yet")
     })?;
-    let start = time::OffsetDateTime::now_utc() - query.since;
+    let start = time::OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::try_from(query.since).unwrap_or(time::Duration::MAX))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let filter = subject(&query.id, query.partition);
     let from = consumer::DeliverPolicy::ByStartTime { start_time: start };
     let consumer = crate::control::reading_consumer(js, &stream, filter, from)

@@ -179,18 +179,21 @@ pub(super) async fn versions(session: &Session, args: VersionsArgs) -> anyhow::R
                     humantime::format_duration(spec.limits.handler_timeout),
                     spec.window
                 );
+                // The record is the tenant's to write: none of it moves the cursor.
+                let clip =
+                    |text: &str| crate::failures::clip(text, crate::failures::MAX_ERROR_BYTES);
                 let config = spec
                     .config
                     .iter()
-                    .map(|(key, value)| format!("{key}={value}"))
+                    .map(|(key, value)| format!("{}={}", clip(key), clip(value)))
                     .collect::<Vec<_>>()
                     .join(",");
                 say!(
                     "{mark} {:>8}  {:<12} {:<20} {:<12} {:<10} {:<28} {config}",
                     version.revision,
                     spec.short_version(),
-                    spec.deployed_at.get(..19).unwrap_or(&spec.deployed_at),
-                    spec.deployed_by.as_deref().unwrap_or("-"),
+                    clip(spec.deployed_at.get(..19).unwrap_or(&spec.deployed_at)),
+                    clip(spec.deployed_by.as_deref().unwrap_or("-")),
                     spec.stream,
                     limits,
                 )?;
@@ -223,7 +226,8 @@ pub(super) async fn rollback(session: &Session, args: RollbackArgs) -> anyhow::R
         rolled.spec.short_version(),
         rolled.to.revision,
         match &rolled.to.spec {
-            VersionSpec::Deployment(spec) => spec.deployed_at.clone(),
+            VersionSpec::Deployment(spec) =>
+                crate::failures::clip(&spec.deployed_at, crate::failures::MAX_ERROR_BYTES),
             VersionSpec::Invalid(_) => "-".to_owned(),
         }
     )?;

@@ -726,12 +726,13 @@ fn deployment_state(
     let held = reports
         .iter()
         .all(|r| r.partitions.iter().all(|p| r.paused.contains(p)));
+    let paused = if spec.paused { " (paused)" } else { "" };
     match running.len() as u32 {
+        0 => format!("not running{paused}"),
+        n if n < spec.partitions => format!("{n}/{} running{paused}", spec.partitions),
         _ if spec.paused && held => "paused".to_owned(),
         _ if spec.paused => "pausing".to_owned(),
-        0 => "not running".to_owned(),
-        n if n == spec.partitions => "running".to_owned(),
-        n => format!("{n}/{} running", spec.partitions),
+        _ => "running".to_owned(),
     }
 }
 

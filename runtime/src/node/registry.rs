@@ -67,6 +67,11 @@ struct Running {
     failing: BTreeMap<u32, String>,
     /// The revision of this node's last report in `weir_status`.
     reported: Option<u64>,
+    /// The `weir_deployments` revision this node runs.
+    revision: u64,
+    /// A later revision that failed to load, while this one runs on: its revision, version
+    /// and why.
+    failed: Option<(u64, String, String)>,
     /// The owner of every partition, as this node last placed them.
     owners: Vec<String>,
 }
@@ -184,7 +189,7 @@ impl Registry {
         }
         let ids: Vec<DeploymentId> = self.running.keys().cloned().collect();
         for id in ids {
-            self.stop(&id, false).await;
+            self.stop(&id).await;
         }
         self.workers.close();
         self.workers.wait().await;
@@ -201,7 +206,7 @@ impl Registry {
         };
         self.reloads.remove(&id);
         match entry.operation {
-            Operation::Delete | Operation::Purge => self.stop(&id, true).await,
+            Operation::Delete | Operation::Purge => self.stop(&id).await,
             Operation::Put => {
                 let tenant = self.node.tenants.get(&id.tenant);
                 // Anybody who may write the tenant's records may write one that is wrong.
@@ -235,19 +240,52 @@ impl Registry {
                         return;
                     }
                 }
-                match self.load(&id, spec.clone(), tenant).await {
+                match self.load(&id, spec.clone(), tenant.clone()).await {
+                    // Loading takes a while: a record removed or replaced meanwhile is not
+                    // started (the watch brings what came after).
+                    Ok(_) if !self.still_current(&id, entry.revision).await => {}
                     Ok(deployment) => {
                         self.start_or_swap(Arc::new(deployment), entry.revision)
                             .await
                     }
                     Err(error) => {
                         self.schedule_reload(&id);
+                        self.hold_as(&id, spec.paused, tenant);
                         self.report_error(&id, entry.revision, &spec.version, format!("{error:#}"))
                             .await
                     }
                 }
             }
         }
+    }
+
+    /// Whether `revision` is still the last word on `id` in `weir_deployments`.
+    async fn still_current(&self, id: &DeploymentId, revision: u64) -> bool {
+        match self.node.control.deployments.entry(id.key()).await {
+            Ok(Some(entry)) => entry.revision == revision && entry.operation == Operation::Put,
+            Ok(None) => false,
+            // Not known: the record as watched stands.
+            Err(_) => true,
+        }
+    }
+
+    /// Pauses or resumes the version that runs when a later one, which says `paused`, failed
+    /// to load: a paused handler is held whichever of its versions runs.
+    fn hold_as(&mut self, id: &DeploymentId, paused: bool, tenant: Arc<Tenant>) {
+        let Some(running) = self.running.get(id) else {
+            return;
+        };
+        let before = running.updates.borrow().clone();
+        if before.spec.paused == paused {
+            return;
+        }
+        let spec = DeploymentSpec {
+            paused,
+            ..before.spec.clone()
+        };
+        let deployment =
+            Deployment::new(id.clone(), spec, before.code.clone(), tenant, self.logs(id));
+        running.updates.send_replace(Arc::new(deployment));
     }
 
     /// Makes a validated spec runnable: checks what needs the server (the tenant may read the
@@ -338,6 +376,8 @@ impl Registry {
                         pins: BTreeMap::new(),
                         failing: BTreeMap::new(),
                         reported: None,
+                        revision,
+                        failed: None,
                         owners: Vec::new(),
                     },
                 );
@@ -705,24 +745,28 @@ impl Registry {
     }
 
     /// Records in `weir_status` what this node runs of the deployment; `revision` is the
-    /// `weir_deployments` revision it runs, `None` to keep the one last reported.
+    /// `weir_deployments` revision it now runs, `None` to keep the one it ran. A later revision
+    /// that failed to load is reported with it, until one loads.
     async fn report_running(&mut self, id: &DeploymentId, revision: Option<u64>) {
-        let Some(running) = self.running.get(id) else {
+        let Some(running) = self.running.get_mut(id) else {
             return;
         };
-        let revision = match revision {
-            Some(revision) => revision,
-            None => self
-                .node
-                .control
-                .deployments
-                .entry(id.key())
-                .await
-                .ok()
-                .flatten()
-                .map_or(0, |entry| entry.revision),
+        if let Some(revision) = revision {
+            running.revision = revision;
+            running.failed = None;
+        }
+        let spec_version = running.updates.borrow().spec.version.clone();
+        let (revision, version, error) = match &running.failed {
+            Some((revision, version, error)) => (
+                *revision,
+                version.clone(),
+                Some(format!(
+                    "{error} (still running version {})",
+                    spec_version.get(..12).unwrap_or(&spec_version)
+                )),
+            ),
+            None => (running.revision, spec_version, None),
         };
-        let version = running.updates.borrow().spec.version.clone();
         let status = NodeStatus {
             node: self.node.id.clone(),
             revision,
@@ -732,7 +776,7 @@ impl Registry {
             paused: running.paused.iter().copied().collect(),
             pins: running.pins.clone(),
             failing: running.failing.clone(),
-            error: None,
+            error,
             updated_at: now_rfc3339(),
         };
         self.report(id, status).await;
@@ -740,18 +784,13 @@ impl Registry {
 
     /// Tells every worker of the deployment to stop; they hand off in the background, and
     /// this node's status for it is cleared once they are done (`weir undeploy` waits for
-    /// that), unless the node has reported on it again meanwhile. A deployment `removed` from
-    /// `weir_deployments` loses its failure records then too.
-    async fn stop(&mut self, id: &DeploymentId, removed: bool) {
+    /// that), unless the node has reported on it again meanwhile.
+    async fn stop(&mut self, id: &DeploymentId) {
         let status = self.node.control.status.clone();
-        let failures = removed.then(|| self.node.control.failures.clone());
         let key = id.status_key(&self.node.id);
         let Some(running) = self.running.remove(id) else {
             if let Err(error) = status.delete(&key).await {
                 tracing::warn!(deployment = %id, "failed to clear status: {error}");
-            }
-            if let Some(failures) = failures {
-                forget_failures(&failures, id).await;
             }
             return;
         };
@@ -765,9 +804,6 @@ impl Registry {
             tracker.wait().await;
             if let Err(error) = status.delete_expect_revision(&key, reported).await {
                 tracing::debug!(deployment = %id, "status not cleared: {error}");
-            }
-            if let Some(failures) = failures {
-                forget_failures(&failures, &id).await;
             }
         });
     }
@@ -785,21 +821,16 @@ impl Registry {
             "cannot run deployment: {error}"
         );
         // A version that fails to load leaves the previous one, if any, running.
-        let (partitions, error) = match self.running.get(id) {
-            Some(running) => (
-                running.workers.keys().copied().collect(),
-                format!(
-                    "{error} (still running version {})",
-                    running.updates.borrow().spec.short_version()
-                ),
-            ),
-            None => (Vec::new(), error),
-        };
+        if let Some(running) = self.running.get_mut(id) {
+            running.failed = Some((revision, version.to_owned(), error));
+            self.report_running(id, None).await;
+            return;
+        }
         let status = NodeStatus {
             node: self.node.id.clone(),
             revision,
             version: version.to_owned(),
-            partitions,
+            partitions: Vec::new(),
             waiting: BTreeMap::new(),
             paused: Vec::new(),
             pins: BTreeMap::new(),
@@ -830,14 +861,6 @@ impl Registry {
             }
             Err(error) => tracing::warn!(deployment = %id, "failed to write status: {error:#}"),
         }
-    }
-}
-
-/// Removes the failure records of a deployment that was removed, so that one deployed again
-/// under its name starts its attempts over.
-async fn forget_failures(failures: &async_nats::jetstream::kv::Store, id: &DeploymentId) {
-    if let Err(error) = crate::failures::forget_deployment(failures, id).await {
-        tracing::warn!(deployment = %id, "{error:#}");
     }
 }
 

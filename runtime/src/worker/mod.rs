@@ -112,6 +112,8 @@ pub(crate) struct PartitionWorker {
     guests: Arc<GuestThreads>,
     /// Where failures, and attempt counts, are recorded.
     failures: kv::Store,
+    /// The deployment records.
+    deployments: kv::Store,
     node_id: String,
     pin_timeout: Duration,
     counters: SharedCounters,
@@ -272,6 +274,7 @@ impl PartitionWorker {
             js,
             guests: node.host.guest_threads(),
             failures: node.control.failures.clone(),
+            deployments: node.control.deployments.clone(),
             node_id: node.id.clone(),
             pin_timeout: node.pin_timeout,
             counters: node.counters.clone(),
@@ -355,6 +358,12 @@ impl PartitionWorker {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
             }
+            // Subscribing makes the consumer if it is gone: not for a deployment removed
+            // (`weir undeploy` deletes its consumers) before this node heard of it.
+            if deployment_removed(&self.deployments, &self.deployment.id).await {
+                tracing::info!("the deployment was removed; stopping");
+                return;
+            }
         }
     }
 
@@ -406,9 +415,11 @@ impl PartitionWorker {
                 () = next_of(&mut reclaim_check), if standby && self.fence.is_none() => {
                     Event::ReclaimCheck
                 }
-                // An idle worker waits for the word; a busy one looks after each call.
+                // An idle (or paused) worker waits for the word; a busy one looks after each call.
                 Ok(()) = self.memory_wanted.changed(),
-                    if self.instance.is_some() && flight.call.is_none() && self.window.is_empty() => {
+                    if self.instance.is_some()
+                        && flight.call.is_none()
+                        && (self.window.is_empty() || self.deployment.spec.paused) => {
                     Event::MemoryWanted
                 }
             };
@@ -469,7 +480,9 @@ impl PartitionWorker {
                         // Its holder now is another: it retries the message itself.
                         self.in_hand = None;
                     } else if self.deployment.spec.paused {
-                        // First again when the deployment resumes, its attempts counted.
+                        // First again when the deployment resumes, its attempts counted; what
+                        // it waited for, it no longer does.
+                        self.waiting_for(None);
                         if let Some(in_hand) = self.in_hand.take() {
                             let mut delivery = in_hand.delivery;
                             delivery.attempted = in_hand.attempt.saturating_sub(1);
@@ -1097,6 +1110,16 @@ impl PartitionWorker {
 
     fn consumer_name(&self) -> String {
         self.deployment.id.consumer_name(self.partition)
+    }
+}
+
+/// Whether `id`'s record is gone from `weir_deployments`.
+async fn deployment_removed(deployments: &kv::Store, id: &DeploymentId) -> bool {
+    match deployments.entry(id.key()).await {
+        Ok(Some(entry)) => entry.operation != kv::Operation::Put,
+        Ok(None) => true,
+        // Not known: the registry stops the worker if it is.
+        Err(_) => false,
     }
 }
 

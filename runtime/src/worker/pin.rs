@@ -274,6 +274,15 @@ pub(crate) async fn take_over(
         );
         return;
     }
+    // Another may have been pinned while the node was asked about.
+    let still = consumer.get_info().await.ok().and_then(|info| {
+        info.priority_groups
+            .first()
+            .and_then(|group| group.pinned_client_id.clone())
+    });
+    if still.as_deref() != Some(takeover.pin.as_str()) {
+        return;
+    }
     tracing::info!(
         pending = info.num_ack_pending,
         "{node}, which held the partition, is gone: releasing its pin and delivering what it \

@@ -537,7 +537,10 @@ async fn a_stream_that_already_captures_the_advisories_is_named_in_the_refusal()
             ..Default::default()
         })
         .await?;
-    let output = weir(&["status", "--nats-url", &env.server.url()]);
+    // Reading creates nothing; the first command that makes weir's streams is refused.
+    let url = env.server.url();
+    assert!(weir(&["status", "--nats-url", &url]).status.success());
+    let output = weir(&["dlq", "purge", "--all", "--nats-url", &url]);
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
     assert!(
