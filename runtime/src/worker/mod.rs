@@ -34,6 +34,11 @@
 //! hand and settles what it computed, then confirms its acks, resets the consumer to its ack
 //! floor (the rest of its window goes to the next holder, in order) and unpins.
 //!
+//! **Pause.** While its deployment is paused, a worker finishes the message in hand (a call, or
+//! a retry's wait), then hands the handler nothing more: it keeps what it pulled, alive with
+//! `+WPI`, keeps its instance and its place, and says so to the registry; a resume goes on in
+//! order. A crashed node's partition is taken over in [`pin::take_over`].
+//!
 //! A worker runs inside a `partition` span carrying `tenant`, `handler` and `partition`, so its
 //! events, and its handler's log lines, name them without repeating them.
 
