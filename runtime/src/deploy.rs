@@ -202,7 +202,7 @@ pub async fn deploy(
 }
 
 /// The valid spec `id` runs now, if any.
-pub async fn current_spec(control: &ControlPlane, id: &DeploymentId) -> Option<DeploymentSpec> {
+async fn current_spec(control: &ControlPlane, id: &DeploymentId) -> Option<DeploymentSpec> {
     let entry = control.deployments.entry(id.key()).await.ok()??;
     if entry.operation != jetstream::kv::Operation::Put {
         return None;

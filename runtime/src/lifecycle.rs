@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 
 use crate::control::{ControlPlane, DeploymentId};
-use crate::deploy::current_spec;
 use crate::outputs::Reserved;
 use crate::ownership::membership;
 use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
@@ -50,13 +49,7 @@ pub async fn undeploy(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Undeployed> {
     let control = existing(js, id).await?;
-    let entry = control
-        .deployments
-        .entry(id.key())
-        .await
-        .with_context(|| format!("failed to read deployment {id}"))?
-        .filter(|entry| entry.operation == kv::Operation::Put)
-        .with_context(|| format!("there is no deployment {id} (see `weir ls`)"))?;
+    let entry = record(&control, id).await?;
     // Even a record no node accepts is removed; its stream and partitions, if it names them,
     // say which consumers to delete.
     let stored: Option<DeploymentSpec> = serde_json::from_slice(&entry.value).ok();
@@ -404,17 +397,23 @@ async fn current(
     control: &ControlPlane,
     id: &DeploymentId,
 ) -> anyhow::Result<(u64, DeploymentSpec)> {
-    let entry = control
+    let entry = record(control, id).await?;
+    let (_, spec) = spec::read_record(&entry.key, &entry.value, &Reserved::default())
+        .with_context(|| {
+            format!("the record of deployment {id} is invalid (see `weir ls`); deploy it again")
+        })?;
+    Ok((entry.revision, spec))
+}
+
+/// The record of `id`, which must exist.
+async fn record(control: &ControlPlane, id: &DeploymentId) -> anyhow::Result<kv::Entry> {
+    control
         .deployments
         .entry(id.key())
         .await
         .with_context(|| format!("failed to read deployment {id}"))?
         .filter(|entry| entry.operation == kv::Operation::Put)
-        .with_context(|| format!("there is no deployment {id} (see `weir ls`)"))?;
-    let spec = current_spec(control, id).await.with_context(|| {
-        format!("the record of deployment {id} is invalid (see `weir ls`); deploy it again")
-    })?;
-    Ok((entry.revision, spec))
+        .with_context(|| format!("there is no deployment {id} (see `weir ls`)"))
 }
 
 /// Waits until every live node's report on `id` is `done` (or gone, when `done` is never

@@ -298,6 +298,11 @@ impl DeploymentSpec {
         self.retry.validate()?;
         validate_config(&self.config)?;
         validate_outputs(reserved, &self.outputs)?;
+        // The server refuses a consumer that starts at sequence 0: every partition would stall.
+        anyhow::ensure!(
+            self.start != StartAt::Sequence(0),
+            "--from (start) must be a stream sequence of at least 1"
+        );
         Ok(id)
     }
 
@@ -401,7 +406,7 @@ pub fn read_record(
 
 /// What one node made of one deployment, stored in `weir_status` under
 /// `<tenant>.<handler>.<node-id>`: the partitions it runs, or why it could not load it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The reporting node's id.
     pub node: String,
@@ -572,6 +577,10 @@ mod tests {
                 "is refused: subjects starting with `$`",
             ),
             (|s| s.outputs = vec!["weir.dlq.>".into()], "is refused"),
+            (
+                |s| s.start = StartAt::Sequence(0),
+                "--from (start) must be a stream sequence of at least 1",
+            ),
         ];
         for (change, expected) in cases {
             let mut spec = spec();

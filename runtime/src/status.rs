@@ -176,6 +176,27 @@ pub async fn read(
     Ok(ClusterStatus { nodes, deployments })
 }
 
+/// A deployment's state as the live nodes report it, for `weir ls`: `running` when every partition runs
+/// somewhere, `paused` once every one holds, else what is missing.
+pub fn deployment_state(spec: &DeploymentSpec, reports: &[NodeStatus]) -> String {
+    let running: BTreeSet<u32> = reports
+        .iter()
+        .flat_map(|r| r.partitions.iter().copied())
+        .filter(|&p| p < spec.partitions)
+        .collect();
+    let held = reports
+        .iter()
+        .all(|r| r.partitions.iter().all(|p| r.paused.contains(p)));
+    let paused = if spec.paused { " (paused)" } else { "" };
+    match running.len() as u32 {
+        0 => format!("not running{paused}"),
+        n if n < spec.partitions => format!("{n}/{} running{paused}", spec.partitions),
+        _ if spec.paused && held => "paused".to_owned(),
+        _ if spec.paused => "pausing".to_owned(),
+        _ => "running".to_owned(),
+    }
+}
+
 /// Every partition of a deployment: the live nodes running it, by their `reports`, and its
 /// consumer's backlog.
 async fn partitions(

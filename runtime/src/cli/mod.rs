@@ -614,7 +614,7 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
             .map(|(listed, nodes, dead)| match &listed.spec {
                 Ok(spec) => serde_json::json!({
                     "deployment": spec,
-                    "state": deployment_state(spec, nodes),
+                    "state": crate::status::deployment_state(spec, nodes),
                     "revision": listed.revision,
                     "nodes": nodes,
                     "dead_letters": dead,
@@ -676,7 +676,7 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
             .join("; ");
         match &listed.spec {
             Ok(spec) => {
-                let state = deployment_state(spec, &reports);
+                let state = crate::status::deployment_state(spec, &reports);
                 let nodes = if nodes.is_empty() { "none yet" } else { &nodes };
                 say!(
                     "{:<12} {:<16} {:<12} {:<12} {:>10} {state:<12} {:>6}  {:<20} {nodes}",
@@ -710,30 +710,6 @@ fn print_ls(rows: Vec<LsRow>, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A deployment's state as the live nodes report it: `running` when every partition runs
-/// somewhere, `paused` once every one holds, else what is missing.
-fn deployment_state(
-    spec: &crate::spec::DeploymentSpec,
-    reports: &[crate::spec::NodeStatus],
-) -> String {
-    let running: std::collections::BTreeSet<u32> = reports
-        .iter()
-        .flat_map(|r| r.partitions.iter().copied())
-        .filter(|&p| p < spec.partitions)
-        .collect();
-    let held = reports
-        .iter()
-        .all(|r| r.partitions.iter().all(|p| r.paused.contains(p)));
-    let paused = if spec.paused { " (paused)" } else { "" };
-    match running.len() as u32 {
-        0 => format!("not running{paused}"),
-        n if n < spec.partitions => format!("{n}/{} running{paused}", spec.partitions),
-        _ if spec.paused && held => "paused".to_owned(),
-        _ if spec.paused => "pausing".to_owned(),
-        _ => "running".to_owned(),
-    }
 }
 
 async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {

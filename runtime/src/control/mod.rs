@@ -284,15 +284,51 @@ pub async fn reading_consumer(
 
 /// Whether the server says there is no stream `name` (rather than, say, not answering).
 pub(crate) async fn stream_missing(js: &jetstream::Context, name: &str) -> bool {
+    matches!(existing_stream(js, name).await, Ok(None))
+}
+
+/// The stream `name`, or `None` where the server says there is none.
+pub(crate) async fn existing_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<Option<jetstream::stream::Stream>> {
     use async_nats::jetstream::context::GetStreamErrorKind;
     match js.get_stream(name).await {
-        Err(error) => matches!(
-            error.kind(),
-            GetStreamErrorKind::JetStream(error)
-                if error.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
-        ),
-        Ok(_) => false,
+        Ok(stream) => Ok(Some(stream)),
+        Err(error)
+            if matches!(
+                error.kind(),
+                GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error).with_context(|| format!("failed to open stream {name}")),
     }
+}
+
+/// The subjects `stream` holds messages on that match `filter`, read from stream info: no
+/// consumer, and nothing of what the messages hold.
+pub async fn stream_subjects(
+    stream: &jetstream::stream::Stream,
+    filter: String,
+) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt as _;
+    let failed = || {
+        format!(
+            "failed to list the subjects {filter} of stream {}",
+            stream.cached_info().config.name
+        )
+    };
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(filter.clone())
+        .await
+        .with_context(failed)?
+        .try_collect()
+        .await
+        .with_context(failed)?;
+    Ok(subjects.into_iter().map(|(subject, _)| subject).collect())
 }
 
 /// How long the marker left by an expired node record stays readable.
@@ -330,22 +366,16 @@ pub(crate) const MADE_BY_OPERATORS: &str = " (if this user may not create it, an
 /// consumers, and read values, only under its own prefix. Which keys exist is therefore no
 /// secret between tenants; what they hold is.
 pub async fn keys(store: &kv::Store, prefix: Option<&str>) -> anyhow::Result<Vec<String>> {
-    use futures::TryStreamExt as _;
     let filter = match prefix {
         Some(prefix) => format!("{}{prefix}.>", store.prefix),
         None => format!("{}>", store.prefix),
     };
-    let subjects: Vec<(String, usize)> = store
-        .stream
-        .info_with_subjects(&filter)
-        .await
-        .with_context(|| format!("failed to list the keys of {}", store.name))?
-        .try_collect()
+    let subjects = stream_subjects(&store.stream, filter)
         .await
         .with_context(|| format!("failed to list the keys of {}", store.name))?;
     let mut keys: Vec<String> = subjects
         .into_iter()
-        .filter_map(|(subject, _)| subject.strip_prefix(&store.prefix).map(str::to_owned))
+        .filter_map(|subject| subject.strip_prefix(&store.prefix).map(str::to_owned))
         .collect();
     keys.sort();
     Ok(keys)
@@ -423,7 +453,6 @@ impl Artifacts {
     /// (Components stored in the shared bucket, before tenants had buckets of their own, stay
     /// there: a tenant's user may not even look into it.)
     pub async fn remove_all(&self, id: &DeploymentId) -> anyhow::Result<usize> {
-        use futures::TryStreamExt as _;
         let prefix = format!("{}/{}/", id.tenant, id.handler);
         let bucket = artifacts_bucket(&id.tenant);
         let Ok(store) = self.js.get_object_store(&bucket).await else {
@@ -432,19 +461,16 @@ impl Artifacts {
         // The names are in the subjects of the objects' metadata, `$O.<bucket>.M.<base64 name>`,
         // which stream info lists without a consumer; a removed object's stays, with no object.
         let meta = format!("$O.{bucket}.M.");
-        let subjects: Vec<(String, usize)> = self
+        let stream = self
             .js
             .get_stream(format!("OBJ_{bucket}"))
             .await
-            .with_context(|| format!("failed to open object store {bucket}"))?
-            .info_with_subjects(format!("{meta}>"))
-            .await
-            .with_context(|| format!("failed to list the components in {bucket}"))?
-            .try_collect()
+            .with_context(|| format!("failed to open object store {bucket}"))?;
+        let subjects = stream_subjects(&stream, format!("{meta}>"))
             .await
             .with_context(|| format!("failed to list the components in {bucket}"))?;
         let mut names = Vec::new();
-        for (subject, _) in subjects {
+        for subject in subjects {
             use base64::Engine as _;
             let Some(encoded) = subject.strip_prefix(&meta) else {
                 continue;

@@ -207,23 +207,12 @@ pub async fn counts(
     js: &jetstream::Context,
     tenant: Option<&str>,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-    use futures::TryStreamExt as _;
-    if crate::control::stream_missing(js, DLQ_STREAM).await {
-        return Ok(std::collections::BTreeMap::new());
-    }
-    let stream = js
-        .get_stream(DLQ_STREAM)
-        .await
-        .with_context(|| format!("failed to open stream {DLQ_STREAM}"))?;
-    let subjects: Vec<(String, usize)> = stream
-        .info_with_subjects(filter_subject(tenant, None))
-        .await
-        .with_context(|| format!("failed to read the subjects of {DLQ_STREAM}"))?
-        .try_collect()
-        .await
-        .with_context(|| format!("failed to read the subjects of {DLQ_STREAM}"))?;
     let mut counts = std::collections::BTreeMap::new();
-    for (subject, _) in subjects {
+    // No dead-letter stream yet, no dead letters.
+    let Some(stream) = crate::control::existing_stream(js, DLQ_STREAM).await? else {
+        return Ok(counts);
+    };
+    for subject in crate::control::stream_subjects(&stream, filter_subject(tenant, None)).await? {
         let mut tokens = subject.split('.').skip(2);
         if let (Some(tenant), Some(handler)) = (tokens.next(), tokens.next()) {
             *counts.entry(format!("{tenant}.{handler}")).or_insert(0) += 1;

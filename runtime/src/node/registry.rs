@@ -228,15 +228,8 @@ impl Registry {
                     }
                     if before.spec.runs_like(&spec) {
                         // Paused or resumed: the same code goes on.
-                        let deployment = Deployment::new(
-                            id.clone(),
-                            spec,
-                            before.code.clone(),
-                            tenant,
-                            self.logs(&id),
-                        );
-                        self.start_or_swap(Arc::new(deployment), entry.revision)
-                            .await;
+                        let deployment = self.with_code_of(&before, spec, tenant);
+                        self.start_or_swap(deployment, entry.revision).await;
                         return;
                     }
                 }
@@ -283,9 +276,21 @@ impl Registry {
             paused,
             ..before.spec.clone()
         };
-        let deployment =
-            Deployment::new(id.clone(), spec, before.code.clone(), tenant, self.logs(id));
-        running.updates.send_replace(Arc::new(deployment));
+        running
+            .updates
+            .send_replace(self.with_code_of(&before, spec, tenant));
+    }
+
+    /// `spec`, run by the code that runs `before`.
+    fn with_code_of(
+        &self,
+        before: &Deployment,
+        spec: DeploymentSpec,
+        tenant: Arc<Tenant>,
+    ) -> SharedDeployment {
+        let id = before.id.clone();
+        let logs = self.logs(&id);
+        Arc::new(Deployment::new(id, spec, before.code.clone(), tenant, logs))
     }
 
     /// Makes a validated spec runnable: checks what needs the server (the tenant may read the
@@ -826,17 +831,14 @@ impl Registry {
             self.report_running(id, None).await;
             return;
         }
+        // Running nothing of it: the other nodes place it without this one.
         let status = NodeStatus {
             node: self.node.id.clone(),
             revision,
             version: version.to_owned(),
-            partitions: Vec::new(),
-            waiting: BTreeMap::new(),
-            paused: Vec::new(),
-            pins: BTreeMap::new(),
-            failing: BTreeMap::new(),
             error: Some(error),
             updated_at: now_rfc3339(),
+            ..NodeStatus::default()
         };
         self.report(id, status).await;
     }

@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use weir::control::ControlPlane;
 use weir::node::{self, NodeConfig, NodeHandle};
 use weir::spec::LimitsSpec;
-use weir::status::{self, PartitionStatus};
+use weir::status::PartitionStatus;
 use weir::tenants::TenantsConfig;
 
-use crate::support::{Env, OUTPUT, header, key_in, scripted_giving_up, seqs_per_key, wait_for};
+use crate::support::{
+    Env, OUTPUT, header, key_in, partitions, scripted_giving_up, seqs_per_key, wait_for,
+};
 
 const PARTITIONS: u32 = 2;
 const PER_PARTITION: usize = 6;
@@ -56,16 +57,6 @@ async fn assert_every_message_handled_on_its_first_attempt(env: &Env, keys: &[St
         .await
         .expect("DLQ readable");
     assert!(dead.values().all(|n| *n == 0), "dead letters: {dead:?}");
-}
-
-async fn partitions(env: &Env) -> Vec<PartitionStatus> {
-    let control = ControlPlane::open(&env.js).await.expect("control plane");
-    let mut cluster = status::read(&env.js, &control, None).await.expect("status");
-    cluster
-        .deployments
-        .pop()
-        .expect("one deployment")
-        .partitions
 }
 
 #[tokio::test]

@@ -9,11 +9,13 @@ use async_nats::jetstream::message::StreamMessage;
 use futures::TryStreamExt as _;
 use weir::control::{ControlPlane, DeploymentId};
 use weir::node::{self, NodeConfig, NodeHandle};
-use weir::status::{self, PartitionState};
+use weir::status::PartitionState;
 use weir::tenants::TenantsConfig;
 
 use crate::cli::{text, weir};
-use crate::support::{Env, INPUT, OUTPUT, header, read, scripted, seqs_per_key, wait_for};
+use crate::support::{
+    Env, INPUT, OUTPUT, header, node_status, partitions, read, scripted, seqs_per_key, wait_for,
+};
 
 const PARTITIONS: u32 = 4;
 const KEYS: u64 = 16;
@@ -105,13 +107,8 @@ fn tagged<'a>(outputs: &'a [StreamMessage], tag: Option<&str>) -> Vec<&'a Stream
 }
 
 async fn partition_states(env: &Env) -> Vec<(PartitionState, Vec<String>)> {
-    let control = ControlPlane::open(&env.js).await.expect("control plane");
-    let mut cluster = status::read(&env.js, &control, None).await.expect("status");
-    cluster
-        .deployments
-        .pop()
-        .expect("one deployment")
-        .partitions
+    partitions(env)
+        .await
         .into_iter()
         .map(|p| (p.state, p.owners))
         .collect()
@@ -205,10 +202,9 @@ async fn a_rollback_switches_the_outputs_to_the_earlier_version_at_a_message_bou
         .await?
         .expect("a record")
         .revision;
-    let key = DeploymentId::new("test", "versions")?.status_key(node.id());
+    let id = DeploymentId::new("test", "versions")?;
     wait_for("the node to run the version rolled back to", || async {
-        let value = control.status.get(&key).await.ok()??;
-        let status: weir::spec::NodeStatus = serde_json::from_slice(&value).ok()?;
+        let status = node_status(&control, node.id(), &id).await?;
         (status.revision >= current).then_some(())
     })
     .await;
@@ -332,10 +328,9 @@ async fn a_deployment_from_new_skips_what_was_stored_and_a_redeploy_keeps_its_pl
         "{deployed}"
     );
     let id = DeploymentId::new("test", "fresh")?;
+    let control = ControlPlane::open(&env.js).await?;
     wait_for("the node to run test/fresh", || async {
-        let control = ControlPlane::open(&env.js).await.ok()?;
-        let value = control.status.get(id.status_key(node.id())).await.ok()??;
-        let status: weir::spec::NodeStatus = serde_json::from_slice(&value).ok()?;
+        let status = node_status(&control, node.id(), &id).await?;
         (status.partitions.len() == PARTITIONS as usize).then_some(())
     })
     .await;

@@ -69,12 +69,10 @@ impl Env {
         let id = request.id.clone();
         let Deployed { spec, revision } = deploy::deploy(&self.js, &Host::new()?, request).await?;
         let control = ControlPlane::open(&self.js).await?;
-        let key = id.status_key(node.id());
         wait_for(
             &format!("node {} to run {id} revision {revision}", node.id()),
             || async {
-                let value = control.status.get(&key).await.ok()??;
-                let status: NodeStatus = serde_json::from_slice(&value).ok()?;
+                let status = node_status(&control, node.id(), &id).await?;
                 if let Some(error) = &status.error {
                     panic!("node could not run {id}: {error}");
                 }
@@ -143,6 +141,29 @@ pub async fn create_streams(
     })
     .await?;
     Ok(())
+}
+
+/// What `node` last reported of deployment `id`, if it reported anything.
+pub async fn node_status(
+    control: &ControlPlane,
+    node: &str,
+    id: &DeploymentId,
+) -> Option<NodeStatus> {
+    let value = control.status.get(id.status_key(node)).await.ok()??;
+    serde_json::from_slice(&value).ok()
+}
+
+/// Every partition of the one deployment there is, as `weir status` reads it.
+pub async fn partitions(env: &Env) -> Vec<weir::status::PartitionStatus> {
+    let control = ControlPlane::open(&env.js).await.expect("control plane");
+    let mut cluster = weir::status::read(&env.js, &control, None)
+        .await
+        .expect("status");
+    cluster
+        .deployments
+        .pop()
+        .expect("one deployment")
+        .partitions
 }
 
 /// Every message in `stream`, in order.

@@ -753,10 +753,9 @@ async fn a_tenant_runs_its_own_handlers_lifecycle_and_nobody_elses() -> anyhow::
         .concat(),
     ));
     let node = node::start(sample.js.client().clone(), NodeConfig::default()).await?;
-    let key = format!("acme.orders.{}", node.id());
+    let id = weir::control::DeploymentId::new("acme", "orders")?;
     wait_for("the node to run acme/orders", || async {
-        let value = operator.status.get(&key).await.ok()??;
-        let status: weir::spec::NodeStatus = serde_json::from_slice(&value).ok()?;
+        let status = crate::support::node_status(&operator, node.id(), &id).await?;
         (status.revision > 0 && status.partitions.len() == 4).then_some(())
     })
     .await;
