@@ -334,6 +334,7 @@ impl PartitionWorker {
                     .await;
             let next = match subscribed {
                 Ok(pulling) => {
+                    self.waiting_for(None);
                     if let Some(takeover) = self.takeover.take() {
                         let stream = self.deployment.spec.stream.clone();
                         let name = self.consumer_name();
@@ -351,6 +352,8 @@ impl PartitionWorker {
                 }
                 Err(error) => {
                     tracing::error!("{error:#}; retrying in {RESUBSCRIBE_DELAY:?}");
+                    // Nothing moves meanwhile, and `weir status` says why.
+                    self.waiting_for(Some(format!("cannot read its consumer: {error:#}")));
                     Next::Resubscribe
                 }
             };

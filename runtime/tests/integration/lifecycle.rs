@@ -561,3 +561,31 @@ async fn a_worker_that_fails_is_restarted_says_so_and_loses_nothing() -> anyhow:
     assert!(line.contains("starting it again in 2s"), "{status}");
     node.shutdown().await
 }
+
+#[tokio::test]
+async fn a_partition_whose_consumer_cannot_be_read_says_so() -> anyhow::Result<()> {
+    let env = Env::with_streams(PARTITIONS).await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, scripted("orphan")).await?;
+    env.js.delete_stream(INPUT).await?;
+    // `weir status` cannot read the stream either; the node's report says what each worker does.
+    let control = ControlPlane::open(&env.js).await?;
+    let id = DeploymentId::new("test", "orphan")?;
+    let waiting = wait_for(
+        "every partition to say it cannot read its consumer",
+        || async {
+            let status = node_status(&control, node.id(), &id).await?;
+            (status.waiting.len() == PARTITIONS as usize).then_some(status.waiting)
+        },
+    )
+    .await;
+    for (partition, why) in waiting {
+        assert!(
+            why.starts_with("cannot read its consumer"),
+            "{partition}: {why}"
+        );
+    }
+    let status = ok(&env, &["status"]).await;
+    assert!(status.contains("cannot read stream IN"), "{status}");
+    node.shutdown().await
+}
