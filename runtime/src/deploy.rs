@@ -13,12 +13,13 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use tracing::Instrument as _;
 
+use crate::clock::now_rfc3339;
 use crate::control::{self, ControlPlane, DEPLOYMENTS_BUCKET, DeploymentId};
 use crate::deployment::instance_context;
 use crate::host::{HandlerInstance, Host};
 use crate::outputs::{Coverage, OutputRules, Reserved};
 use crate::partition;
-use crate::spec::{self, DeploymentSpec, LimitsSpec, RetrySpec, StartAt, now_rfc3339};
+use crate::spec::{self, DeploymentSpec, LimitsSpec, RetrySpec, StartAt};
 use crate::tenants::Quotas;
 
 /// Everything `weir deploy` was given.

@@ -9,10 +9,8 @@
 //! message itself and counts its attempts here (`delivery`), so a node that takes a message over
 //! continues the count; after the last attempt weir terminates the message (`gave_up`).
 //!
-//! Records outlive the captured advisories ([`crate::dlq::ADVISORY_AGE`]) by a day: a record
+//! Records outlive the captured advisories ([`crate::control::ADVISORY_AGE`]) by a day: a record
 //! is written before its advisory exists, so the mover always finds it while the advisory waits.
-
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
@@ -21,9 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::control::DeploymentId;
 
 pub use crate::control::FAILURES_BUCKET;
-/// How long a failure record is kept: a day longer than an advisory waits for a mover.
-pub const FAILURE_RECORD_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
-const _: () = assert!(FAILURE_RECORD_AGE.as_secs() > crate::dlq::ADVISORY_AGE.as_secs());
 /// Longest error a record keeps; the rest of a long trap report is in the node's log.
 pub const MAX_ERROR_BYTES: usize = 1024;
 
@@ -69,17 +64,6 @@ pub fn failure_key(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
 }
 
 /// The `weir_failures` bucket's configuration.
-pub(crate) fn bucket_config(replicas: usize) -> kv::Config {
-    kv::Config {
-        bucket: FAILURES_BUCKET.to_owned(),
-        description: "weir: the last failure of each message that did not succeed".to_owned(),
-        history: 1,
-        max_age: FAILURE_RECORD_AGE,
-        num_replicas: replicas,
-        ..Default::default()
-    }
-}
-
 /// Writes `failure` as the message's last failure; returns once the server has stored it.
 pub(crate) async fn record(
     failures: &kv::Store,

@@ -39,6 +39,7 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod control;

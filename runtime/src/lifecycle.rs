@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv};
 
+use crate::clock::now_rfc3339;
 use crate::control::{ControlPlane, DeploymentId};
 use crate::outputs::Reserved;
 use crate::ownership::membership;
-use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
+use crate::spec::{self, DeploymentSpec, NodeStatus};
 use crate::{partition, status};
 
 /// How often a command looks at what the nodes report while it waits for them.

@@ -15,18 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::control::{DeploymentId, log_subject as subject};
 
-pub use crate::control::LOGS_STREAM;
-/// How long [`LOGS_STREAM`] keeps a line.
-pub const LOGS_MAX_AGE: Duration = Duration::from_secs(60 * 60);
-/// The most [`LOGS_STREAM`] holds; the oldest lines go first.
-pub const LOGS_MAX_BYTES: i64 = 256 << 20;
+pub use crate::control::{LOGS_MAX_AGE, LOGS_MAX_BYTES, LOGS_STREAM};
 /// Lines waiting for the node's publisher; more are dropped.
 const QUEUE: usize = 4096;
 /// The longest line published; the rest of a longer one is in the node's log.
@@ -74,7 +70,7 @@ impl LogSink {
     /// Publishes a line of the instance serving `partition`, unless the queue is full.
     pub fn send(&self, partition: u32, stream_seq: u64, level: &str, source: &str, message: &str) {
         let line = LogLine {
-            at: crate::spec::now_rfc3339(),
+            at: crate::clock::now_rfc3339(),
             node: self.node.to_string(),
             partition,
             stream_seq,
@@ -137,20 +133,6 @@ impl LogPublisher {
 }
 
 /// The configuration of [`LOGS_STREAM`].
-pub(crate) fn stream_config(replicas: usize) -> stream::Config {
-    stream::Config {
-        name: LOGS_STREAM.to_owned(),
-        description: Some("weir: recent handler log lines, for `weir logs`".to_owned()),
-        subjects: vec!["weir.logs.>".to_owned()],
-        retention: stream::RetentionPolicy::Limits,
-        max_age: LOGS_MAX_AGE,
-        max_bytes: LOGS_MAX_BYTES,
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: replicas,
-        ..Default::default()
-    }
-}
-
 /// Which lines `weir logs` reads.
 #[derive(Debug, Clone)]
 pub struct Query {

@@ -438,13 +438,6 @@ pub struct NodeStatus {
     pub updated_at: String,
 }
 
-/// The current time as RFC 3339, for records people read.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 #[allow(clippy::expect_used)] // A failed expectation is a failed test here.
 mod tests {

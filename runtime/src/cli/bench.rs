@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 
 use super::{NatsArgs, progress_bar};
 use crate::builtin::Builtin;
+use crate::clock::now_rfc3339;
 use crate::connection::{Credentials, connect};
 use crate::control::{ControlPlane, DeploymentId};
 use crate::deploy::{self, DeployRequest};
@@ -51,7 +52,7 @@ use crate::host::Host;
 use crate::metrics::SharedCounters;
 use crate::node::{self, NodeConfig, NodeHandle};
 use crate::partition::{self, StreamRequest};
-use crate::spec::{DEFAULT_WINDOW, DeploymentSpec, LimitsSpec, MAX_WINDOW, RetrySpec, now_rfc3339};
+use crate::spec::{DEFAULT_WINDOW, DeploymentSpec, LimitsSpec, MAX_WINDOW, RetrySpec};
 use crate::traffic::{Payload, Traffic};
 use crate::{note, say};
 

@@ -2,8 +2,14 @@
 //! subjects and message ids; and the control-plane buckets every node and command shares. See
 //! the control-plane table in DESIGN.md.
 
+mod streams;
+
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, object_store};
+
+pub use streams::{
+    ADVISORY_AGE, ADVISORY_SUBJECTS, FAILURE_RECORD_AGE, LOGS_MAX_AGE, LOGS_MAX_BYTES,
+};
 
 /// The uploaded components: one object store per tenant, `weir_artifacts_<tenant>` (see
 /// [`artifacts_bucket`]), keyed `<tenant>/<handler>/<sha256>`. Before weir had tenant
@@ -17,13 +23,16 @@ pub const STATUS_BUCKET: &str = "weir_status";
 pub const NODES_BUCKET: &str = "weir_nodes";
 /// The priority group every partition consumer belongs to.
 pub const PRIORITY_GROUP: &str = "weir";
-/// KV of failure records, keyed `<tenant>.<handler>.<stream>.<seq>` (see [`crate::failures`]).
+/// KV of failure records, keyed `<tenant>.<handler>.<stream>.<seq>`.
 pub const FAILURES_BUCKET: &str = "weir_failures";
 /// The stream that captures dead-letter advisories until the mover has handled them.
 pub const ADVISORIES_STREAM: &str = "WEIR_ADVISORIES";
-/// The stream of dead letters, on `weir.dlq.<tenant>.<handler>.<stream>.<seq>`.
+/// The durable consumer of [`ADVISORIES_STREAM`] every node's dead-letter mover pulls from.
+pub const MOVER_CONSUMER: &str = "weir_dlq_mover";
+/// The stream of dead letters, on `weir.dlq.<tenant>.<handler>.<stream>.<seq>`
+/// ([`dead_letter_subject`]).
 pub const DLQ_STREAM: &str = "WEIR_DLQ";
-/// The stream that keeps recent handler log lines (see [`crate::logs`]).
+/// The stream that keeps recent handler log lines, on [`log_subject`]s.
 pub const LOGS_STREAM: &str = "WEIR_LOGS";
 
 /// The subject of `id`'s log lines from `partition`, or of every partition's with `None`.
@@ -34,8 +43,29 @@ pub fn log_subject(id: &DeploymentId, partition: Option<u32>) -> String {
     }
 }
 
-/// The subject on which a node answers that its connection is up (see
-/// [`crate::ownership::membership`]).
+/// The subject of the dead letter of `stream_seq`: `weir.dlq.<tenant>.<handler>.<stream>.<seq>`.
+pub fn dead_letter_subject(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
+    format!(
+        "weir.dlq.{}.{}.{stream}.{stream_seq}",
+        id.tenant, id.handler
+    )
+}
+
+/// The subjects of the dead letters of one tenant, one handler, or all.
+pub fn dead_letters_subject(tenant: Option<&str>, handler: Option<&str>) -> String {
+    format!(
+        "weir.dlq.{}.{}.>",
+        tenant.unwrap_or("*"),
+        handler.unwrap_or("*")
+    )
+}
+
+/// The `Nats-Msg-Id` of a dead letter.
+pub fn dead_letter_msg_id(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
+    format!("dlq:{}.{}:{stream}:{stream_seq}", id.tenant, id.handler)
+}
+
+/// The subject on which a node answers that its connection is up.
 pub fn alive_subject(node: &str) -> String {
     format!("weir.node.{node}.alive")
 }
@@ -153,7 +183,7 @@ pub struct ControlPlane {
     pub status: kv::Store,
     /// See [`NODES_BUCKET`].
     pub nodes: kv::Store,
-    /// See [`crate::failures::FAILURES_BUCKET`].
+    /// See [`FAILURES_BUCKET`].
     pub failures: kv::Store,
 }
 
@@ -164,8 +194,7 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Opens the buckets and the dead-letter streams ([`crate::dlq`]), creating any that do not
-    /// exist yet, all replicated three times on a NATS cluster of three or more servers. The
+    /// Opens the buckets and the streams ([`streams`]), creating any that do not exist yet, all replicated three times on a NATS cluster of three or more servers. The
     /// tenants' artifact buckets are opened when needed ([`Artifacts`]).
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
         let replicas = control_plane_replicas(&js.client().server_info());
@@ -207,9 +236,8 @@ impl ControlPlane {
             },
         )
         .await?;
-        let failures = open_kv(js, crate::failures::bucket_config(replicas)).await?;
-        crate::dlq::ensure_streams(js, replicas).await?;
-        crate::dlq::ensure_stream(js, crate::logs::stream_config(replicas)).await?;
+        let failures = open_kv(js, streams::failures_bucket(replicas)).await?;
+        streams::ensure_all(js, replicas).await?;
         Ok(Self {
             artifacts,
             deployments,
@@ -230,7 +258,7 @@ impl ControlPlane {
             DEPLOYMENTS_BUCKET,
             STATUS_BUCKET,
             NODES_BUCKET,
-            crate::failures::FAILURES_BUCKET,
+            FAILURES_BUCKET,
         ] {
             match js.get_key_value(bucket).await {
                 Ok(store) => stores.push(store),
@@ -561,6 +589,25 @@ mod tests {
         ] {
             assert_eq!(DeploymentId::from_consumer_name(other), None, "{other}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn each_dead_message_has_a_subject_and_a_message_id_of_its_own() -> anyhow::Result<()> {
+        let id = DeploymentId::new("acme", "orders")?;
+        assert_eq!(
+            dead_letter_subject(&id, "ORDERS", 42),
+            "weir.dlq.acme.orders.ORDERS.42"
+        );
+        assert_eq!(
+            dead_letter_msg_id(&id, "ORDERS", 42),
+            "dlq:acme.orders:ORDERS:42"
+        );
+        assert_eq!(
+            dead_letters_subject(Some("acme"), None),
+            "weir.dlq.acme.*.>"
+        );
+        assert_eq!(dead_letters_subject(None, None), "weir.dlq.*.*.>");
         Ok(())
     }
 

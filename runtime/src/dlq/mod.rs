@@ -24,23 +24,12 @@
 mod mover;
 pub mod records;
 
-use anyhow::Context as _;
-use async_nats::jetstream::{self, stream};
-
-use crate::control::DeploymentId;
+use async_nats::jetstream;
 
 pub use mover::{Moved, Mover};
 
+use crate::control::dead_letters_subject;
 pub use crate::control::{ADVISORIES_STREAM, DLQ_STREAM};
-/// The durable consumer every node's mover pulls advisories from.
-pub const MOVER_CONSUMER: &str = "weir_dlq_mover";
-/// How long a captured advisory waits for a mover before the stream drops it.
-pub const ADVISORY_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-/// The subjects of the advisories the mover acts on.
-pub const ADVISORY_SUBJECTS: [&str; 2] = [
-    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
-    "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
-];
 
 /// The headers weir adds to a dead letter; the original's headers are kept beside them.
 pub mod headers {
@@ -118,89 +107,6 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// The subject of the dead letter of `stream_seq`: `weir.dlq.<tenant>.<handler>.<stream>.<seq>`.
-pub fn record_subject(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
-    format!(
-        "weir.dlq.{}.{}.{stream}.{stream_seq}",
-        id.tenant, id.handler
-    )
-}
-
-/// The subjects of the dead letters of one tenant, one handler, or all.
-pub fn filter_subject(tenant: Option<&str>, handler: Option<&str>) -> String {
-    format!(
-        "weir.dlq.{}.{}.>",
-        tenant.unwrap_or("*"),
-        handler.unwrap_or("*")
-    )
-}
-
-/// The `Nats-Msg-Id` of a dead letter.
-pub fn record_msg_id(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
-    format!("dlq:{}.{}:{stream}:{stream_seq}", id.tenant, id.handler)
-}
-
-/// Creates the advisory capture stream and the dead-letter stream if they do not exist.
-pub(crate) async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
-    ensure_stream(
-        js,
-        stream::Config {
-            name: ADVISORIES_STREAM.to_owned(),
-            description: Some(
-                "weir: dead-letter advisories waiting for the mover (a work queue)".to_owned(),
-            ),
-            subjects: ADVISORY_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
-            retention: stream::RetentionPolicy::WorkQueue,
-            // Bounded, so advisories nobody moves (no node running for a week) cannot pile up.
-            max_age: ADVISORY_AGE,
-            num_replicas: replicas,
-            ..Default::default()
-        },
-    )
-    .await?;
-    ensure_stream(
-        js,
-        stream::Config {
-            name: DLQ_STREAM.to_owned(),
-            description: Some("weir: dead letters, one subject each".to_owned()),
-            subjects: vec!["weir.dlq.>".to_owned()],
-            retention: stream::RetentionPolicy::Limits,
-            num_replicas: replicas,
-            ..Default::default()
-        },
-    )
-    .await
-}
-
-/// Creates the stream `config` describes unless it exists (see [`ensure_streams`]).
-pub(crate) async fn ensure_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-) -> anyhow::Result<()> {
-    if js.get_stream(&config.name).await.is_ok() {
-        return Ok(());
-    }
-    let name = config.name.clone();
-    let subjects = config.subjects.clone();
-    let error = match js.create_stream(config).await {
-        Ok(_) => return Ok(()),
-        // Another node or command made it first.
-        Err(_) if js.get_stream(&name).await.is_ok() => return Ok(()),
-        Err(error) => error,
-    };
-    for subject in &subjects {
-        if let Ok(other) = js.stream_by_subject(subject.as_str()).await {
-            anyhow::bail!(
-                "cannot create stream {name}: stream {other} already stores subjects that \
-                 overlap {subject}, and weir needs to capture them itself (remove stream \
-                 {other}, or change its subjects)"
-            );
-        }
-    }
-    Err(error)
-        .with_context(|| format!("failed to create stream {name} for {}", subjects.join(", ")))
-}
-
 /// Counts the dead letters held for each deployment (of every tenant, or of `tenant`), keyed
 /// `<tenant>.<handler>`.
 pub async fn counts(
@@ -212,7 +118,9 @@ pub async fn counts(
     let Some(stream) = crate::control::existing_stream(js, DLQ_STREAM).await? else {
         return Ok(counts);
     };
-    for subject in crate::control::stream_subjects(&stream, filter_subject(tenant, None)).await? {
+    for subject in
+        crate::control::stream_subjects(&stream, dead_letters_subject(tenant, None)).await?
+    {
         let mut tokens = subject.split('.').skip(2);
         if let (Some(tenant), Some(handler)) = (tokens.next(), tokens.next()) {
             *counts.entry(format!("{tenant}.{handler}")).or_insert(0) += 1;
@@ -224,22 +132,6 @@ pub async fn counts(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_dead_message_has_a_subject_and_a_message_id_of_its_own() -> anyhow::Result<()> {
-        let id = DeploymentId::new("acme", "orders")?;
-        assert_eq!(
-            record_subject(&id, "ORDERS", 42),
-            "weir.dlq.acme.orders.ORDERS.42"
-        );
-        assert_eq!(
-            record_msg_id(&id, "ORDERS", 42),
-            "dlq:acme.orders:ORDERS:42"
-        );
-        assert_eq!(filter_subject(Some("acme"), None), "weir.dlq.acme.*.>");
-        assert_eq!(filter_subject(None, None), "weir.dlq.*.*.>");
-        Ok(())
-    }
 
     #[test]
     fn reasons_read_back_from_their_header_values() {

@@ -17,8 +17,9 @@ use futures::StreamExt as _;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{ADVISORIES_STREAM, MOVER_CONSUMER, Reason, headers, record_msg_id, record_subject};
+use super::{ADVISORIES_STREAM, Reason, headers};
 use crate::control::{ControlPlane, DeploymentId};
+use crate::control::{MOVER_CONSUMER, dead_letter_msg_id, dead_letter_subject};
 use crate::failures::{self, Failure, MAX_ERROR_BYTES, clip};
 use crate::outputs::Reserved;
 use crate::partition;
@@ -283,10 +284,10 @@ impl Mover {
         use jetstream::context::PublishErrorKind;
         headers.insert(
             "Nats-Msg-Id",
-            record_msg_id(id, &advisory.stream, advisory.stream_seq),
+            dead_letter_msg_id(id, &advisory.stream, advisory.stream_seq),
         );
         headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-        let subject = record_subject(id, &advisory.stream, advisory.stream_seq);
+        let subject = dead_letter_subject(id, &advisory.stream, advisory.stream_seq);
         let sent = match self
             .js
             .publish_with_headers(subject.clone(), headers, payload)

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use super::{DLQ_STREAM, Reason, filter_subject, headers};
+use super::{DLQ_STREAM, Reason, headers};
+use crate::control::dead_letters_subject;
 
 /// How long reading the DLQ waits for the next message before giving up.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,7 +117,7 @@ pub async fn list(
     tenant: Option<&str>,
     handler: Option<&str>,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let stored = read(js, &filter_subject(tenant, handler)).await?;
+    let stored = read(js, &dead_letters_subject(tenant, handler)).await?;
     Ok(assemble(stored))
 }
 
@@ -181,7 +182,7 @@ pub async fn replay(
             )
         })?;
     let replay = Replay {
-        at: crate::spec::now_rfc3339(),
+        at: crate::clock::now_rfc3339(),
         to: subject,
         stored_as: format!("{}:{}", ack.stream, ack.sequence),
     };
@@ -222,7 +223,7 @@ pub async fn purge_all(
     tenant: Option<&str>,
     handler: Option<&str>,
 ) -> anyhow::Result<u64> {
-    let filter = filter_subject(tenant, handler);
+    let filter = dead_letters_subject(tenant, handler);
     let purged = open(js)
         .await?
         .purge()

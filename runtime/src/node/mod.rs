@@ -24,7 +24,7 @@ use crate::control::ControlPlane;
 use crate::dlq::Mover;
 use crate::host::Host;
 use crate::metrics::SharedCounters;
-use crate::ownership::membership::{self, MemberState, Membership, MembershipConfig};
+use crate::ownership::membership::{self, MaxInstances, MemberState, Membership, MembershipConfig};
 use crate::tenants::{Tenants, TenantsConfig};
 
 /// How long a stopping node tries to hand its last acknowledgements to NATS.
@@ -110,6 +110,8 @@ pub(crate) struct NodeContext {
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) pin_timeout: Duration,
     pub(crate) claim_all_partitions: bool,
+    /// What this node announces in its membership record.
+    pub(crate) max_instances: MaxInstances,
     pub(crate) builtin_handlers: bool,
     /// Publishes the handlers' log lines for `weir logs`.
     pub(crate) logs: crate::logs::LogPublisher,
@@ -117,6 +119,21 @@ pub(crate) struct NodeContext {
     pub(crate) client: async_nats::Client,
     /// See [`NodeConfig::worker_fault`].
     pub(crate) worker_fault: Option<WorkerFault>,
+}
+
+impl NodeContext {
+    /// What the node's partition workers share.
+    pub(crate) fn for_workers(&self) -> crate::worker::NodeShare {
+        crate::worker::NodeShare {
+            node_id: self.id.clone(),
+            guests: self.host.guest_threads(),
+            failures: self.control.failures.clone(),
+            deployments: self.control.deployments.clone(),
+            pin_timeout: self.pin_timeout,
+            counters: self.counters.clone(),
+            client: self.client.clone(),
+        }
+    }
 }
 
 /// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`].
@@ -169,6 +186,12 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
             .await
             .with_context(|| format!("failed to open the artifact bucket of tenant {tenant}"))?;
     }
+    let max_instances = MaxInstances {
+        default: config.tenants.defaults.max_instances,
+        tenants: (config.tenants.tenants.iter())
+            .map(|(tenant, policy)| (tenant.clone(), policy.quotas.max_instances))
+            .collect(),
+    };
     let tenants = Arc::new(
         Tenants::open(
             config.tenants,
@@ -184,6 +207,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         js.clone(),
         control.nodes.clone(),
         &config.node_id,
+        max_instances.clone(),
         config.membership,
     )
     .await?;
@@ -221,6 +245,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         tenants: tenants.clone(),
         pin_timeout: config.pin_timeout,
         claim_all_partitions: config.claim_all_partitions,
+        max_instances,
         builtin_handlers: config.builtin_handlers,
         logs: crate::logs::LogPublisher::start(client.clone(), &config.node_id),
         client: client.clone(),

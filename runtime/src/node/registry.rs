@@ -14,7 +14,10 @@
 //! not read its stream there, its component does not load, its record is invalid) says why in
 //! `weir_status` and runs none of its partitions, and every node, following `weir_status`,
 //! leaves it out of that deployment's placement, so its share goes to the others. A load that
-//! failed is tried again, after a pause that doubles up to a minute.
+//! failed is tried again, after a pause that doubles up to a minute. A node is given no more of
+//! a tenant's partitions, over all the tenant's deployments, than its quota lets it run
+//! (`max_instances`, announced in its membership record), so a tenant's deployments are placed
+//! together, and again whenever one of them comes, goes or changes its partition count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -30,15 +33,16 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::builtin::Builtin;
+use crate::clock::now_rfc3339;
 use crate::control::DeploymentId;
 use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
 use crate::logs::LogSink;
 use crate::node::NodeContext;
 use crate::node::supervision::{self, Failing};
-use crate::ownership::membership::MemberView;
+use crate::ownership::membership::{MaxInstances, MemberView};
 use crate::ownership::placement;
 use crate::partition;
-use crate::spec::{self, DeploymentSpec, NodeStatus, now_rfc3339};
+use crate::spec::{self, DeploymentSpec, NodeStatus};
 use crate::tenants::Tenant;
 use crate::worker::{Change, PartitionReport, PartitionWorker, Takeover};
 
@@ -47,6 +51,8 @@ const REWATCH_DELAY: Duration = Duration::from_secs(1);
 /// How long what workers say of their partitions is gathered before it is written to
 /// `weir_status`: at a thousand partitions, one record rather than a thousand.
 const REPORT_DELAY: Duration = Duration::from_millis(250);
+/// How long changes to a tenant's deployments are gathered before it is placed again.
+const PLACE_DELAY: Duration = Duration::from_millis(250);
 /// Bounds of the pause before a deployment that failed to load is loaded again.
 const RELOAD_DELAY_MIN: Duration = Duration::from_secs(1);
 const RELOAD_DELAY_MAX: Duration = Duration::from_secs(60);
@@ -88,7 +94,7 @@ pub(crate) struct Registry {
     running: HashMap<DeploymentId, Running>,
     members: watch::Receiver<Option<MemberView>>,
     /// The active members placement was last computed from.
-    placed_with: Option<Vec<String>>,
+    placed_with: Option<Vec<(String, MaxInstances)>>,
     /// Every worker task, including those still handing off after being told to stop.
     workers: TaskTracker,
     /// Where workers say they begin or end a wait for capacity or a pause.
@@ -96,6 +102,12 @@ pub(crate) struct Registry {
         mpsc::UnboundedSender<PartitionReport>,
         mpsc::UnboundedReceiver<PartitionReport>,
     ),
+    /// The partitions of every deployment in `weir_deployments` whose record reads, run here
+    /// or not: with its quota, a node may run only so many of a tenant's partitions, over all
+    /// of the tenant's deployments.
+    demand: BTreeMap<DeploymentId, u32>,
+    /// Tenants whose deployments' partitions changed, to be placed again, and when.
+    unplaced: (BTreeSet<String>, Option<Instant>),
     /// By deployment, the nodes that say in `weir_status` they cannot run it.
     refusals: HashMap<DeploymentId, BTreeSet<String>>,
     /// By deployment and node, the pins that node's workers last said they hold, kept after
@@ -121,6 +133,8 @@ impl Registry {
             members,
             placed_with: None,
             workers: TaskTracker::new(),
+            demand: BTreeMap::new(),
+            unplaced: (BTreeSet::new(), None),
             reports: mpsc::unbounded_channel(),
             refusals: HashMap::new(),
             pins: HashMap::new(),
@@ -155,6 +169,7 @@ impl Registry {
                         Some(report) = self.reports.1.recv() => self.partition_report(report),
                         Some(failing) = self.failures.1.recv() => self.failing(failing),
                         () = sleep_until(self.unreported.1) => self.report_unreported().await,
+                        () = sleep_until(self.unplaced.1) => self.place_unplaced().await,
                         () = sleep_until(reload.as_ref().map(|(_, at)| *at)) => {
                             if let Some((id, _)) = reload {
                                 self.reload(&id).await;
@@ -206,18 +221,23 @@ impl Registry {
         };
         self.reloads.remove(&id);
         match entry.operation {
-            Operation::Delete | Operation::Purge => self.stop(&id).await,
+            Operation::Delete | Operation::Purge => {
+                self.stop(&id).await;
+                self.set_demand(&id, None);
+            }
             Operation::Put => {
                 let tenant = self.node.tenants.get(&id.tenant);
                 // Anybody who may write the tenant's records may write one that is wrong.
                 let spec = match spec::read_record(&entry.key, &entry.value, &tenant.reserved) {
                     Ok((_, spec)) => spec,
                     Err(error) => {
+                        self.set_demand(&id, None);
                         let message = format!("invalid deployment record: {error:#}");
                         self.report_error(&id, entry.revision, "", message).await;
                         return;
                     }
                 };
+                self.set_demand(&id, Some(spec.partitions));
                 if let Some(running) = self.running.get(&id) {
                     let before = running.updates.borrow().clone();
                     if before.spec == spec {
@@ -249,6 +269,29 @@ impl Registry {
                     }
                 }
             }
+        }
+    }
+
+    /// Follows how many partitions `id`'s record has (`None`: no record that reads), and
+    /// places its tenant again soon if that changed. (Soon, not at once: a tenant may write
+    /// many records in a row, and one placement after them does.)
+    fn set_demand(&mut self, id: &DeploymentId, partitions: Option<u32>) {
+        let before = match partitions {
+            Some(partitions) => self.demand.insert(id.clone(), partitions),
+            None => self.demand.remove(id),
+        };
+        if before != partitions {
+            self.unplaced.0.insert(id.tenant.clone());
+            self.unplaced
+                .1
+                .get_or_insert_with(|| Instant::now() + PLACE_DELAY);
+        }
+    }
+
+    async fn place_unplaced(&mut self) {
+        self.unplaced.1 = None;
+        for tenant in std::mem::take(&mut self.unplaced.0) {
+            self.place_and_report(&tenant).await;
         }
     }
 
@@ -359,14 +402,12 @@ impl Registry {
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {
         let id = deployment.id.clone();
-        match self.running.get(&id) {
+        let placed_again = match self.running.get(&id) {
             Some(running) => {
                 let before = running.updates.send_replace(deployment.clone());
                 // Each worker moves to the new stream itself; another partition count is
                 // another set of partitions.
-                if before.spec.partitions != deployment.spec.partitions {
-                    self.place(&id);
-                }
+                before.spec.partitions != deployment.spec.partitions
             }
             None => {
                 let (updates, _) = watch::channel(deployment.clone());
@@ -386,7 +427,15 @@ impl Registry {
                         owners: Vec::new(),
                     },
                 );
-                self.place(&id);
+                true
+            }
+        };
+        if placed_again {
+            // The tenant's other deployments make room for it, or take what it left.
+            for other in self.place_tenant(&id.tenant) {
+                if other != id {
+                    self.report_running(&other, None).await;
+                }
             }
         }
         let running = &self.running[&id];
@@ -417,51 +466,122 @@ impl Registry {
         Some(active)
     }
 
+    /// What `member` announces it runs at most; this node's own while its record has lapsed.
+    fn max_instances_of<'v>(&'v self, view: &'v MemberView, member: &str) -> &'v MaxInstances {
+        match view.live.get(member) {
+            Some(record) => &record.max_instances,
+            None => &self.node.max_instances,
+        }
+    }
+
     /// Places every deployment again after the membership changed.
     async fn place_all(&mut self) {
         let Some(active) = self.active_members() else {
             return;
         };
-        if self.placed_with.as_ref() == Some(&active) {
+        // Who takes partitions, and how many of each tenant's.
+        let view = self.members.borrow().clone().unwrap_or_default();
+        let placed_with: Vec<(String, MaxInstances)> = (active.iter())
+            .map(|member| (member.clone(), self.max_instances_of(&view, member).clone()))
+            .collect();
+        if self.placed_with.as_ref() == Some(&placed_with) {
             return;
         }
         tracing::info!(members = ?active, "membership changed");
-        self.placed_with = Some(active);
-        let ids: Vec<DeploymentId> = self.running.keys().cloned().collect();
-        for id in ids {
-            if self.place(&id) {
-                self.report_running(&id, None).await;
-            }
+        self.placed_with = Some(placed_with);
+        let tenants: BTreeSet<String> = self.running.keys().map(|id| id.tenant.clone()).collect();
+        for tenant in tenants {
+            self.place_and_report(&tenant).await;
         }
     }
 
-    /// Starts and stops workers of one deployment so that this node runs exactly the
-    /// partitions placement gives it, among the active members able to run it. Returns whether
-    /// anything changed.
-    fn place(&mut self, id: &DeploymentId) -> bool {
-        let Some(mut active) = self.active_members() else {
-            return false;
+    /// Places the deployments of `tenant` that this node runs again, and reports those whose
+    /// partitions changed here.
+    async fn place_and_report(&mut self, tenant: &str) {
+        for id in self.place_tenant(tenant) {
+            self.report_running(&id, None).await;
+        }
+    }
+
+    /// Starts and stops workers of `tenant`'s deployments so that this node runs exactly the
+    /// partitions placement gives it ([`placement::tenant_owners`]): among the active members
+    /// able to run each deployment, and within each member's quota of the tenant's
+    /// partitions. Returns the deployments whose partitions here changed.
+    fn place_tenant(&mut self, tenant: &str) -> Vec<DeploymentId> {
+        let Some(active) = self.active_members() else {
+            return Vec::new();
         };
         let me = self.node.id.clone();
-        // This node runs it, whatever it said before.
-        if let Some(refusing) = self.refusals.get(id) {
-            active.retain(|member| *member == me || !refusing.contains(member));
+        // Every deployment of the tenant in `weir_deployments` counts, run here or not; a
+        // running one with the partitions it runs.
+        let mut demands: BTreeMap<DeploymentId, (u32, Vec<String>)> = BTreeMap::new();
+        let records = self.demand.iter().filter(|(id, _)| id.tenant == tenant);
+        for (id, &partitions) in records {
+            demands.insert(id.clone(), (partitions, Vec::new()));
         }
+        for (id, running) in self.running.iter().filter(|(id, _)| id.tenant == tenant) {
+            let partitions = running.updates.borrow().spec.partitions;
+            demands.insert(id.clone(), (partitions, Vec::new()));
+        }
+        for (id, (_, able)) in &mut demands {
+            let refusing = self.refusals.get(id);
+            let runs_here = self.running.contains_key(id);
+            *able = active
+                .iter()
+                .filter(|member| {
+                    // This node runs it, whatever it said before.
+                    (runs_here && **member == me)
+                        || !refusing.is_some_and(|refusing| refusing.contains(*member))
+                })
+                .cloned()
+                .collect();
+        }
+        let view = self.members.borrow().clone().unwrap_or_default();
+        let room = |member: &str| self.max_instances_of(&view, member).of(tenant);
+        let list: Vec<placement::Demand<'_, '_>> = demands
+            .iter()
+            .map(|(id, (partitions, able))| placement::Demand {
+                id,
+                partitions: *partitions,
+                able,
+            })
+            .collect();
+        let placed = placement::tenant_owners(&list, room);
+        let owners: Vec<(DeploymentId, Vec<String>)> = self
+            .running
+            .iter()
+            .filter(|(id, _)| id.tenant == tenant)
+            .map(|(id, running)| {
+                let partitions = running.updates.borrow().spec.partitions;
+                let owners = if self.node.claim_all_partitions && active.contains(&me) {
+                    vec![me.clone(); partitions as usize]
+                } else {
+                    placed
+                        .get(id)
+                        .map(|owners| owners.iter().map(|&owner| owner.to_owned()).collect())
+                        .unwrap_or_default()
+                };
+                (id.clone(), owners)
+            })
+            .collect();
+        owners
+            .into_iter()
+            .filter_map(|(id, owners)| self.run_placed(&id, owners).then_some(id))
+            .collect()
+    }
+
+    /// Starts and stops workers of one deployment so that this node runs exactly the
+    /// partitions that `owners` (indexed by partition) gives it. Returns whether anything
+    /// changed.
+    fn run_placed(&mut self, id: &DeploymentId, owners: Vec<String>) -> bool {
+        let me = self.node.id.clone();
         let Some(running) = self.running.get_mut(id) else {
             return false;
         };
-        let deployment = running.updates.borrow().clone();
-        let partitions = deployment.spec.partitions;
-        let owners: Vec<String> = if self.node.claim_all_partitions && active.contains(&me) {
-            vec![me.clone(); partitions as usize]
-        } else {
-            placement::owners(id, partitions, &active)
-                .into_iter()
-                .map(str::to_owned)
-                .collect()
-        };
-        let owned: Vec<u32> = (0..partitions)
-            .filter(|&p| owners.get(p as usize) == Some(&me))
+        let owned: Vec<u32> = (0..)
+            .zip(&owners)
+            .filter(|(_, owner)| **owner == me)
+            .map(|(partition, _)| partition)
             .collect();
         // A partition whose owner left without handing it off: its pin may be a dead node's.
         let previous = std::mem::replace(&mut running.owners, owners);
@@ -508,9 +628,10 @@ impl Registry {
                 continue;
             }
             let stop = CancellationToken::new();
-            let (updates, node, reports) = (
+            let (updates, shared, fault, reports) = (
                 running.updates.subscribe(),
-                self.node.clone(),
+                self.node.for_workers(),
+                self.node.worker_fault.clone(),
                 self.reports.0.clone(),
             );
             let worker_stop = stop.clone();
@@ -520,13 +641,12 @@ impl Registry {
                 let worker = PartitionWorker::new(
                     partition,
                     updates.clone(),
-                    &node,
+                    &shared,
                     reports.clone(),
                     worker_stop.clone(),
                     takeover.clone(),
                 );
-                let fault = node
-                    .worker_fault
+                let fault = fault
                     .as_ref()
                     .is_some_and(|fault| (fault.0)(&worker_id, partition));
                 async move {
@@ -658,9 +778,7 @@ impl Registry {
                     "node can run the deployment again"
                 }
             );
-            if self.place(&id) {
-                self.report_running(&id, None).await;
-            }
+            self.place_and_report(&id.tenant).await;
         }
     }
 

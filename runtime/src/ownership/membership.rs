@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_rfc3339;
 use crate::control::{NODES_BUCKET, alive_subject};
-use crate::spec::now_rfc3339;
 
 /// Pause before watching `weir_nodes` again after the watch broke.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
@@ -38,6 +38,40 @@ pub struct MemberRecord {
     pub started_at: String,
     /// The weir version the node runs.
     pub version: String,
+    /// How many partitions of each tenant the node runs at most, which placement respects.
+    /// (Missing from the records of nodes older than this field: no bound.)
+    #[serde(default)]
+    pub max_instances: MaxInstances,
+}
+
+/// How many partitions of each tenant a node runs at most: its configuration's
+/// `max_instances`, over all of a tenant's deployments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxInstances {
+    /// Of a tenant without a section of its own.
+    pub default: u32,
+    /// Of each tenant with a section of its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, u32>,
+}
+
+impl MaxInstances {
+    /// No bound at all.
+    pub const UNBOUNDED: Self = Self {
+        default: u32::MAX,
+        tenants: BTreeMap::new(),
+    };
+
+    /// `tenant`'s.
+    pub fn of(&self, tenant: &str) -> u32 {
+        self.tenants.get(tenant).copied().unwrap_or(self.default)
+    }
+}
+
+impl Default for MaxInstances {
+    fn default() -> Self {
+        Self::UNBOUNDED
+    }
 }
 
 /// A live node's part in placement.
@@ -99,11 +133,13 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
-    /// Registers `node`, refusing an id that a live node already holds.
+    /// Registers `node`, which runs at most `max_instances` partitions of each tenant,
+    /// refusing an id that a live node already holds.
     pub(crate) async fn join(
         js: jetstream::Context,
         nodes: kv::Store,
         node: &str,
+        max_instances: MaxInstances,
         config: MembershipConfig,
     ) -> anyhow::Result<Self> {
         let record = MemberRecord {
@@ -111,6 +147,7 @@ impl Membership {
             state: MemberState::Active,
             started_at: now_rfc3339(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_instances,
         };
         let ttl = Duration::from_secs(config.ttl.as_secs().max(1));
         let revision = match register(&nodes, &record, ttl).await {

@@ -7,6 +7,17 @@
 //! - no node holds more than `ceil(P/N) + 1` partitions of one deployment;
 //! - a node joining or leaving moves about `P/N` partitions, the ones it gains or loses, plus
 //!   the odd one pushed over a bound (measured in the tests below).
+//!
+//! A node also runs at most so many partitions of one tenant, over all the tenant's
+//! deployments (its `max_instances`, which it announces in its membership record), so a
+//! tenant's deployments are placed together ([`tenant_owners`]): each partition goes to the
+//! highest-ranked member with room under both bounds, else to one with room for the tenant,
+//! else (every able member is full) to the highest-ranked, where it waits for capacity and
+//! `weir status` says so. The quotas are configuration, not load, so placement does not move
+//! partitions back and forth as they fill up. Deployments that fewer members can run are
+//! placed first, since they have fewer places to go.
+
+use std::collections::{BTreeMap, HashMap};
 
 use crate::control::DeploymentId;
 
@@ -16,38 +27,81 @@ pub fn capacity(partitions: u32, members: usize) -> u32 {
     partitions.div_ceil(members) + 1
 }
 
+/// One of a tenant's deployments, to be placed.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand<'d, 'm> {
+    /// Which.
+    pub id: &'d DeploymentId,
+    /// How many partitions it has.
+    pub partitions: u32,
+    /// The members able to run it, sorted.
+    pub able: &'m [String],
+}
+
+/// The owner of every partition of each of one tenant's deployments, indexed by partition
+/// (empty for a deployment that no member can run), where `room` says how many of the
+/// tenant's partitions each member runs at most.
+pub fn tenant_owners<'d, 'm>(
+    demands: &[Demand<'d, 'm>],
+    room: impl Fn(&str) -> u32,
+) -> BTreeMap<&'d DeploymentId, Vec<&'m str>> {
+    let mut order: Vec<&Demand<'d, 'm>> = demands.iter().collect();
+    order.sort_by_key(|demand| (demand.able.len(), demand.id));
+    let mut tenant_load: HashMap<&'m str, u32> = HashMap::new();
+    let mut placed = BTreeMap::new();
+    for demand in order {
+        let members = demand.able;
+        let bound = capacity(demand.partitions, members.len());
+        let mut load = vec![0_u32; members.len()];
+        let key = demand.id.key();
+        let owners: Vec<&'m str> = (0..demand.partitions)
+            .filter(|_| !members.is_empty())
+            .map(|partition| {
+                let mut ranked: Vec<(u64, usize)> = members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, member)| (score(member, &key, partition), i))
+                    .collect();
+                // Highest score first; the member index breaks (unlikely) ties the same
+                // everywhere because callers pass members sorted.
+                ranked.sort_unstable_by(|a, b| b.cmp(a));
+                let has_room = |i: usize| {
+                    let member = members[i].as_str();
+                    tenant_load.get(member).copied().unwrap_or(0) < room(member)
+                };
+                let chosen = ranked
+                    .iter()
+                    .find(|&&(_, i)| load[i] < bound && has_room(i))
+                    .or_else(|| ranked.iter().find(|&&(_, i)| has_room(i)))
+                    .or(ranked.first())
+                    .map_or(0, |&(_, i)| i);
+                load[chosen] += 1;
+                let member = members[chosen].as_str();
+                *tenant_load.entry(member).or_default() += 1;
+                member
+            })
+            .collect();
+        placed.insert(demand.id, owners);
+    }
+    placed
+}
+
 /// The owner of every partition of `deployment`, indexed by partition; empty without members.
+/// (The tenant's other deployments and its quotas aside: see [`tenant_owners`].)
 pub fn owners<'a>(
     deployment: &DeploymentId,
     partitions: u32,
     members: &'a [String],
 ) -> Vec<&'a str> {
-    if members.is_empty() {
-        return Vec::new();
-    }
-    let room = capacity(partitions, members.len());
-    let mut load = vec![0_u32; members.len()];
-    let key = deployment.key();
-    (0..partitions)
-        .map(|partition| {
-            let mut ranked: Vec<(u64, usize)> = members
-                .iter()
-                .enumerate()
-                .map(|(i, member)| (score(member, &key, partition), i))
-                .collect();
-            // Highest score first; the member index breaks (unlikely) ties the same everywhere
-            // because callers pass members sorted.
-            ranked.sort_unstable_by(|a, b| b.cmp(a));
-            // Some member always has room: members × capacity ≥ partitions.
-            let chosen = ranked
-                .iter()
-                .find(|&&(_, i)| load[i] < room)
-                .or(ranked.first())
-                .map_or(0, |&(_, i)| i);
-            load[chosen] += 1;
-            members[chosen].as_str()
-        })
-        .collect()
+    let demand = Demand {
+        id: deployment,
+        partitions,
+        able: members,
+    };
+    tenant_owners(&[demand], |_| u32::MAX)
+        .into_values()
+        .next()
+        .unwrap_or_default()
 }
 
 /// The partitions of `deployment` that `me` owns among `members`.
@@ -123,6 +177,122 @@ mod tests {
                 assert_eq!(owned, (0..p).collect::<Vec<_>>());
             }
         }
+    }
+
+    /// `owners` per deployment, with each member's room for the tenant.
+    fn placed<'a>(
+        deployments: &'a [(DeploymentId, u32)],
+        able: &'a [String],
+        room: &[(&str, u32)],
+    ) -> BTreeMap<&'a DeploymentId, Vec<&'a str>> {
+        let demands: Vec<Demand<'a, 'a>> = deployments
+            .iter()
+            .map(|(id, partitions)| Demand {
+                id,
+                partitions: *partitions,
+                able,
+            })
+            .collect();
+        tenant_owners(&demands, |member| {
+            room.iter()
+                .find(|(name, _)| *name == member)
+                .map_or(u32::MAX, |(_, n)| *n)
+        })
+    }
+
+    fn held(placed: &BTreeMap<&DeploymentId, Vec<&str>>, member: &str) -> usize {
+        placed
+            .values()
+            .flatten()
+            .filter(|owner| **owner == member)
+            .count()
+    }
+
+    #[test]
+    fn no_member_runs_more_of_a_tenant_than_its_room_over_all_the_tenants_deployments()
+    -> anyhow::Result<()> {
+        let all = members(&["a", "b", "c"]);
+        for tenant in 0..50 {
+            let deployments: Vec<(DeploymentId, u32)> = ["orders", "refunds", "audit"]
+                .iter()
+                .zip([8, 4, 5])
+                .map(|(handler, p)| Ok((DeploymentId::new(&format!("t{tenant}"), handler)?, p)))
+                .collect::<anyhow::Result<_>>()?;
+            // 17 partitions, room for exactly 17.
+            let placed = placed(&deployments, &all, &[("a", 2), ("b", 5), ("c", 10)]);
+            assert_eq!(
+                [held(&placed, "a"), held(&placed, "b"), held(&placed, "c")],
+                [2, 5, 10],
+                "tenant t{tenant}: {placed:?}"
+            );
+            for (id, partitions) in &deployments {
+                assert_eq!(placed[id].len(), *partitions as usize, "{id}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn partitions_beyond_every_members_room_go_to_their_best_ranked_member_to_wait() {
+        let all = members(&["a", "b"]);
+        for id in deployments() {
+            let deployments = [(id, 6)];
+            let placed = placed(&deployments, &all, &[("a", 1), ("b", 1)]);
+            let id = &deployments[0].0;
+            let owners = &placed[id];
+            assert_eq!(owners.len(), 6, "every partition of {id} has an owner");
+            // The room there is, is used.
+            assert!(
+                held(&placed, "a") >= 1 && held(&placed, "b") >= 1,
+                "{placed:?}"
+            );
+            // Past the room there is, each goes to its best-ranked member.
+            for (partition, owner) in (0..).zip(owners).skip(2) {
+                let best = all
+                    .iter()
+                    .max_by_key(|member| score(member, &id.key(), partition))
+                    .map(String::as_str);
+                assert_eq!(Some(*owner), best, "{id} partition {partition}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_deployment_fewer_members_can_run_is_placed_first() -> anyhow::Result<()> {
+        let only_a = members(&["a"]);
+        let both = members(&["a", "b"]);
+        let (narrow, wide) = (
+            DeploymentId::new("t", "narrow")?,
+            DeploymentId::new("t", "wide")?,
+        );
+        let demands = [
+            Demand {
+                id: &wide,
+                partitions: 2,
+                able: &both,
+            },
+            Demand {
+                id: &narrow,
+                partitions: 2,
+                able: &only_a,
+            },
+        ];
+        let placed = tenant_owners(&demands, |member| if member == "a" { 2 } else { 8 });
+        assert_eq!(placed[&narrow], ["a", "a"]);
+        assert_eq!(placed[&wide], ["b", "b"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_deployment_no_member_can_run_has_no_owners() -> anyhow::Result<()> {
+        let id = DeploymentId::new("t", "h")?;
+        let demand = Demand {
+            id: &id,
+            partitions: 4,
+            able: &[],
+        };
+        assert_eq!(tenant_owners(&[demand], |_| 1)[&id], Vec::<&str>::new());
+        Ok(())
     }
 
     #[test]

@@ -242,6 +242,19 @@ enum Event {
     Progress,
 }
 
+/// What the partition workers of one node share, given them by the node.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeShare {
+    pub(crate) node_id: String,
+    pub(crate) guests: Arc<GuestThreads>,
+    pub(crate) failures: kv::Store,
+    pub(crate) deployments: kv::Store,
+    pub(crate) pin_timeout: Duration,
+    pub(crate) counters: SharedCounters,
+    /// The node's own connection.
+    pub(crate) client: async_nats::Client,
+}
+
 /// Waits for the future in `slot`, or forever if there is none.
 async fn next_of<F: std::future::Future + Unpin>(slot: &mut Option<F>) -> F::Output {
     match slot {
@@ -254,7 +267,7 @@ impl PartitionWorker {
     pub(crate) fn new(
         partition: u32,
         mut updates: watch::Receiver<SharedDeployment>,
-        node: &crate::node::NodeContext,
+        node: &NodeShare,
         reports: mpsc::UnboundedSender<PartitionReport>,
         stop: CancellationToken,
         takeover: Option<Takeover>,
@@ -277,10 +290,10 @@ impl PartitionWorker {
             last_settled: None,
             fence: None,
             js,
-            guests: node.host.guest_threads(),
-            failures: node.control.failures.clone(),
-            deployments: node.control.deployments.clone(),
-            node_id: node.id.clone(),
+            guests: node.guests.clone(),
+            failures: node.failures.clone(),
+            deployments: node.deployments.clone(),
+            node_id: node.node_id.clone(),
             pin_timeout: node.pin_timeout,
             counters: node.counters.clone(),
             memory_wanted,

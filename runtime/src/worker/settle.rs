@@ -16,10 +16,10 @@ use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 
 use super::pin::Pin;
 use super::window::Delivery;
+use crate::clock::now_rfc3339;
 use crate::deployment::Deployment;
 use crate::failures::{self, Failure};
 use crate::partition;
-use crate::spec::now_rfc3339;
 
 /// Longest reason sent with `+TERM`.
 const MAX_TERM_REASON_BYTES: usize = 1024;

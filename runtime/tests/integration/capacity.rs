@@ -10,7 +10,8 @@ use weir::status::PartitionStatus;
 use weir::tenants::TenantsConfig;
 
 use crate::support::{
-    Env, OUTPUT, header, key_in, partitions, scripted_giving_up, seqs_per_key, wait_for,
+    Env, OUTPUT, header, key_in, node_status, partitions, scripted, scripted_giving_up,
+    seqs_per_key, wait_for,
 };
 
 const PARTITIONS: u32 = 2;
@@ -122,6 +123,64 @@ async fn a_partition_over_the_tenants_quota_waits_says_so_and_runs_on_another_no
             .then_some(())
     })
     .await;
+    roomy.shutdown().await?;
+    small.shutdown().await
+}
+
+#[tokio::test]
+async fn placement_gives_a_node_no_more_of_a_tenant_than_its_quota_over_all_its_deployments()
+-> anyhow::Result<()> {
+    const PARTITIONS: u32 = 4;
+    let env = Env::with_streams(PARTITIONS).await?;
+    let small = node_with(&env, "small", "[tenants.test]\nmax_instances = 2").await?;
+    let roomy = node_with(&env, "roomy", "").await?;
+    // Two deployments of one tenant on the same stream, 8 partitions in all: the small node
+    // runs 2 of them, the roomy node the other 6; none waits.
+    let handlers = ["first", "second"];
+    for handler in handlers {
+        let mut request = scripted(handler);
+        request.config = [("output_prefix".to_owned(), format!("out.{handler}"))].into();
+        env.deploy_on(&roomy, request).await?;
+    }
+    let keys: Vec<String> = (0..PARTITIONS).map(|p| key_in(p, PARTITIONS, 0)).collect();
+    for i in 0..PER_PARTITION {
+        for key in &keys {
+            env.publish(&format!("in.{key}.ev"), &format!("echo {key} {i}"))
+                .await?;
+        }
+    }
+
+    // Every message reaches each deployment's outputs, in order per key.
+    let outputs = env
+        .wait_messages(OUTPUT, 2 * keys.len() * PER_PARTITION)
+        .await;
+    let expected: Vec<u64> = (0..PER_PARTITION as u64).collect();
+    for handler in handlers {
+        let prefix = format!("out.{handler}.");
+        let theirs: Vec<_> = outputs
+            .iter()
+            .filter(|output| output.subject.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let per_key = seqs_per_key(&theirs);
+        for key in &keys {
+            assert_eq!(per_key.get(key), Some(&expected), "{handler}: key {key}");
+        }
+    }
+    let control = weir::control::ControlPlane::open(&env.js).await?;
+    let mut held = 0;
+    for handler in handlers {
+        let id = weir::control::DeploymentId::new("test", handler)?;
+        let status = node_status(&control, "small", &id)
+            .await
+            .unwrap_or_default();
+        assert!(status.waiting.is_empty(), "{handler} waits: {status:?}");
+        held += status.partitions.len();
+    }
+    assert_eq!(
+        held, 2,
+        "the small node runs its quota of the tenant's partitions"
+    );
     roomy.shutdown().await?;
     small.shutdown().await
 }

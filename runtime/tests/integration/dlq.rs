@@ -325,7 +325,7 @@ async fn a_message_whose_record_is_already_there_is_not_recorded_again() -> anyh
     earlier.insert("Nats-Msg-Id", "an-earlier-mover");
     env.js
         .publish_with_headers(
-            weir::dlq::record_subject(&id, INPUT, rejected),
+            weir::control::dead_letter_subject(&id, INPUT, rejected),
             earlier,
             "the first record".into(),
         )
