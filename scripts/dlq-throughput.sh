@@ -22,7 +22,7 @@ until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
 w stream create IN --subjects 'in.*.>' --partitions 16 >/dev/null
 w stream create OUT --subjects 'out.>' >/dev/null
 for i in $(seq 1 "$NODES"); do
-  "$WEIR" --nats-url "$URL" node --node-id "n$i" 2>"$DIR/node$i.log" &
+  "$WEIR" --nats-url "$URL" node --http off --node-id "n$i" 2>"$DIR/node$i.log" &
   NODE_PIDS+=($!)
 done
 w deploy "$GUEST" --tenant bench --name dead --stream IN --output 'out.>' >/dev/null

@@ -25,7 +25,7 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 SERVER=$!
 until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
 w stream create IDLE --subjects 'idle.*.>' --partitions "$P" >/dev/null
-"$WEIR" --nats-url "$URL" node --node-id idle "${NODE_ARGS[@]}" 2>"$DIR/node.log" &
+"$WEIR" --nats-url "$URL" node --http off --node-id idle "${NODE_ARGS[@]}" 2>"$DIR/node.log" &
 NODE=$!
 NODE_PIDS+=("$NODE")
 w deploy "$GUEST" --tenant bench --name idle --stream IDLE >/dev/null

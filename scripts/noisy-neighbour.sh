@@ -56,7 +56,7 @@ w stream create OUT --subjects 'out.>' >/dev/null
 w stream create HIN --subjects 'hin.*.>' --partitions "$PARTITIONS" >/dev/null
 NODES=${NODES:-1}
 for i in $(seq 1 "$NODES"); do
-  "$WEIR" --nats-url "$URL" node --node-id "noisy-neighbour-$i" --config "$DIR/weir.toml" \
+  "$WEIR" --nats-url "$URL" node --http off --node-id "noisy-neighbour-$i" --config "$DIR/weir.toml" \
     2>"$DIR/node-$i.log" &
   NODE_PIDS+=($!)
 done

@@ -63,7 +63,6 @@ pub fn failure_key(id: &DeploymentId, stream: &str, stream_seq: u64) -> String {
     format!("{}.{}.{escaped}.{stream_seq}", id.tenant, id.handler)
 }
 
-/// The `weir_failures` bucket's configuration.
 /// Writes `failure` as the message's last failure; returns once the server has stored it.
 pub(crate) async fn record(
     failures: &kv::Store,

@@ -53,6 +53,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod observe;
 pub mod outputs;
 pub mod ownership;
 pub mod partition;

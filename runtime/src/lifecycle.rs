@@ -149,8 +149,7 @@ pub async fn set_paused(
     let partitions = spec.partitions;
     let done = move |status: &NodeStatus| {
         // A node that cannot run it holds nothing.
-        let refuses = status.error.is_some() && status.partitions.is_empty();
-        refuses
+        status.refused
             || if paused {
                 status.partitions.iter().all(|p| status.paused.contains(p))
             } else {

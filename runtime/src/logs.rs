@@ -132,7 +132,6 @@ impl LogPublisher {
     }
 }
 
-/// The configuration of [`LOGS_STREAM`].
 /// Which lines `weir logs` reads.
 #[derive(Debug, Clone)]
 pub struct Query {

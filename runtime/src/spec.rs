@@ -404,6 +404,20 @@ pub fn read_record(
     Ok((id, spec))
 }
 
+/// The partition count a `weir_deployments` record states, if it states one within bounds,
+/// however it fares otherwise: what placement counts the record for on every node, since
+/// whether a node accepts the record depends on that node's configuration.
+pub fn partitions_of_record(value: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Partitions {
+        partitions: u32,
+    }
+    let Partitions { partitions } = serde_json::from_slice(value).ok()?;
+    (1..=MAX_PARTITIONS)
+        .contains(&partitions)
+        .then_some(partitions)
+}
+
 /// What one node made of one deployment, stored in `weir_status` under
 /// `<tenant>.<handler>.<node-id>`: the partitions it runs, or why it could not load it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -434,6 +448,11 @@ pub struct NodeStatus {
     pub failing: BTreeMap<u32, String>,
     /// Why this node cannot run the revision, if it cannot.
     pub error: Option<String>,
+    /// Whether this node runs no version of the deployment at all, for `error`: every node then
+    /// leaves it out of the deployment's placement. (A node that runs an earlier version, the
+    /// later one having failed to load, has an `error` and is not refused.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// When the node wrote this, RFC 3339.
     pub updated_at: String,
 }

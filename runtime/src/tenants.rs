@@ -434,6 +434,12 @@ impl Tenants {
             .clone()
     }
 
+    /// Every tenant the node has met so far.
+    pub fn met(&self) -> Vec<Arc<Tenant>> {
+        let met = self.met.lock().unwrap_or_else(PoisonError::into_inner);
+        met.values().cloned().collect()
+    }
+
     /// Flushes what the tenants' own connections still have to send.
     pub async fn flush(&self) {
         let clients: Vec<(String, async_nats::Client)> = {

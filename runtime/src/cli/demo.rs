@@ -92,7 +92,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.partitions
     )?;
 
-    let node = node::start(client.clone(), NodeConfig::default()).await?;
+    let config = NodeConfig {
+        // Any free port: the demo's node is not the only thing a machine may run.
+        http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..NodeConfig::default()
+    };
+    let node = node::start(client.clone(), config).await?;
+    if let Some(addr) = node.http_addr() {
+        say!("▸ the node's metrics are on http://{addr}/metrics (health: /healthz, /readyz)")?;
+    }
     let id = DeploymentId::new("demo", "orders")?;
     let spec = deploy::deploy(
         &js,

@@ -143,6 +143,23 @@ pub struct NodeArgs {
     /// credentials (see the README's "Tenants")
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz);
+    /// `off` serves none (see the README's "Observe")
+    #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_http)]
+    pub http: HttpAddr,
+}
+
+/// `weir node --http`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_http(text: &str) -> Result<HttpAddr, String> {
+    if text == "off" {
+        return Ok(HttpAddr(None));
+    }
+    text.parse().map(|addr| HttpAddr(Some(addr))).map_err(|_| {
+        format!("{text:?} is not an address such as 127.0.0.1:9464 or [::1]:9464, nor `off`")
+    })
 }
 
 /// `weir stream` subcommands.
@@ -386,9 +403,13 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         tenants,
         nats_urls: Some(url),
         worker_fault: None,
+        http: args.http.0,
     };
     let mut node = node::start(client, config).await?;
     note!("weir: node {} running; Ctrl-C to stop", node.id());
+    if let Some(addr) = node.http_addr() {
+        note!("weir: metrics on http://{addr}/metrics, health on /healthz and /readyz");
+    }
     tokio::select! {
         result = node.wait() => result,
         signal = shutdown_signal() => {

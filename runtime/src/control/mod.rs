@@ -194,8 +194,9 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Opens the buckets and the streams ([`streams`]), creating any that do not exist yet, all replicated three times on a NATS cluster of three or more servers. The
-    /// tenants' artifact buckets are opened when needed ([`Artifacts`]).
+    /// Opens the buckets and the streams ([`streams`]), creating any that do not exist yet,
+    /// all replicated three times on a NATS cluster of three or more servers. The tenants'
+    /// artifact buckets are opened when needed ([`Artifacts`]).
     pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
         let replicas = control_plane_replicas(&js.client().server_info());
         let artifacts = Artifacts {

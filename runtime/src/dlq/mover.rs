@@ -21,6 +21,7 @@ use super::{ADVISORIES_STREAM, Reason, headers};
 use crate::control::{ControlPlane, DeploymentId};
 use crate::control::{MOVER_CONSUMER, dead_letter_msg_id, dead_letter_subject};
 use crate::failures::{self, Failure, MAX_ERROR_BYTES, clip};
+use crate::observe::Metrics;
 use crate::outputs::Reserved;
 use crate::partition;
 use crate::spec;
@@ -77,6 +78,8 @@ pub struct Mover {
     js: jetstream::Context,
     deployments: kv::Store,
     failures: kv::Store,
+    /// Where the dead letters it stores are counted, if anywhere.
+    metrics: Option<Metrics>,
 }
 
 impl Mover {
@@ -86,6 +89,22 @@ impl Mover {
             js,
             deployments: control.deployments.clone(),
             failures: control.failures.clone(),
+            metrics: None,
+        }
+    }
+
+    /// The same mover, counting the dead letters it stores in `metrics`.
+    pub fn counting_in(self, metrics: Metrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// Counts a dead letter this mover stored.
+    fn count(&self, id: &DeploymentId, reason: Reason, moved: &Moved) {
+        if let (Some(metrics), Moved::Recorded(_)) = (&self.metrics, moved) {
+            metrics.dead_letter_moved(id, reason);
         }
     }
 
@@ -211,6 +230,7 @@ impl Mover {
             .store(&id, &advisory, letter(original.as_ref()))
             .await?
         {
+            self.count(&id, reason, &moved);
             return Ok(moved);
         }
         // The original fills the server's max_payload, leaving no room for weir's headers.
@@ -219,7 +239,10 @@ impl Mover {
             advisory.stream, advisory.stream_seq
         );
         match self.store(&id, &advisory, letter(Err(&why))).await? {
-            Stored::Done(moved) => Ok(moved),
+            Stored::Done(moved) => {
+                self.count(&id, reason, &moved);
+                Ok(moved)
+            }
             Stored::TooLarge => anyhow::bail!(
                 "the dead letter of {} sequence {} is too large even without the original",
                 advisory.stream,

@@ -33,6 +33,8 @@ pub struct TenantBudget {
     memory_wanted: watch::Sender<()>,
     pub(crate) log: Mutex<LogBudget>,
     pub(crate) scheduler: Arc<CpuScheduler>,
+    /// CPU time the tenant's calls have spent on this node, in nanoseconds.
+    cpu_spent: AtomicU64,
 }
 
 impl TenantBudget {
@@ -44,7 +46,19 @@ impl TenantBudget {
             log: Mutex::new(LogBudget::new(quota.log_lines_per_second)),
             quota,
             scheduler,
+            cpu_spent: AtomicU64::new(0),
         }
+    }
+
+    /// Counts the CPU time of one call (instantiation, `init` or `handle`).
+    pub(crate) fn spent_cpu(&self, spent: std::time::Duration) {
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.cpu_spent.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// CPU time the tenant's calls have spent on this node so far.
+    pub fn cpu_spent(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.cpu_spent.load(Ordering::Relaxed))
     }
 
     /// The tenant's name.

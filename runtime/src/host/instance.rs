@@ -250,7 +250,9 @@ async fn bounded<T>(
         parts.cpu.clone(),
         first,
     );
-    tokio::time::timeout(limits.handler_timeout, fair).await
+    let result = tokio::time::timeout(limits.handler_timeout, fair).await;
+    parts.budget.spent_cpu(parts.cpu.spent());
+    result
 }
 
 /// Turns the end of a bounded call into a result, after logging what the guest printed.

@@ -24,6 +24,7 @@ use crate::control::ControlPlane;
 use crate::dlq::Mover;
 use crate::host::Host;
 use crate::metrics::SharedCounters;
+use crate::observe::{Health, Metrics};
 use crate::ownership::membership::{self, MaxInstances, MemberState, Membership, MembershipConfig};
 use crate::tenants::{Tenants, TenantsConfig};
 
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     /// Makes partition workers panic as they start, where it says so. This exists to test
     /// their supervision, not for production.
     pub worker_fault: Option<WorkerFault>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` ([`crate::observe`]); `None`:
+    /// nowhere.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Whether a worker of a deployment's partition panics as it starts: see
@@ -85,6 +89,7 @@ impl Default for NodeConfig {
             tenants: TenantsConfig::default(),
             nats_urls: None,
             worker_fault: None,
+            http: None,
         }
     }
 }
@@ -106,7 +111,6 @@ pub(crate) struct NodeContext {
     pub(crate) id: String,
     pub(crate) host: Host,
     pub(crate) control: ControlPlane,
-    pub(crate) counters: SharedCounters,
     pub(crate) tenants: Arc<Tenants>,
     pub(crate) pin_timeout: Duration,
     pub(crate) claim_all_partitions: bool,
@@ -119,6 +123,8 @@ pub(crate) struct NodeContext {
     pub(crate) client: async_nats::Client,
     /// See [`NodeConfig::worker_fault`].
     pub(crate) worker_fault: Option<WorkerFault>,
+    pub(crate) metrics: Metrics,
+    pub(crate) health: Arc<Health>,
 }
 
 impl NodeContext {
@@ -130,7 +136,7 @@ impl NodeContext {
             failures: self.control.failures.clone(),
             deployments: self.control.deployments.clone(),
             pin_timeout: self.pin_timeout,
-            counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
             client: self.client.clone(),
         }
     }
@@ -152,6 +158,9 @@ pub struct NodeHandle {
     /// The dead-letter mover, stopped with the registry.
     mover: Option<JoinHandle<()>>,
     tenants: Arc<Tenants>,
+    health: Arc<Health>,
+    /// Where the HTTP endpoints are served, if anywhere.
+    http: Option<std::net::SocketAddr>,
 }
 
 /// Starts a node on `client`: creates the control-plane buckets if needed, registers in
@@ -172,12 +181,19 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         "invalid node id {:?}: use letters, digits, '-', '_' and '.'",
         config.node_id
     );
+    // Taken first: an address in use is said before anything is made.
+    let listener = match config.http {
+        Some(addr) => Some(crate::observe::http::bind(addr).await?),
+        None => None,
+    };
     let js = jetstream::new(client.clone());
     let host = Host::new()?;
     let control = ControlPlane::open(&js)
         .await
         .context("failed to open weir's control plane")?;
     let counters = SharedCounters::default();
+    let metrics = Metrics::new(counters.clone());
+    let health = Arc::new(Health::default());
     // A tenant's user may use its artifact bucket but not create it: the node does.
     for tenant in config.tenants.tenants.keys() {
         control
@@ -211,16 +227,17 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         config.membership,
     )
     .await?;
+    health.set_registered(true);
     let (state, state_rx) = watch::channel(MemberState::Active);
     let (view_tx, view) = watch::channel(None);
     let leave = CancellationToken::new();
     let membership = tokio::spawn(
         {
-            let (nodes, leave) = (control.nodes.clone(), leave.clone());
+            let (nodes, leave, health) = (control.nodes.clone(), leave.clone(), health.clone());
             let (client, id) = (client.clone(), config.node_id.clone());
             async move {
                 tokio::join!(
-                    membership.keep(state_rx, leave.clone()),
+                    membership.keep(state_rx, health, leave.clone()),
                     membership::watch_members(nodes, view_tx, leave.clone()),
                     membership::answer_alive(client, id, leave),
                 );
@@ -233,6 +250,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
     let mover = config.dlq_mover.then(|| {
         tokio::spawn(
             Mover::new(js.clone(), &control)
+                .counting_in(metrics.clone())
                 .run(drain.clone())
                 .instrument(span.clone()),
         )
@@ -241,7 +259,6 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         id: config.node_id.clone(),
         host,
         control,
-        counters: counters.clone(),
         tenants: tenants.clone(),
         pin_timeout: config.pin_timeout,
         claim_all_partitions: config.claim_all_partitions,
@@ -250,7 +267,21 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         logs: crate::logs::LogPublisher::start(client.clone(), &config.node_id),
         client: client.clone(),
         worker_fault: config.worker_fault.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
     };
+    let http = listener.and_then(|listener| {
+        let addr = listener.local_addr().ok();
+        let sources = crate::observe::http::Sources {
+            metrics,
+            health: health.clone(),
+            client: client.clone(),
+            tenants: tenants.clone(),
+        };
+        let served = crate::observe::http::serve(listener, sources, leave.clone());
+        tokio::spawn(served.instrument(span.clone()));
+        addr
+    });
     let registry = tokio::spawn(
         Registry::new(context, view)
             .run(drain.clone())
@@ -268,6 +299,8 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         membership,
         mover,
         tenants,
+        health,
+        http,
     })
 }
 
@@ -275,6 +308,11 @@ impl NodeHandle {
     /// This node's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Where the node serves `/metrics`, `/healthz` and `/readyz`, if anywhere.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http
     }
 
     /// Message counts over every deployment this node runs.
@@ -287,6 +325,7 @@ impl NodeHandle {
     /// node still has to send. A message whose answer never reached the server is redelivered.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!(node = self.id, "draining");
+        self.health.set_draining();
         self.state.send_replace(MemberState::Draining);
         self.drain.cancel();
         let result = self.registry.await.context("the node task panicked")?;

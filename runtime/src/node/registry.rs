@@ -39,6 +39,8 @@ use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
 use crate::logs::LogSink;
 use crate::node::NodeContext;
 use crate::node::supervision::{self, Failing};
+use crate::observe::health::Loop;
+use crate::observe::metrics::PartitionState;
 use crate::ownership::membership::{MaxInstances, MemberView};
 use crate::ownership::placement;
 use crate::partition;
@@ -108,6 +110,9 @@ pub(crate) struct Registry {
     demand: BTreeMap<DeploymentId, u32>,
     /// Tenants whose deployments' partitions changed, to be placed again, and when.
     unplaced: (BTreeSet<String>, Option<Instant>),
+    /// Whether the records there were at start are still being read: each deployment started
+    /// meanwhile is placed with the rest once they are read, not one by one.
+    replaying: bool,
     /// By deployment, the nodes that say in `weir_status` they cannot run it.
     refusals: HashMap<DeploymentId, BTreeSet<String>>,
     /// By deployment and node, the pins that node's workers last said they hold, kept after
@@ -135,6 +140,7 @@ impl Registry {
             workers: TaskTracker::new(),
             demand: BTreeMap::new(),
             unplaced: (BTreeSet::new(), None),
+            replaying: true,
             reports: mpsc::unbounded_channel(),
             refusals: HashMap::new(),
             pins: HashMap::new(),
@@ -154,11 +160,20 @@ impl Registry {
                 self.node.control.deployments.watch_with_history(">"),
                 self.node.control.status.watch_with_history(">"),
             );
+            // With no record at all, there is nothing to read before the node is ready.
+            let empty = self.node.control.deployments.status().await;
+            if empty.is_ok_and(|status| status.values() == 0) {
+                self.replaying = false;
+                self.node.health.set_loaded();
+            }
+            let mut turns = tokio::time::interval(Duration::from_secs(1));
             match watches {
                 Ok((mut entries, mut reports)) => loop {
+                    self.node.health.turned(Loop::Registry);
                     let reload = self.next_reload();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
+                        _ = turns.tick() => {}
                         changed = self.members.changed() => {
                             if changed.is_err() {
                                 tracing::error!("the membership view closed; stopping every partition");
@@ -176,7 +191,15 @@ impl Registry {
                             }
                         }
                         entry = entries.next() => match entry {
-                            Some(Ok(entry)) => self.apply(entry).await,
+                            Some(Ok(entry)) => {
+                                // The last of the records there were when the watch began.
+                                let caught_up = entry.delta == 0;
+                                self.apply(entry).await;
+                                if caught_up {
+                                    self.replaying = false;
+                                    self.node.health.set_loaded();
+                                }
+                            }
                             Some(Err(error)) => tracing::warn!("deployment watch: {error}"),
                             None => {
                                 tracing::warn!("the watch on weir_deployments ended; watching again");
@@ -226,18 +249,19 @@ impl Registry {
                 self.set_demand(&id, None);
             }
             Operation::Put => {
+                // Placed by what the record says, whether it is valid here or not: the same
+                // on every node, though what a node accepts depends on its configuration.
+                self.set_demand(&id, spec::partitions_of_record(&entry.value));
                 let tenant = self.node.tenants.get(&id.tenant);
                 // Anybody who may write the tenant's records may write one that is wrong.
                 let spec = match spec::read_record(&entry.key, &entry.value, &tenant.reserved) {
                     Ok((_, spec)) => spec,
                     Err(error) => {
-                        self.set_demand(&id, None);
                         let message = format!("invalid deployment record: {error:#}");
                         self.report_error(&id, entry.revision, "", message).await;
                         return;
                     }
                 };
-                self.set_demand(&id, Some(spec.partitions));
                 if let Some(running) = self.running.get(&id) {
                     let before = running.updates.borrow().clone();
                     if before.spec == spec {
@@ -272,7 +296,7 @@ impl Registry {
         }
     }
 
-    /// Follows how many partitions `id`'s record has (`None`: no record that reads), and
+    /// Follows how many partitions `id`'s record states (`None`: no record, or none stated), and
     /// places its tenant again soon if that changed. (Soon, not at once: a tenant may write
     /// many records in a row, and one placement after them does.)
     fn set_demand(&mut self, id: &DeploymentId, partitions: Option<u32>) {
@@ -281,11 +305,16 @@ impl Registry {
             None => self.demand.remove(id),
         };
         if before != partitions {
-            self.unplaced.0.insert(id.tenant.clone());
-            self.unplaced
-                .1
-                .get_or_insert_with(|| Instant::now() + PLACE_DELAY);
+            self.place_soon(&id.tenant);
         }
+    }
+
+    /// Places `tenant`'s deployments again within [`PLACE_DELAY`].
+    fn place_soon(&mut self, tenant: &str) {
+        self.unplaced.0.insert(tenant.to_owned());
+        self.unplaced
+            .1
+            .get_or_insert_with(|| Instant::now() + PLACE_DELAY);
     }
 
     async fn place_unplaced(&mut self) {
@@ -430,7 +459,10 @@ impl Registry {
                 true
             }
         };
-        if placed_again {
+        if placed_again && self.replaying {
+            // Reading what was there at start: placed once it is all read.
+            self.place_soon(&id.tenant);
+        } else if placed_again {
             // The tenant's other deployments make room for it, or take what it left.
             for other in self.place_tenant(&id.tenant) {
                 if other != id {
@@ -511,55 +543,56 @@ impl Registry {
         let Some(active) = self.active_members() else {
             return Vec::new();
         };
+        if !self.running.keys().any(|id| id.tenant == tenant) {
+            return Vec::new();
+        }
         let me = self.node.id.clone();
-        // Every deployment of the tenant in `weir_deployments` counts, run here or not; a
-        // running one with the partitions it runs.
-        let mut demands: BTreeMap<DeploymentId, (u32, Vec<String>)> = BTreeMap::new();
-        let records = self.demand.iter().filter(|(id, _)| id.tenant == tenant);
-        for (id, &partitions) in records {
-            demands.insert(id.clone(), (partitions, Vec::new()));
-        }
-        for (id, running) in self.running.iter().filter(|(id, _)| id.tenant == tenant) {
-            let partitions = running.updates.borrow().spec.partitions;
-            demands.insert(id.clone(), (partitions, Vec::new()));
-        }
-        for (id, (_, able)) in &mut demands {
+        let able = |id: &DeploymentId| -> Vec<String> {
             let refusing = self.refusals.get(id);
             let runs_here = self.running.contains_key(id);
-            *able = active
-                .iter()
+            (active.iter())
                 .filter(|member| {
                     // This node runs it, whatever it said before.
                     (runs_here && **member == me)
                         || !refusing.is_some_and(|refusing| refusing.contains(*member))
                 })
                 .cloned()
-                .collect();
-        }
-        let view = self.members.borrow().clone().unwrap_or_default();
-        let room = |member: &str| self.max_instances_of(&view, member).of(tenant);
-        let list: Vec<placement::Demand<'_, '_>> = demands
-            .iter()
-            .map(|(id, (partitions, able))| placement::Demand {
+                .collect()
+        };
+        // Every deployment of the tenant in `weir_deployments`, run here or not, with the
+        // partition count its record says: the same on every node.
+        let demands: Vec<(&DeploymentId, u32, Vec<String>)> = (self.demand.iter())
+            .filter(|(id, _)| id.tenant == tenant)
+            .map(|(id, &partitions)| (id, partitions, able(id)))
+            .collect();
+        let list: Vec<placement::Demand<'_, '_>> = (demands.iter())
+            .map(|(id, partitions, able)| placement::Demand {
                 id,
                 partitions: *partitions,
                 able,
             })
             .collect();
+        let view = self.members.borrow().clone().unwrap_or_default();
+        let room = |member: &str| self.max_instances_of(&view, member).of(tenant);
         let placed = placement::tenant_owners(&list, room);
-        let owners: Vec<(DeploymentId, Vec<String>)> = self
-            .running
-            .iter()
+        let owners: Vec<(DeploymentId, Vec<String>)> = (self.running.iter())
             .filter(|(id, _)| id.tenant == tenant)
             .map(|(id, running)| {
                 let partitions = running.updates.borrow().spec.partitions;
-                let owners = if self.node.claim_all_partitions && active.contains(&me) {
-                    vec![me.clone(); partitions as usize]
-                } else {
-                    placed
-                        .get(id)
-                        .map(|owners| owners.iter().map(|&owner| owner.to_owned()).collect())
-                        .unwrap_or_default()
+                let owners: Vec<String> = match placed.get(id) {
+                    _ if self.node.claim_all_partitions && active.contains(&me) => {
+                        vec![me.clone(); partitions as usize]
+                    }
+                    Some(owners) if owners.len() == partitions as usize => {
+                        owners.iter().map(|&owner| owner.to_owned()).collect()
+                    }
+                    // It runs a version whose partition count is not its record's (that one
+                    // failed to load here): placed by itself, as every node that runs that
+                    // version places it.
+                    _ => placement::owners(id, partitions, &able(id))
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
                 };
                 (id.clone(), owners)
             })
@@ -742,9 +775,7 @@ impl Registry {
             .then(|| serde_json::from_slice::<NodeStatus>(&entry.value).ok())
             .flatten()
             .filter(|status| status.node == node);
-        let refuses = status
-            .as_ref()
-            .is_some_and(|status| status.error.is_some() && status.partitions.is_empty());
+        let refuses = status.as_ref().is_some_and(|status| status.refused);
         let pins = self.pins.entry(id.clone()).or_default();
         match status {
             Some(status) if !status.pins.is_empty() => {
@@ -890,6 +921,24 @@ impl Registry {
             ),
             None => (running.revision, spec_version, None),
         };
+        let (waiting, paused, failing) = (
+            running.waiting.len(),
+            running.paused.len(),
+            running.failing.len(),
+        );
+        let running_now = running
+            .workers
+            .len()
+            .saturating_sub(waiting + paused + failing);
+        self.node.metrics.set_partitions(
+            id,
+            Some([
+                (PartitionState::running, running_now),
+                (PartitionState::waiting, waiting),
+                (PartitionState::paused, paused),
+                (PartitionState::failing, failing),
+            ]),
+        );
         let status = NodeStatus {
             node: self.node.id.clone(),
             revision,
@@ -900,6 +949,7 @@ impl Registry {
             pins: running.pins.clone(),
             failing: running.failing.clone(),
             error,
+            refused: false,
             updated_at: now_rfc3339(),
         };
         self.report(id, status).await;
@@ -921,6 +971,8 @@ impl Registry {
             stop.cancel();
         }
         tracing::info!(tenant = id.tenant, handler = id.handler, "stopping");
+        let partitions = running.updates.borrow().spec.partitions;
+        self.node.metrics.forget(id, partitions);
         running.tracker.close();
         let (tracker, reported, id) = (running.tracker, running.reported, id.clone());
         self.workers.spawn(async move {
@@ -955,6 +1007,7 @@ impl Registry {
             revision,
             version: version.to_owned(),
             error: Some(error),
+            refused: true,
             updated_at: now_rfc3339(),
             ..NodeStatus::default()
         };

@@ -10,6 +10,7 @@
 //! extending a record that everyone else already gave up on.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_rfc3339;
 use crate::control::{NODES_BUCKET, alive_subject};
+use crate::observe::health::{Health, Loop};
 
 /// Pause before watching `weir_nodes` again after the watch broke.
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
@@ -168,19 +170,26 @@ impl Membership {
     }
 
     /// Keeps the record alive until `shutdown`, then deletes it. `state` says what the record
-    /// announces; a change is written at once.
+    /// announces; a change is written at once. `health` hears of each turn of the loop (at
+    /// least every second) and whether the record is the node's own.
     pub(crate) async fn keep(
         mut self,
         mut state: watch::Receiver<MemberState>,
+        health: Arc<Health>,
         shutdown: CancellationToken,
     ) {
-        let renew_every = self.ttl / 3;
+        let mut renewals = tokio::time::interval(self.ttl / 3);
+        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renewals.reset();
+        let mut turns = tokio::time::interval(Duration::from_secs(1));
         let mut registered = true;
         loop {
+            health.turned(Loop::Membership);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = turns.tick() => continue,
                 _ = state.changed() => {}
-                _ = tokio::time::sleep(renew_every) => {}
+                _ = renewals.tick() => {}
             }
             self.record.state = *state.borrow_and_update();
             let result = if registered {
@@ -192,6 +201,7 @@ impl Membership {
                 Ok(revision) => {
                     self.revision = revision;
                     registered = true;
+                    health.set_registered(true);
                 }
                 Err(Renewal::Lapsed) => {
                     tracing::warn!(
@@ -200,6 +210,7 @@ impl Membership {
                         self.ttl
                     );
                     registered = false;
+                    health.set_registered(false);
                 }
                 Err(Renewal::Failed(error)) => {
                     tracing::warn!("failed to renew membership: {error:#}");

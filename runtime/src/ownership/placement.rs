@@ -54,14 +54,18 @@ pub fn tenant_owners<'d, 'm>(
         let bound = capacity(demand.partitions, members.len());
         let mut load = vec![0_u32; members.len()];
         let key = demand.id.key();
+        let prefixes: Vec<u64> = (members.iter())
+            .map(|member| prefix_hash(member, &key))
+            .collect();
+        let mut ranked: Vec<(u64, usize)> = Vec::with_capacity(members.len());
         let owners: Vec<&'m str> = (0..demand.partitions)
             .filter(|_| !members.is_empty())
             .map(|partition| {
-                let mut ranked: Vec<(u64, usize)> = members
-                    .iter()
-                    .enumerate()
-                    .map(|(i, member)| (score(member, &key, partition), i))
-                    .collect();
+                ranked.clear();
+                ranked.extend(
+                    (prefixes.iter().enumerate())
+                        .map(|(i, prefix)| (score_from(*prefix, partition), i)),
+                );
                 // Highest score first; the member index breaks (unlikely) ties the same
                 // everywhere because callers pass members sorted.
                 ranked.sort_unstable_by(|a, b| b.cmp(a));
@@ -119,13 +123,43 @@ pub fn owned_partitions(
         .collect()
 }
 
+#[cfg(test)]
 fn score(member: &str, deployment_key: &str, partition: u32) -> u64 {
-    let key = format!("{member}/{deployment_key}/{partition}");
-    // 64-bit FNV-1a is stable across versions and platforms; the splitmix64 finaliser spreads
-    // its bits for keys that differ only at the end.
-    let mut x = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    score_from(prefix_hash(member, deployment_key), partition)
+}
+
+/// The FNV-1a state after `<member>/<deployment_key>/`, the part of a score's key that all of
+/// a deployment's partitions share.
+fn prefix_hash(member: &str, deployment_key: &str) -> u64 {
+    [member.as_bytes(), b"/", deployment_key.as_bytes(), b"/"]
+        .into_iter()
+        .flatten()
+        .fold(FNV_OFFSET, |h, b| fnv(h, *b))
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+}
+
+/// The score of the key `<member>/<deployment>/<partition>`, from the hash of its prefix.
+fn score_from(prefix: u64, partition: u32) -> u64 {
+    // 64-bit FNV-1a over the key's bytes (the partition in decimal) is stable across versions
+    // and platforms; the splitmix64 finaliser spreads its bits for keys that differ only at
+    // the end.
+    let mut digits = [0_u8; 10];
+    let mut n = partition;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut x = digits[start..].iter().fold(prefix, |h, b| fnv(h, *b));
     x ^= x >> 30;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
@@ -148,6 +182,25 @@ mod tests {
 
     fn moved(before: &[&str], after: &[&str]) -> usize {
         before.iter().zip(after).filter(|(b, a)| b != a).count()
+    }
+
+    #[test]
+    fn scores_are_those_of_the_fnv_hash_of_the_whole_key() {
+        // What earlier versions computed, so that nodes of both place alike.
+        let whole = |key: &str| {
+            let mut x = key.bytes().fold(FNV_OFFSET, fnv);
+            x ^= x >> 30;
+            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x ^= x >> 27;
+            x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        };
+        for partition in [0, 7, 10, 99, 1023, u32::MAX] {
+            assert_eq!(
+                score("node-a", "acme.orders", partition),
+                whole(&format!("node-a/acme.orders/{partition}"))
+            );
+        }
     }
 
     #[test]

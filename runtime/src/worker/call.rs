@@ -36,6 +36,13 @@ impl CallFailure {
         )
     }
 
+    /// What failed.
+    pub(crate) fn failure(&self) -> &HandlerFailure {
+        match self {
+            Self::Start(failure) | Self::Handle(failure) => failure,
+        }
+    }
+
     /// Whether the call was refused memory the tenant's other instances hold.
     pub(crate) fn is_memory_quota(&self) -> bool {
         matches!(self, Self::Handle(HandlerFailure::TenantMemoryQuota { .. }))

@@ -71,7 +71,7 @@ use crate::control::DeploymentId;
 use crate::deployment::SharedDeployment;
 use crate::failures;
 use crate::host::{GuestThreads, HandlerFailure, HandlerInstance, Output};
-use crate::metrics::SharedCounters;
+use crate::observe::metrics::{FailureKind, Metrics, Outcome, PartitionMetrics, Quota};
 use crate::tenants::Tenant;
 
 /// Wait before re-creating a consumer or pull that failed.
@@ -121,7 +121,10 @@ pub(crate) struct PartitionWorker {
     deployments: kv::Store,
     node_id: String,
     pin_timeout: Duration,
-    counters: SharedCounters,
+    /// This partition's series, and the node's totals.
+    metrics: PartitionMetrics,
+    /// When the call in flight began.
+    call_started: Option<std::time::Instant>,
     /// Says when the tenant wants the memory of idle instances back.
     memory_wanted: watch::Receiver<()>,
     /// Whether the partition waits for capacity, as last told to the registry.
@@ -250,7 +253,7 @@ pub(crate) struct NodeShare {
     pub(crate) failures: kv::Store,
     pub(crate) deployments: kv::Store,
     pub(crate) pin_timeout: Duration,
-    pub(crate) counters: SharedCounters,
+    pub(crate) metrics: Metrics,
     /// The node's own connection.
     pub(crate) client: async_nats::Client,
 }
@@ -275,6 +278,7 @@ impl PartitionWorker {
         let deployment = updates.borrow_and_update().clone();
         let js = deployment.tenant.js.clone();
         let memory_wanted = deployment.context.budget.memory_wanted();
+        let metrics = node.metrics.partition(&deployment.id, partition);
         Self {
             partition,
             updates,
@@ -295,7 +299,8 @@ impl PartitionWorker {
             deployments: node.deployments.clone(),
             node_id: node.node_id.clone(),
             pin_timeout: node.pin_timeout,
-            counters: node.counters.clone(),
+            metrics,
+            call_started: None,
             memory_wanted,
             waiting: false,
             paused: false,
@@ -321,6 +326,7 @@ impl PartitionWorker {
                     "tenant {} already runs its quota of {} partition(s) on this node",
                     tenant.name, tenant.quotas.max_instances
                 );
+                self.metrics.waits_for(Quota::instances);
                 tracing::warn!("waiting: {reason}");
                 self.waiting_for(Some(reason));
                 // The consumer, so that `weir status` counts the messages that wait meanwhile.
@@ -406,6 +412,9 @@ impl PartitionWorker {
         let mut progress = progress_interval(&self.deployment);
         loop {
             self.start_work(&mut flight).await;
+            self.metrics.set_window(
+                self.window.len() + usize::from(self.in_hand.is_some()) + self.settling.len(),
+            );
             if let Some(next) = self.fence
                 && flight.call.is_none()
                 && flight.store.is_none()
@@ -667,6 +676,7 @@ impl PartitionWorker {
             input,
         );
         self.instance_outdated = false;
+        self.call_started = Some(std::time::Instant::now());
         flight.call = Some(Box::pin(call));
     }
 
@@ -686,6 +696,7 @@ impl PartitionWorker {
                 return;
             }
         };
+        self.metrics.set_lag(delivery.pending);
         if self.fence.is_some() {
             // Not to be handled here: the next subscription, or the next holder, gets it.
             return;
@@ -788,10 +799,21 @@ impl PartitionWorker {
             (Err(_), None) => Ended::Failed("the call failed"),
         };
         let verdict = verdict::decide(ended, in_hand.attempt, &self.deployment.spec.retry);
+        let took = self
+            .call_started
+            .take()
+            .map_or(Duration::ZERO, |started| started.elapsed());
         match (&result, &verdict) {
-            (Err(_), Verdict::Wait { .. }) => {}
-            (Err(_), _) => {
-                self.counters.failed();
+            (Err(call_failure), Verdict::Wait { .. }) => {
+                if call_failure.is_memory_quota() {
+                    self.metrics.waits_for(Quota::memory);
+                }
+            }
+            (Err(call_failure), _) => {
+                self.metrics.called(Outcome::failure, took);
+                if let Some(kind) = FailureKind::of(call_failure.failure()) {
+                    self.metrics.failed(kind);
+                }
                 tracing::warn!(
                     stream_seq = in_hand.delivery.stream_seq,
                     delivery = in_hand.attempt,
@@ -799,9 +821,12 @@ impl PartitionWorker {
                     failure.as_deref().unwrap_or("")
                 );
             }
-            (Ok(_), Verdict::Retry { .. } | Verdict::GiveUp { .. }) => self.counters.retried(),
-            (Ok(_), Verdict::Reject { .. }) => self.counters.rejected(),
-            (Ok(_), Verdict::Ack | Verdict::Wait { .. }) => {}
+            (Ok(_), Verdict::Retry { .. } | Verdict::GiveUp { .. }) => {
+                self.metrics.called(Outcome::retry, took);
+            }
+            (Ok(_), Verdict::Reject { .. }) => self.metrics.called(Outcome::reject, took),
+            (Ok(_), Verdict::Ack) => self.metrics.called(Outcome::ack, took),
+            (Ok(_), Verdict::Wait { .. }) => {}
         }
         let outputs: Arc<[Output]> = match result {
             Ok(handled) => handled.outputs.into(),
@@ -935,7 +960,7 @@ impl PartitionWorker {
                 };
                 // Confirmed at the next tick, or when the partition is let go.
                 match settle::ack(&settling.delivery).await {
-                    Ok(()) => self.counters.acked(outputs, settling.delivery.published_at),
+                    Ok(()) => self.metrics.acked(outputs, settling.delivery.published_at),
                     // The server redelivers after AckWait; stored outputs are deduplicated.
                     Err(error) => tracing::warn!("{error:#}"),
                 }
@@ -946,7 +971,7 @@ impl PartitionWorker {
                 });
             }
             Err(NotStored::ForNow(error)) => {
-                self.counters.failed();
+                self.metrics.failed(FailureKind::outputs_not_stored);
                 if self.fence.is_some() {
                     // Whatever is not settled goes to the next holder.
                     tracing::warn!("{error:#}; leaving the unsettled messages to the next holder");
@@ -992,7 +1017,7 @@ impl PartitionWorker {
                     self.window.put_back(delivery);
                 }
                 self.instance = None;
-                self.counters.failed();
+                self.metrics.failed(FailureKind::outputs_not_stored);
                 let error = format!("outputs not stored: {reason}");
                 tracing::warn!(stream_seq = first.delivery.stream_seq, "{error}");
                 let retry = &self.deployment.spec.retry;

@@ -21,6 +21,8 @@ pub(crate) struct Delivery {
     pub(crate) published_at: u64,
     /// Attempts this worker made at the message before it went back into the window.
     pub(crate) attempted: u32,
+    /// Messages of the consumer the server had yet to deliver when it sent this one.
+    pub(crate) pending: u64,
 }
 
 impl Delivery {
@@ -35,6 +37,7 @@ impl Delivery {
         let (stream_seq, consumer_seq) = (info.stream_sequence, info.consumer_sequence);
         let delivered = u64::try_from(info.delivered).unwrap_or(0);
         let published_at = u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+        let pending = info.pending;
         Ok(Self {
             message,
             stream_seq,
@@ -42,6 +45,7 @@ impl Delivery {
             delivered,
             published_at,
             attempted: 0,
+            pending,
         })
     }
 

@@ -317,7 +317,15 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
     let log = std::fs::File::create(dir.path().join("node.log"))?;
     let mut node = Running::spawn(
         Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["node", "--node-id", "cli-node", "--nats-url", &url])
+            .args([
+                "node",
+                "--node-id",
+                "cli-node",
+                "--nats-url",
+                &url,
+                "--http",
+                "off",
+            ])
             .stdout(Stdio::null())
             .stderr(log),
     )?;
@@ -584,7 +592,13 @@ async fn a_node_with_no_server_at_the_default_url_starts_an_embedded_one() -> an
     let log = dir.path().join("node.log");
     let mut node = Running::spawn(
         Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["node", "--data-dir", &data.to_string_lossy()])
+            .args([
+                "node",
+                "--data-dir",
+                &data.to_string_lossy(),
+                "--http",
+                "off",
+            ])
             .env_remove("NATS_URL")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?),
@@ -626,7 +640,7 @@ async fn a_node_whose_server_died_still_exits_on_sigterm() -> anyhow::Result<()>
     let log = dir.path().join("node.log");
     let mut node = Running::spawn(
         Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["node", "--nats-url", &env.server.url()])
+            .args(["node", "--nats-url", &env.server.url(), "--http", "off"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?),
     )?;

@@ -46,6 +46,8 @@ impl NodeProcess {
                 "node",
                 "--node-id",
                 id,
+                "--http",
+                "127.0.0.1:0",
             ])
             .args(args)
             .env("RUST_LOG", "info,weir::worker=debug")

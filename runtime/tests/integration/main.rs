@@ -15,6 +15,7 @@ mod go_guests;
 mod host;
 mod hostile;
 mod lifecycle;
+mod observe;
 mod order;
 mod outcomes;
 mod outputs;

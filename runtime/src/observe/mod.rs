@@ -1,0 +1,10 @@
+//! What a node shows of itself over HTTP (`weir node --http ADDR`): Prometheus metrics on
+//! `/metrics` ([`metrics`]), and `/healthz` and `/readyz` for a process supervisor
+//! ([`health`]).
+
+pub mod health;
+pub mod http;
+pub mod metrics;
+
+pub use health::Health;
+pub use metrics::Metrics;

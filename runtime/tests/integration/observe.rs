@@ -1,0 +1,147 @@
+//! A node's HTTP endpoints, scraped over HTTP as Prometheus and a process supervisor would:
+//! `/metrics` counts what the worker did with each message, per partition, and `/readyz` says
+//! whether the node can work.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use weir::node::{self, NodeConfig, NodeHandle};
+
+use crate::support::{Env, OUTPUT, key_in, scripted_giving_up, wait_for};
+
+const PARTITIONS: u32 = 2;
+
+/// `GET path` from `node`'s endpoints: the status code and the body.
+async fn get(node: &NodeHandle, path: &str) -> Option<(u16, String)> {
+    let addr = node.http_addr()?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// The value of the sample `series` (name and labels as exposed) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn partition_series(name: &str, partition: u32, extra: &str) -> String {
+    format!("{name}{{tenant=\"test\",handler=\"observed\",partition=\"{partition}\"{extra}}}")
+}
+
+#[tokio::test]
+async fn metrics_count_every_outcome_per_partition_and_readyz_follows_the_nats_connection()
+-> anyhow::Result<()> {
+    let mut env = Env::with_streams(PARTITIONS).await?;
+    let node = node::start(
+        env.client.clone(),
+        NodeConfig {
+            node_id: "observed".into(),
+            http: Some(([127, 0, 0, 1], 0).into()),
+            ..NodeConfig::default()
+        },
+    )
+    .await?;
+    wait_for("/readyz to answer 200", || async {
+        (get(&node, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    env.deploy_on(
+        &node,
+        scripted_giving_up("observed", 3, Duration::from_millis(50)),
+    )
+    .await?;
+
+    // Partition 0: three acks and two rejections. Partition 1: a retry then an ack, a trap
+    // then an ack.
+    let (first, second) = (key_in(0, PARTITIONS, 0), key_in(1, PARTITIONS, 0));
+    for payload in ["echo a", "reject bad", "echo b", "reject worse", "echo c"] {
+        env.publish(&format!("in.{first}.ev"), payload).await?;
+    }
+    for payload in ["retry-until 2 50", "trap-until 2"] {
+        env.publish(&format!("in.{second}.ev"), payload).await?;
+    }
+    env.wait_messages(OUTPUT, 5).await;
+
+    let expected = [
+        (partition_series("weir_messages_total", 0, ",outcome=\"ack\""), 3.0),
+        (partition_series("weir_messages_total", 0, ",outcome=\"reject\""), 2.0),
+        (partition_series("weir_messages_total", 1, ",outcome=\"ack\""), 2.0),
+        (partition_series("weir_messages_total", 1, ",outcome=\"retry\""), 1.0),
+        (partition_series("weir_messages_total", 1, ",outcome=\"failure\""), 1.0),
+        (partition_series("weir_handler_failures_total", 1, ",kind=\"trap\""), 1.0),
+        (partition_series("weir_outputs_stored_total", 0, ""), 3.0),
+        (partition_series("weir_outputs_stored_total", 1, ""), 2.0),
+        (partition_series("weir_handler_call_duration_seconds_count", 0, ""), 5.0),
+        (partition_series("weir_publish_to_ack_seconds_count", 1, ""), 2.0),
+        (partition_series("weir_window_messages", 0, ""), 0.0),
+        (partition_series("weir_consumer_lag_messages", 0, ""), 0.0),
+        (
+            "weir_dead_letters_moved_total{tenant=\"test\",handler=\"observed\",reason=\"terminated\"}"
+                .to_owned(),
+            2.0,
+        ),
+        (
+            "weir_partitions{tenant=\"test\",handler=\"observed\",state=\"running\"}".to_owned(),
+            2.0,
+        ),
+        ("weir_tenant_partitions{tenant=\"test\"}".to_owned(), 2.0),
+        ("weir_member_active".to_owned(), 1.0),
+        ("weir_nats_connected".to_owned(), 1.0),
+    ];
+    let scrape = wait_for("the metrics to count every message", || async {
+        let (status, scrape) = get(&node, "/metrics").await?;
+        assert_eq!(status, 200);
+        expected
+            .iter()
+            .all(|(series, value)| sample(&scrape, series) == Some(*value))
+            .then_some(scrape)
+    })
+    .await;
+    // Nothing else was counted: no other outcome, no other failure.
+    let counted = |prefix: &str| {
+        scrape
+            .lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(counted("weir_messages_total{"), 9.0, "{scrape}");
+    assert_eq!(counted("weir_handler_failures_total{"), 1.0, "{scrape}");
+    let cpu = sample(&scrape, "weir_tenant_cpu_seconds_total{tenant=\"test\"}");
+    assert!(cpu.is_some_and(|seconds| seconds > 0.0), "{scrape}");
+    let (status, alive) = get(&node, "/healthz").await.expect("healthz answers");
+    assert_eq!(
+        (status, alive.as_str()),
+        (200, r#"{"ok":true,"reasons":[]}"#)
+    );
+
+    // Without its server, the node is alive but not ready, and says why.
+    env.server.stop();
+    let reasons = wait_for("/readyz to answer 503", || async {
+        let (status, body) = get(&node, "/readyz").await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    let reasons: serde_json::Value = serde_json::from_str(&reasons)?;
+    assert_eq!(reasons["ok"], false);
+    assert!(
+        reasons["reasons"]
+            .as_array()
+            .is_some_and(|reasons| reasons.iter().any(|r| r == "not connected to NATS")),
+        "{reasons}"
+    );
+    assert_eq!(
+        get(&node, "/healthz").await.map(|(status, _)| status),
+        Some(200)
+    );
+    drop(node);
+    Ok(())
+}
