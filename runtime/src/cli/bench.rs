@@ -56,6 +56,23 @@ use crate::spec::{DEFAULT_WINDOW, DeploymentSpec, LimitsSpec, MAX_WINDOW, RetryS
 use crate::traffic::{Payload, Traffic};
 use crate::{note, say};
 
+/// Reads `http://<addr>/metrics` every `every`, as a Prometheus server would, until aborted.
+async fn scrape(addr: std::net::SocketAddr, every: Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            continue;
+        };
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).await.is_ok() {
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+        }
+    }
+}
+
 /// A run that acks nothing for this long has stalled: the bench stops and says which.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the bench looks at the ack count.
@@ -102,6 +119,10 @@ pub struct BenchArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Scrape each weir node's /metrics this often while it runs, to measure what scraping
+    /// costs (compare with a run without)
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub scrape_every: Option<Duration>,
 }
 
 /// How a run consumes its stream.
@@ -405,6 +426,8 @@ enum Consumers {
     Node {
         node: Box<NodeHandle>,
         deployment: DeploymentId,
+        /// Scrapes the node's metrics at `--scrape-every`, if given.
+        scraper: Option<tokio::task::JoinHandle<()>>,
     },
 }
 
@@ -539,6 +562,10 @@ impl Bench<'_> {
             NodeConfig {
                 builtin_handlers: true,
                 dlq_mover: false,
+                http: self
+                    .args
+                    .scrape_every
+                    .map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 ..NodeConfig::default()
             },
         )
@@ -570,9 +597,14 @@ impl Bench<'_> {
                     .map(|_| ())
             }
         };
+        let scraper = match (self.args.scrape_every, node.http_addr()) {
+            (Some(every), Some(addr)) => Some(tokio::spawn(scrape(addr, every))),
+            _ => None,
+        };
         let consumers = Consumers::Node {
             node: Box::new(node),
             deployment,
+            scraper,
         };
         if let Err(error) = deployed {
             self.stop(consumers).await?;
@@ -619,7 +651,14 @@ impl Bench<'_> {
     async fn stop(&self, consumers: Consumers) -> anyhow::Result<()> {
         match consumers {
             Consumers::Raw { mut tasks, .. } => tasks.abort_all(),
-            Consumers::Node { node, deployment } => {
+            Consumers::Node {
+                node,
+                deployment,
+                scraper,
+            } => {
+                if let Some(scraper) = scraper {
+                    scraper.abort();
+                }
                 node.shutdown().await?;
                 ControlPlane::open(&self.js)
                     .await?
@@ -933,6 +972,7 @@ mod tests {
             latency_messages: 1,
             latency_rate: 1,
             json: false,
+            scrape_every: None,
         };
         let handlers: Vec<_> = runs(&args).iter().map(|run| run.handler()).collect();
         assert_eq!(handlers, ["-", "noop", "orders"]);

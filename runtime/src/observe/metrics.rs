@@ -719,4 +719,37 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_grafana_dashboard_asks_only_for_metrics_a_node_serves() {
+        let metrics = Metrics::new(SharedCounters::default());
+        let partition = metrics.partition(&id(), 0);
+        partition.called(Outcome::ack, Duration::ZERO);
+        partition.failed(FailureKind::trap);
+        partition.acked(1, 0);
+        metrics.set_partitions(&id(), Some([(PartitionState::running, 1); 4]));
+        metrics.dead_letter_moved(&id(), Reason::Terminated);
+        metrics.set_node(NodeReadings {
+            tenants: vec![TenantReadings::default()],
+            ..NodeReadings::default()
+        });
+        let text = metrics.encode();
+        let served: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+        let dashboard = include_str!("../../../examples/grafana/weir.json");
+        let asked: std::collections::BTreeSet<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("weir_"))
+            .collect();
+        assert!(!asked.is_empty());
+        for name in asked {
+            assert!(
+                served.contains(name),
+                "the dashboard asks for {name}, not served"
+            );
+        }
+    }
 }
