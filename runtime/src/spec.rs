@@ -484,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn placement_counts_the_partitions_a_record_states_whatever_else_it_holds() {
+        let record = serde_json::to_vec(&spec()).expect("serialises");
+        assert_eq!(partitions_of_record(&record), Some(8));
+        // Invalid here, and maybe elsewhere too: counted all the same.
+        let odd = br#"{"partitions": 3, "outputs": ["$JS.>"]}"#;
+        assert_eq!(partitions_of_record(odd), Some(3));
+        for bad in [
+            &br#"{"partitions": 0}"#[..],
+            br#"{"partitions": 1025}"#,
+            br#"{"partitions": -1}"#,
+            br#"{"handler": "h"}"#,
+            b"not json",
+        ] {
+            assert_eq!(partitions_of_record(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn backoff_is_indexed_by_attempt_and_the_last_step_repeats() {
         let retry = RetrySpec::default();
         assert_eq!(retry.backoff_for(1), Duration::from_secs(1));
