@@ -497,7 +497,12 @@ mod tests {
             br#"{"handler": "h"}"#,
             b"not json",
         ] {
-            assert_eq!(partitions_of_record(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                partitions_of_record(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

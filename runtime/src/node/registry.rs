@@ -277,7 +277,10 @@ impl Registry {
                         return;
                     }
                 }
-                match self.load(&id, spec.clone(), tenant.clone()).await {
+                // A load is work, not a stall: the loop counts as turning meanwhile.
+                let load = self.load(&id, spec.clone(), tenant.clone());
+                let loaded = self.node.health.turning_while(Loop::Registry, load).await;
+                match loaded {
                     // Loading takes a while: a record removed or replaced meanwhile is not
                     // started (the watch brings what came after).
                     Ok(_) if !self.still_current(&id, entry.revision).await => {}

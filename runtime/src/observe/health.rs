@@ -76,6 +76,23 @@ impl Health {
             .store(self.since_start(), Ordering::Relaxed);
     }
 
+    /// Awaits `work`, counting `which` loop as turning meanwhile: for work that takes long and
+    /// ends by itself (a component's compilation, say), which is not a stall.
+    pub async fn turning_while<T>(
+        &self,
+        which: Loop,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut turns = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = turns.tick() => self.turned(which),
+            }
+        }
+    }
+
     /// Whether the node's record in `weir_nodes` is its own (it registered, and its last
     /// renewal found it so).
     pub fn set_registered(&self, registered: bool) {
