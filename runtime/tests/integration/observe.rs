@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use weir::node::{self, NodeConfig, NodeHandle};
+use weir::spec::LimitsSpec;
 
 use crate::support::{Env, OUTPUT, key_in, scripted_giving_up, wait_for};
 
@@ -53,38 +54,59 @@ async fn metrics_count_every_outcome_per_partition_and_readyz_follows_the_nats_c
         (get(&node, "/readyz").await?.0 == 200).then_some(())
     })
     .await;
-    env.deploy_on(
-        &node,
-        scripted_giving_up("observed", 3, Duration::from_millis(50)),
-    )
-    .await?;
+    let mut request = scripted_giving_up("observed", 3, Duration::from_millis(50));
+    // Room enough for a call on a busy machine; the overrun sleeps well past it.
+    request.limits = LimitsSpec {
+        max_memory_bytes: 16 << 20,
+        handler_timeout: Duration::from_secs(1),
+        ..LimitsSpec::default()
+    };
+    env.deploy_on(&node, request).await?;
 
-    // Partition 0: three acks and two rejections. Partition 1: a retry then an ack, a trap
-    // then an ack.
+    // Partition 0: three acks and two rejections. Partition 1: a retry, a trap and an
+    // overrun, each followed by an ack; then a memory hog and a forbidden publish, each
+    // failing all three of its attempts and becoming a dead letter.
     let (first, second) = (key_in(0, PARTITIONS, 0), key_in(1, PARTITIONS, 0));
     for payload in ["echo a", "reject bad", "echo b", "reject worse", "echo c"] {
         env.publish(&format!("in.{first}.ev"), payload).await?;
     }
-    for payload in ["retry-until 2 50", "trap-until 2"] {
+    for payload in [
+        "retry-until 2 50",
+        "trap-until 2",
+        "overrun-until 2 3000",
+        "hog",
+        "forbidden",
+    ] {
         env.publish(&format!("in.{second}.ev"), payload).await?;
     }
-    env.wait_messages(OUTPUT, 5).await;
+    env.wait_messages(OUTPUT, 6).await;
 
     let expected = [
         (partition_series("weir_messages_total", 0, ",outcome=\"ack\""), 3.0),
         (partition_series("weir_messages_total", 0, ",outcome=\"reject\""), 2.0),
-        (partition_series("weir_messages_total", 1, ",outcome=\"ack\""), 2.0),
+        (partition_series("weir_messages_total", 1, ",outcome=\"ack\""), 3.0),
         (partition_series("weir_messages_total", 1, ",outcome=\"retry\""), 1.0),
-        (partition_series("weir_messages_total", 1, ",outcome=\"failure\""), 1.0),
+        (partition_series("weir_messages_total", 1, ",outcome=\"failure\""), 8.0),
         (partition_series("weir_handler_failures_total", 1, ",kind=\"trap\""), 1.0),
+        (partition_series("weir_handler_failures_total", 1, ",kind=\"deadline\""), 1.0),
+        (partition_series("weir_handler_failures_total", 1, ",kind=\"memory\""), 3.0),
+        (
+            partition_series("weir_handler_failures_total", 1, ",kind=\"output_refused\""),
+            3.0,
+        ),
         (partition_series("weir_outputs_stored_total", 0, ""), 3.0),
-        (partition_series("weir_outputs_stored_total", 1, ""), 2.0),
+        (partition_series("weir_outputs_stored_total", 1, ""), 3.0),
         (partition_series("weir_handler_call_duration_seconds_count", 0, ""), 5.0),
-        (partition_series("weir_publish_to_ack_seconds_count", 1, ""), 2.0),
+        (partition_series("weir_publish_to_ack_seconds_count", 1, ""), 3.0),
         (partition_series("weir_window_messages", 0, ""), 0.0),
         (partition_series("weir_consumer_lag_messages", 0, ""), 0.0),
         (
             "weir_dead_letters_moved_total{tenant=\"test\",handler=\"observed\",reason=\"terminated\"}"
+                .to_owned(),
+            2.0,
+        ),
+        (
+            "weir_dead_letters_moved_total{tenant=\"test\",handler=\"observed\",reason=\"max_deliveries\"}"
                 .to_owned(),
             2.0,
         ),
@@ -113,8 +135,8 @@ async fn metrics_count_every_outcome_per_partition_and_readyz_follows_the_nats_c
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    assert_eq!(counted("weir_messages_total{"), 9.0, "{scrape}");
-    assert_eq!(counted("weir_handler_failures_total{"), 1.0, "{scrape}");
+    assert_eq!(counted("weir_messages_total{"), 17.0, "{scrape}");
+    assert_eq!(counted("weir_handler_failures_total{"), 8.0, "{scrape}");
     let cpu = sample(&scrape, "weir_tenant_cpu_seconds_total{tenant=\"test\"}");
     assert!(cpu.is_some_and(|seconds| seconds > 0.0), "{scrape}");
     let (status, alive) = get(&node, "/healthz").await.expect("healthz answers");
