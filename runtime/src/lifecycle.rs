@@ -149,7 +149,7 @@ pub async fn set_paused(
     let partitions = spec.partitions;
     let done = move |status: &NodeStatus| {
         // A node that cannot run it holds nothing.
-        status.refused
+        status.refuses()
             || if paused {
                 status.partitions.iter().all(|p| status.paused.contains(p))
             } else {

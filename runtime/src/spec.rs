@@ -404,6 +404,15 @@ pub fn read_record(
     Ok((id, spec))
 }
 
+impl NodeStatus {
+    /// Whether the node runs no version of the deployment at all; for a node older than
+    /// [`NodeStatus::refused`], whether it said why it cannot and runs no partition.
+    pub fn refuses(&self) -> bool {
+        self.refused
+            .unwrap_or(self.error.is_some() && self.partitions.is_empty())
+    }
+}
+
 /// The partition count a `weir_deployments` record states, if it states one within bounds,
 /// however it fares otherwise: what placement counts the record for on every node, since
 /// whether a node accepts the record depends on that node's configuration.
@@ -451,8 +460,9 @@ pub struct NodeStatus {
     /// Whether this node runs no version of the deployment at all, for `error`: every node then
     /// leaves it out of the deployment's placement. (A node that runs an earlier version, the
     /// later one having failed to load, has an `error` and is not refused.)
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub refused: bool,
+    /// (`None` from nodes older than this field: see [`NodeStatus::refuses`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<bool>,
     /// When the node wrote this, RFC 3339.
     pub updated_at: String,
 }

@@ -82,6 +82,8 @@ struct Running {
     failed: Option<(u64, String, String)>,
     /// The owner of every partition, as this node last placed them.
     owners: Vec<String>,
+    /// The most partitions any version of it run here had: those whose series to remove.
+    most_partitions: u32,
 }
 
 /// A deployment that failed to load, to be loaded again.
@@ -110,8 +112,8 @@ pub(crate) struct Registry {
     demand: BTreeMap<DeploymentId, u32>,
     /// Tenants whose deployments' partitions changed, to be placed again, and when.
     unplaced: (BTreeSet<String>, Option<Instant>),
-    /// Whether the records there were at start are still being read: each deployment started
-    /// meanwhile is placed with the rest once they are read, not one by one.
+    /// Whether the records there were at start are still being read: the deployments started
+    /// meanwhile are placed in batches, not one by one.
     replaying: bool,
     /// By deployment, the nodes that say in `weir_status` they cannot run it.
     refusals: HashMap<DeploymentId, BTreeSet<String>>,
@@ -156,13 +158,27 @@ impl Registry {
     /// change nothing.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         'watching: while !shutdown.is_cancelled() {
-            let watches = tokio::try_join!(
-                self.node.control.deployments.watch_with_history(">"),
-                self.node.control.status.watch_with_history(">"),
-            );
-            // With no record at all, there is nothing to read before the node is ready.
-            let empty = self.node.control.deployments.status().await;
-            if empty.is_ok_and(|status| status.values() == 0) {
+            let control = &self.node.control;
+            let watching = async {
+                let watches = tokio::try_join!(
+                    control.deployments.watch_with_history(">"),
+                    control.status.watch_with_history(">"),
+                );
+                // With no record at all, there is nothing to read before the node is ready.
+                let mut stream = control.deployments.stream.clone();
+                let empty = stream
+                    .info()
+                    .await
+                    .is_ok_and(|info| info.state.messages == 0);
+                (watches, empty)
+            };
+            // Bounded by the client's timeouts: waiting on a slow server is not a stall.
+            let (watches, empty) = self
+                .node
+                .health
+                .turning_while(Loop::Registry, watching)
+                .await;
+            if empty {
                 self.replaying = false;
                 self.node.health.set_loaded();
             }
@@ -434,9 +450,10 @@ impl Registry {
 
     async fn start_or_swap(&mut self, deployment: SharedDeployment, revision: u64) {
         let id = deployment.id.clone();
-        let placed_again = match self.running.get(&id) {
+        let placed_again = match self.running.get_mut(&id) {
             Some(running) => {
                 let before = running.updates.send_replace(deployment.clone());
+                running.most_partitions = running.most_partitions.max(deployment.spec.partitions);
                 // Each worker moves to the new stream itself; another partition count is
                 // another set of partitions.
                 before.spec.partitions != deployment.spec.partitions
@@ -457,13 +474,15 @@ impl Registry {
                         revision,
                         failed: None,
                         owners: Vec::new(),
+                        most_partitions: deployment.spec.partitions,
                     },
                 );
                 true
             }
         };
         if placed_again && self.replaying {
-            // Reading what was there at start: placed once it is all read.
+            // Reading what was there at start: placed with the others in batches, every
+            // PLACE_DELAY, rather than one by one.
             self.place_soon(&id.tenant);
         } else if placed_again {
             // The tenant's other deployments make room for it, or take what it left.
@@ -778,7 +797,7 @@ impl Registry {
             .then(|| serde_json::from_slice::<NodeStatus>(&entry.value).ok())
             .flatten()
             .filter(|status| status.node == node);
-        let refuses = status.as_ref().is_some_and(|status| status.refused);
+        let refuses = status.as_ref().is_some_and(NodeStatus::refuses);
         let pins = self.pins.entry(id.clone()).or_default();
         match status {
             Some(status) if !status.pins.is_empty() => {
@@ -952,7 +971,7 @@ impl Registry {
             pins: running.pins.clone(),
             failing: running.failing.clone(),
             error,
-            refused: false,
+            refused: Some(false),
             updated_at: now_rfc3339(),
         };
         self.report(id, status).await;
@@ -974,8 +993,7 @@ impl Registry {
             stop.cancel();
         }
         tracing::info!(tenant = id.tenant, handler = id.handler, "stopping");
-        let partitions = running.updates.borrow().spec.partitions;
-        self.node.metrics.forget(id, partitions);
+        self.node.metrics.forget(id, running.most_partitions);
         running.tracker.close();
         let (tracker, reported, id) = (running.tracker, running.reported, id.clone());
         self.workers.spawn(async move {
@@ -1010,7 +1028,7 @@ impl Registry {
             revision,
             version: version.to_owned(),
             error: Some(error),
-            refused: true,
+            refused: Some(true),
             updated_at: now_rfc3339(),
             ..NodeStatus::default()
         };
@@ -1020,13 +1038,16 @@ impl Registry {
     /// Writes this node's status for `id`, and remembers its revision for [`Registry::stop`].
     async fn report(&mut self, id: &DeploymentId, status: NodeStatus) {
         let put = match serde_json::to_vec(&status) {
-            Ok(json) => self
-                .node
-                .control
-                .status
-                .put(id.status_key(&self.node.id), json.into())
-                .await
-                .map_err(anyhow::Error::from),
+            Ok(json) => {
+                // Bounded by the client's timeout: waiting on a slow server is not a stall.
+                let put = self
+                    .node
+                    .control
+                    .status
+                    .put(id.status_key(&self.node.id), json.into());
+                (self.node.health.turning_while(Loop::Registry, put).await)
+                    .map_err(anyhow::Error::from)
+            }
             Err(error) => Err(error.into()),
         };
         match put {

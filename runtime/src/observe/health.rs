@@ -1,8 +1,9 @@
 //! Whether a node is alive and whether it is ready, from what its loops say of themselves.
 //!
 //! - **Alive** (`/healthz`): the registry's loop and the membership's loop each turned within
-//!   [`STALL_AFTER`]. Both turn at least every second when nothing happens, so one that has not
-//!   turned for that long is stuck.
+//!   [`STALL_AFTER`]. Both turn at least every second, and count as turning while they wait for
+//!   work that ends by itself (a compilation, a request to the server, bounded by the client's
+//!   timeout), so one that has not turned for that long is stuck. A draining node is alive.
 //! - **Ready** (`/readyz`): alive, connected to NATS, registered in `weir_nodes`, not draining,
 //!   and every deployment record that existed when the node started has been read and acted on
 //!   (loaded, or refused with its reason in `weir_status`).
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 /// How long a loop may go without turning before the node counts as stuck.
-pub const STALL_AFTER: Duration = Duration::from_secs(10);
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
 
 /// The loops whose turns [`Health`] follows.
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +117,11 @@ impl Health {
 
     /// `/healthz`.
     pub fn alive(&self) -> Verdict {
+        // A draining node's loops end while it hands its partitions off, within its
+        // --shutdown-timeout.
+        if self.draining() {
+            return verdict(Vec::new());
+        }
         let now = self.since_start();
         let stall = u64::try_from(STALL_AFTER.as_millis()).unwrap_or(u64::MAX);
         let reasons = [

@@ -7,8 +7,9 @@
 //! enums list. A deployment's partition series go when the node stops running it; a partition
 //! that moved to another node keeps its counters here, and its gauges read 0.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -38,7 +39,8 @@ pub struct PartitionLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum Outcome {
-    /// The handler answered `ack` (its outputs are stored, then the message acked).
+    /// The handler answered `ack` (counted as the call ends; its outputs are stored, and the
+    /// message acked, after).
     ack,
     /// The handler asked for a retry.
     retry,
@@ -60,7 +62,8 @@ struct OutcomeLabels {
     outcome: Outcome,
 }
 
-/// How a call, or the storing of its outputs, failed.
+/// How a call failed, or an instance could not start, or an attempt to store a call's outputs
+/// failed: so these need not add up to the calls that ended in [`Outcome::failure`].
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum FailureKind {
@@ -72,7 +75,7 @@ pub enum FailureKind {
     cpu_time,
     /// The guest asked for more memory than its limit.
     memory,
-    /// `init` refused the configuration.
+    /// `init` refused the configuration (no call was made: the message waits).
     init,
     /// A publish was refused.
     output_refused,
@@ -197,6 +200,8 @@ pub struct Metrics {
     totals: SharedCounters,
     /// Held while readings are brought in, so that two scrapes at once add them once.
     reading: Arc<Mutex<()>>,
+    /// The last generation given out, and the generation of each partition's current worker.
+    holders: Arc<Mutex<(u64, HashMap<PartitionLabels, u64>)>>,
 }
 
 /// Call durations: 100 µs to about 7 minutes.
@@ -335,6 +340,7 @@ impl Metrics {
             nats_connects,
             totals,
             reading: Arc::default(),
+            holders: Arc::default(),
         }
     }
 
@@ -361,7 +367,16 @@ impl Metrics {
                 outcome,
             })
         };
+        let generation = {
+            let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+            holders.0 += 1;
+            let generation = holders.0;
+            holders.1.insert(labels.clone(), generation);
+            generation
+        };
         PartitionMetrics {
+            generation,
+            failures: std::array::from_fn(|_| OnceLock::new()),
             outcomes: Outcome::ALL.map(outcome),
             call_duration: self.call_duration.get_or_create_owned(&labels),
             publish_to_ack: self.publish_to_ack.get_or_create_owned(&labels),
@@ -509,6 +524,11 @@ pub(crate) struct TenantReadings {
 #[derive(Debug)]
 pub(crate) struct PartitionMetrics {
     labels: PartitionLabels,
+    /// Which of the workers that had this partition's series this one is: only the last
+    /// zeroes its gauges when it goes.
+    generation: u64,
+    /// By [`FailureKind::ALL`]'s order, each made on first use.
+    failures: [OnceLock<Counter>; 7],
     /// By [`Outcome::ALL`]'s order.
     outcomes: [Counter; 4],
     families: Metrics,
@@ -535,13 +555,17 @@ impl PartitionMetrics {
 
     /// A call failed, or its outputs could not be stored.
     pub(crate) fn failed(&self, kind: FailureKind) {
-        let labels = FailureLabels {
-            tenant: self.labels.tenant.clone(),
-            handler: self.labels.handler.clone(),
-            partition: self.labels.partition,
-            kind,
-        };
-        self.families.failures.get_or_create(&labels).inc();
+        // Made on the first failure of its kind, so that a partition that never fails so has
+        // no series of it.
+        let counter = self.failures[kind as usize].get_or_init(|| {
+            self.families.failures.get_or_create_owned(&FailureLabels {
+                tenant: self.labels.tenant.clone(),
+                handler: self.labels.handler.clone(),
+                partition: self.labels.partition,
+                kind,
+            })
+        });
+        counter.inc();
         self.families.totals.failed();
     }
 
@@ -579,11 +603,16 @@ impl PartitionMetrics {
 }
 
 impl Drop for PartitionMetrics {
-    /// The worker's gauges say nothing once it is gone (a worker that takes the partition
-    /// again sets them anew); its counters stay, as counters do.
+    /// The worker's gauges say nothing once it is gone, unless another worker of the partition
+    /// has started since (a partition that moved away and back while its old worker was still
+    /// handing off); its counters stay, as counters do.
     fn drop(&mut self) {
-        self.window.set(0);
-        self.lag.set(0);
+        let mut holders = (self.families.holders.lock()).unwrap_or_else(PoisonError::into_inner);
+        if holders.1.get(&self.labels) == Some(&self.generation) {
+            holders.1.remove(&self.labels);
+            self.window.set(0);
+            self.lag.set(0);
+        }
     }
 }
 
@@ -674,6 +703,20 @@ mod tests {
             value(&text, &format!("weir_consumer_lag_messages{{{labels}}}")).as_deref(),
             Some("0")
         );
+    }
+
+    #[test]
+    fn a_worker_that_goes_after_its_successor_started_leaves_the_successors_gauges() {
+        let metrics = Metrics::new(SharedCounters::default());
+        let handing_off = metrics.partition(&id(), 0);
+        let successor = metrics.partition(&id(), 0);
+        successor.set_lag(4);
+        drop(handing_off);
+        let text = metrics.encode();
+        let series = r#"weir_consumer_lag_messages{tenant="acme",handler="orders",partition="0"}"#;
+        assert_eq!(value(&text, series).as_deref(), Some("4"));
+        drop(successor);
+        assert_eq!(value(&metrics.encode(), series).as_deref(), Some("0"));
     }
 
     #[test]

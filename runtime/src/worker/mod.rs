@@ -807,6 +807,9 @@ impl PartitionWorker {
             (Err(call_failure), Verdict::Wait { .. }) => {
                 if call_failure.is_memory_quota() {
                     self.metrics.waits_for(Quota::memory);
+                } else if let Some(kind) = FailureKind::of(call_failure.failure()) {
+                    // No instance could start: no call was made, but something failed.
+                    self.metrics.failed(kind);
                 }
             }
             (Err(call_failure), _) => {
