@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use weir::node::{self, NodeConfig, NodeHandle};
 use weir::spec::LimitsSpec;
 
-use crate::support::{Env, OUTPUT, key_in, scripted_giving_up, wait_for};
+use crate::support::{Env, OUTPUT, key_in, node_status, scripted, scripted_giving_up, wait_for};
 
 const PARTITIONS: u32 = 2;
 
@@ -166,4 +166,37 @@ async fn metrics_count_every_outcome_per_partition_and_readyz_follows_the_nats_c
     );
     drop(node);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_node_is_ready_only_once_it_has_acted_on_every_record_there_was() -> anyhow::Result<()> {
+    let env = Env::with_streams(PARTITIONS).await?;
+    let first = env.node().await?;
+    let spec = env.deploy_on(&first, scripted("existing")).await?;
+    first.shutdown().await?;
+
+    let late = node::start(
+        env.client.clone(),
+        NodeConfig {
+            node_id: "late".into(),
+            http: Some(([127, 0, 0, 1], 0).into()),
+            ..NodeConfig::default()
+        },
+    )
+    .await?;
+    wait_for("/readyz to answer 200", || async {
+        (get(&late, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    // Ready: so it has already run the record it found, and said so.
+    let control = weir::control::ControlPlane::open(&env.js).await?;
+    let id = weir::control::DeploymentId::new("test", "existing")?;
+    let status = node_status(&control, "late", &id).await;
+    assert!(
+        status
+            .as_ref()
+            .is_some_and(|status| status.version == spec.version),
+        "ready before running what it found: {status:?}"
+    );
+    late.shutdown().await
 }
