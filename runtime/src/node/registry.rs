@@ -106,9 +106,9 @@ pub(crate) struct Registry {
         mpsc::UnboundedSender<PartitionReport>,
         mpsc::UnboundedReceiver<PartitionReport>,
     ),
-    /// The partitions of every deployment in `weir_deployments` whose record reads, run here
-    /// or not: with its quota, a node may run only so many of a tenant's partitions, over all
-    /// of the tenant's deployments.
+    /// The partitions every record in `weir_deployments` states ([`spec::partitions_of_record`]),
+    /// run here or not: with its quota, a node may run only so many of a tenant's partitions,
+    /// over all of the tenant's deployments.
     demand: BTreeMap<DeploymentId, u32>,
     /// Tenants whose deployments' partitions changed, to be placed again, and when.
     unplaced: (BTreeSet<String>, Option<Instant>),
