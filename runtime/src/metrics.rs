@@ -41,9 +41,14 @@ impl Counters {
     /// Counts an acked message published at `published_at` (Unix nanoseconds) that produced
     /// `outputs`.
     pub(crate) fn acked(&self, outputs: usize, published_at: u64) {
+        self.acked_after(outputs, since_published(published_at));
+    }
+
+    /// Counts an acked message, `latency` after its publication, that produced `outputs`.
+    pub(crate) fn acked_after(&self, outputs: usize, latency: std::time::Duration) {
         self.acked.fetch_add(1, Ordering::Relaxed);
         self.outputs.fetch_add(outputs as u64, Ordering::Relaxed);
-        self.latency.record(published_at);
+        self.latency.record(latency);
     }
 
     pub(crate) fn retried(&self) {
@@ -80,6 +85,16 @@ impl Counters {
     }
 }
 
+/// The time from `published_at` (Unix nanoseconds, a stream timestamp) to now.
+pub(crate) fn since_published(published_at: u64) -> std::time::Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        });
+    std::time::Duration::from_nanos(now.saturating_sub(published_at))
+}
+
 /// A histogram of microseconds, up to an hour, at three significant figures.
 #[derive(Debug)]
 struct Latency(Mutex<Histogram<u64>>);
@@ -101,13 +116,8 @@ impl Latency {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records the time from `published_at` (Unix nanoseconds) to now.
-    fn record(&self, published_at: u64) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos());
-        let micros = now.saturating_sub(u128::from(published_at)) / 1_000;
-        let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+    fn record(&self, latency: std::time::Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.lock()
             .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
     }

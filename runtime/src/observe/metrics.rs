@@ -17,7 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::control::DeploymentId;
 use crate::dlq::Reason;
@@ -214,133 +214,140 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 3.0, 18))
 }
 
+/// A new metric of its kind, registered as `name`.
+fn add<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+) -> M {
+    add_as(registry, name, help, unit, M::default())
+}
+
+/// `metric`, registered as `name`.
+fn add_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
 impl Metrics {
     /// Registers every family; `totals` are kept beside them.
     pub fn new(totals: SharedCounters) -> Self {
         let mut registry = Registry::with_prefix("weir");
-        let messages = Family::default();
-        registry.register(
-            "messages",
-            "Calls of the handler by how they ended",
-            messages.clone(),
-        );
-        let failures = Family::default();
-        registry.register(
-            "handler_failures",
-            "Failed calls and outputs not stored, by kind",
-            failures.clone(),
-        );
-        let call_duration: HistogramFamily = Family::new_with_constructor(call_buckets);
-        registry.register_with_unit(
-            "handler_call_duration",
-            "Wall-clock time of each handler call, waits for a guest thread included",
-            Unit::Seconds,
-            call_duration.clone(),
-        );
-        let publish_to_ack: HistogramFamily = Family::new_with_constructor(latency_buckets);
-        registry.register_with_unit(
-            "publish_to_ack",
-            "Time from a message's storing in its stream to its ack",
-            Unit::Seconds,
-            publish_to_ack.clone(),
-        );
-        let outputs = Family::default();
-        registry.register(
-            "outputs_stored",
-            "Output messages stored for acked messages",
-            outputs.clone(),
-        );
-        let window = Family::default();
-        registry.register_with_unit(
-            "window",
-            "Messages delivered to the partition's worker and not yet settled",
-            Unit::Other("messages".into()),
-            window.clone(),
-        );
-        let lag = Family::default();
-        registry.register_with_unit(
-            "consumer_lag",
-            "Messages of the partition not yet delivered, as of its last delivery",
-            Unit::Other("messages".into()),
-            lag.clone(),
-        );
-        let partitions = Family::default();
-        registry.register(
-            "partitions",
-            "Partitions of each deployment this node runs, by state",
-            partitions.clone(),
-        );
-        let dead_letters = Family::default();
-        registry.register(
-            "dead_letters_moved",
-            "Dead letters this node's mover stored, by reason",
-            dead_letters.clone(),
-        );
-        let quota_waits = Family::default();
-        registry.register(
-            "tenant_quota_waits",
-            "Times a tenant's partition or call had to wait for one of its quotas",
-            quota_waits.clone(),
-        );
-        let tenant_memory = Family::default();
-        registry.register_with_unit(
-            "tenant_memory",
-            "Linear memory the tenant's instances on this node hold",
-            Unit::Bytes,
-            tenant_memory.clone(),
-        );
-        let tenant_partitions = Family::default();
-        registry.register(
-            "tenant_partitions",
-            "Partitions of the tenant this node runs, counted against its max_instances",
-            tenant_partitions.clone(),
-        );
-        let tenant_cpu = Family::default();
-        registry.register_with_unit(
-            "tenant_cpu",
-            "CPU time the tenant's calls (instantiation, init, handle) spent on this node",
-            Unit::Seconds,
-            tenant_cpu.clone(),
-        );
-        let member_active = Gauge::default();
-        registry.register(
-            "member_active",
-            "1 while this node takes partitions, 0 while it drains",
-            member_active.clone(),
-        );
-        let nats_connected = Gauge::default();
-        registry.register(
-            "nats_connected",
-            "1 while the node's NATS connection is up",
-            nats_connected.clone(),
-        );
-        let nats_connects = Counter::default();
-        registry.register(
-            "nats_connects",
-            "Connections the node made to NATS, the first one included",
-            nats_connects.clone(),
-        );
+        let r = &mut registry;
+        let messages = Unit::Other("messages".into());
         Self {
-            registry: Arc::new(registry),
-            messages,
-            failures,
-            call_duration,
-            publish_to_ack,
-            outputs,
-            window,
-            lag,
-            partitions,
-            dead_letters,
-            quota_waits,
-            tenant_memory,
-            tenant_partitions,
-            tenant_cpu,
-            member_active,
-            nats_connected,
-            nats_connects,
+            messages: add(
+                r,
+                "messages",
+                "Calls of the handler by how they ended",
+                None,
+            ),
+            failures: add(
+                r,
+                "handler_failures",
+                "Failed calls, instances that could not start and outputs not stored, by kind",
+                None,
+            ),
+            call_duration: add_as(
+                r,
+                "handler_call_duration",
+                "Wall-clock time of each handler call, waits for a guest thread included",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(call_buckets),
+            ),
+            publish_to_ack: add_as(
+                r,
+                "publish_to_ack",
+                "Time from a message's storing in its stream to its ack",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(latency_buckets),
+            ),
+            outputs: add(
+                r,
+                "outputs_stored",
+                "Output messages stored for acked messages",
+                None,
+            ),
+            window: add(
+                r,
+                "window",
+                "Messages delivered to the partition's worker and not yet settled",
+                Some(messages.clone()),
+            ),
+            lag: add(
+                r,
+                "consumer_lag",
+                "Messages of the partition not yet delivered, as of its last delivery",
+                Some(messages),
+            ),
+            partitions: add(
+                r,
+                "partitions",
+                "Partitions of each deployment this node runs, by state",
+                None,
+            ),
+            dead_letters: add(
+                r,
+                "dead_letters_moved",
+                "Dead letters this node's mover stored, by reason",
+                None,
+            ),
+            quota_waits: add(
+                r,
+                "tenant_quota_waits",
+                "Times a tenant's partition or call had to wait for one of its quotas",
+                None,
+            ),
+            tenant_memory: add(
+                r,
+                "tenant_memory",
+                "Linear memory the tenant's instances on this node hold",
+                Some(Unit::Bytes),
+            ),
+            tenant_partitions: add(
+                r,
+                "tenant_partitions",
+                "Partitions of the tenant this node runs, counted against its max_instances",
+                None,
+            ),
+            tenant_cpu: add(
+                r,
+                "tenant_cpu",
+                "CPU time the tenant's calls (instantiation, init, handle) spent on this node",
+                Some(Unit::Seconds),
+            ),
+            member_active: add(
+                r,
+                "member_active",
+                "1 while this node takes partitions, 0 while it drains",
+                None,
+            ),
+            nats_connected: add(
+                r,
+                "nats_connected",
+                "1 while the node's NATS connection is up",
+                None,
+            ),
+            nats_connects: add(
+                r,
+                "nats_connects",
+                "Connections the node made to NATS, the first one included",
+                None,
+            ),
             totals,
             reading: Arc::default(),
             holders: Arc::default(),
+            registry: Arc::new(registry),
         }
     }
 
@@ -573,14 +580,9 @@ impl PartitionMetrics {
     /// `published_at` (Unix nanoseconds).
     pub(crate) fn acked(&self, outputs: usize, published_at: u64) {
         self.outputs.inc_by(outputs as u64);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-            });
-        let latency = Duration::from_nanos(now.saturating_sub(published_at));
+        let latency = crate::metrics::since_published(published_at);
         self.publish_to_ack.observe(latency.as_secs_f64());
-        self.families.totals.acked(outputs, published_at);
+        self.families.totals.acked_after(outputs, latency);
     }
 
     /// The worker holds `messages` it has not settled.

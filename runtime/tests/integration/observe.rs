@@ -25,6 +25,21 @@ async fn get(node: &NodeHandle, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
+/// A node `id` serving its endpoints on a free port, once `/readyz` says it is ready.
+async fn ready_node(env: &Env, id: &str) -> anyhow::Result<NodeHandle> {
+    let config = NodeConfig {
+        node_id: id.into(),
+        http: Some(([127, 0, 0, 1], 0).into()),
+        ..NodeConfig::default()
+    };
+    let node = node::start(env.client.clone(), config).await?;
+    wait_for("/readyz to answer 200", || async {
+        (get(&node, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    Ok(node)
+}
+
 /// The value of the sample `series` (name and labels as exposed) in a scrape.
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| {
@@ -41,19 +56,7 @@ fn partition_series(name: &str, partition: u32, extra: &str) -> String {
 async fn metrics_count_every_outcome_per_partition_and_readyz_follows_the_nats_connection()
 -> anyhow::Result<()> {
     let mut env = Env::with_streams(PARTITIONS).await?;
-    let node = node::start(
-        env.client.clone(),
-        NodeConfig {
-            node_id: "observed".into(),
-            http: Some(([127, 0, 0, 1], 0).into()),
-            ..NodeConfig::default()
-        },
-    )
-    .await?;
-    wait_for("/readyz to answer 200", || async {
-        (get(&node, "/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    let node = ready_node(&env, "observed").await?;
     let mut request = scripted_giving_up("observed", 3, Duration::from_millis(50));
     // Room enough for a call on a busy machine; the overrun sleeps well past it.
     request.limits = LimitsSpec {
@@ -175,19 +178,7 @@ async fn a_node_is_ready_only_once_it_has_acted_on_every_record_there_was() -> a
     let spec = env.deploy_on(&first, scripted("existing")).await?;
     first.shutdown().await?;
 
-    let late = node::start(
-        env.client.clone(),
-        NodeConfig {
-            node_id: "late".into(),
-            http: Some(([127, 0, 0, 1], 0).into()),
-            ..NodeConfig::default()
-        },
-    )
-    .await?;
-    wait_for("/readyz to answer 200", || async {
-        (get(&late, "/readyz").await?.0 == 200).then_some(())
-    })
-    .await;
+    let late = ready_node(&env, "late").await?;
     // Ready: so it has already run the record it found, and said so.
     let control = weir::control::ControlPlane::open(&env.js).await?;
     let id = weir::control::DeploymentId::new("test", "existing")?;
