@@ -126,6 +126,33 @@ impl Mover {
     }
 
     async fn follow(&self, stop: &CancellationToken) -> anyhow::Result<()> {
+        // Nothing is in hand yet: a mover told to stop does not wait for a server that is gone.
+        let mut messages = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            messages = self.subscribe() => messages?,
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => self.settle(&message).await,
+                Some(Err(error)) => {
+                    use jetstream::consumer::pull::MessagesErrorKind as Kind;
+                    if !matches!(error.kind(), Kind::MissingHeartbeat) {
+                        return Err(error.into());
+                    }
+                    tracing::debug!("dead-letter mover: {error}");
+                }
+                None => anyhow::bail!("the pull from {MOVER_CONSUMER} ended"),
+            }
+        }
+    }
+
+    /// Pulls from the movers' shared consumer, making it if needed.
+    async fn subscribe(&self) -> anyhow::Result<jetstream::consumer::pull::Stream> {
         let stream = self
             .js
             .get_stream(ADVISORIES_STREAM)
@@ -145,32 +172,14 @@ impl Mover {
             )
             .await
             .with_context(|| format!("failed to open consumer {MOVER_CONSUMER}"))?;
-        let mut messages = consumer
+        consumer
             .stream()
             .max_messages_per_batch(16)
             .expires(Duration::from_secs(5))
             .heartbeat(Duration::from_secs(2))
             .messages()
             .await
-            .with_context(|| format!("failed to pull from consumer {MOVER_CONSUMER}"))?;
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => self.settle(&message).await,
-                Some(Err(error)) => {
-                    use jetstream::consumer::pull::MessagesErrorKind as Kind;
-                    if !matches!(error.kind(), Kind::MissingHeartbeat) {
-                        return Err(error.into());
-                    }
-                    tracing::debug!("dead-letter mover: {error}");
-                }
-                None => anyhow::bail!("the pull from {MOVER_CONSUMER} ended"),
-            }
-        }
+            .with_context(|| format!("failed to pull from consumer {MOVER_CONSUMER}"))
     }
 
     /// Moves one advisory and acks it, or asks for it again if its dead letter could not be

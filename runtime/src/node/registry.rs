@@ -172,12 +172,13 @@ impl Registry {
                     .is_ok_and(|info| info.state.messages == 0);
                 (watches, empty)
             };
-            // Bounded by the client's timeouts: waiting on a slow server is not a stall.
-            let (watches, empty) = self
-                .node
-                .health
-                .turning_while(Loop::Registry, watching)
-                .await;
+            // Bounded by the client's timeouts: waiting on a slow server is not a stall. A node
+            // told to stop does not wait for a server that is gone.
+            let watched = self.node.health.turning_while(Loop::Registry, watching);
+            let (watches, empty) = tokio::select! {
+                _ = shutdown.cancelled() => break 'watching,
+                watched = watched => watched,
+            };
             if empty {
                 self.replaying = false;
                 self.node.health.set_loaded();

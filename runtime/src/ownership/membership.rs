@@ -192,10 +192,17 @@ impl Membership {
                 _ = renewals.tick() => {}
             }
             self.record.state = *state.borrow_and_update();
-            let result = if registered {
-                renew(&self.js, &self.record, self.revision, self.ttl).await
-            } else {
-                register(&self.nodes, &self.record, self.ttl).await
+            let written = async {
+                if registered {
+                    renew(&self.js, &self.record, self.revision, self.ttl).await
+                } else {
+                    register(&self.nodes, &self.record, self.ttl).await
+                }
+            };
+            // A node leaving does not wait for a renewal a server that is gone never answers.
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                result = written => result,
             };
             match result {
                 Ok(revision) => {
