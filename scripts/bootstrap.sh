@@ -44,4 +44,34 @@ if ! have_go; then
 fi
 have_go || { echo "bootstrap: $VENV/bin/go is not go$GO_VERSION" >&2; exit 1; }
 
-step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version)"
+# The console's browser tests: Debian's Chromium, driven by playwright-core (npm registry).
+CHROMIUM=${WEIR_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  step "installing Chromium (Debian's chromium) for the console's browser tests"
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "bootstrap: $CHROMIUM is missing; install Debian's chromium as root, or name another with WEIR_CHROMIUM" >&2
+      exit 1
+    }
+    as_root=(sudo)
+  fi
+  command -v apt-get >/dev/null 2>&1 || {
+    echo "bootstrap: $CHROMIUM is missing and there is no apt-get; install Chromium and name it with WEIR_CHROMIUM" >&2
+    exit 1
+  }
+  install_chromium() {
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+  }
+  # A fresh machine may not have read the package lists yet.
+  install_chromium || { "${as_root[@]}" apt-get update -q >/dev/null && install_chromium; }
+fi
+[ -x "$CHROMIUM" ] || { echo "bootstrap: no Chromium at $CHROMIUM" >&2; exit 1; }
+
+command -v npm >/dev/null 2>&1 || { echo "bootstrap: npm is not installed; install Node.js 20 first" >&2; exit 1; }
+if ! npm ls --silent playwright-core >/dev/null 2>&1; then
+  step "installing playwright-core from the npm registry into node_modules"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version), $("$CHROMIUM" --version 2>/dev/null | head -1), playwright-core $(node -p 'require("playwright-core/package.json").version')"

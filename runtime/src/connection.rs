@@ -220,8 +220,14 @@ impl Refusals {
     /// connection is gone.
     pub async fn after(&self, seen: usize) -> Refusal {
         let mut watch = self.seen.clone();
-        match watch.wait_for(|refusals| refusals.len() > seen).await {
-            Ok(refusals) => refusals[seen].clone(),
+        // The borrowed refusals are let go of before waiting forever, so that the future is
+        // `Send`.
+        let refusal = watch
+            .wait_for(|refusals| refusals.len() > seen)
+            .await
+            .map(|refusals| refusals[seen].clone());
+        match refusal {
+            Ok(refusal) => refusal,
             Err(_) => std::future::pending().await,
         }
     }

@@ -33,6 +33,10 @@ pub struct DeploymentStatus {
     pub version: String,
     /// The input stream.
     pub stream: String,
+    /// The subject patterns it may publish to.
+    pub outputs: Vec<String>,
+    /// What its partitions do, in a word or three (see [`deployment_state`]).
+    pub state: String,
     /// Whether it is paused (`weir pause`); its partitions' states say whether they hold.
     pub paused: bool,
     /// What keeps this command from reading the deployment whole: its record in
@@ -61,6 +65,10 @@ pub struct PartitionStatus {
     pub redelivered: u64,
     /// Messages in the partition not yet delivered.
     pub lag: u64,
+    /// Deliveries settled so far (acked or rejected): the consumer's ack floor, counted in
+    /// deliveries, so a retried message counts once per attempt. How fast it grows is the
+    /// partition's throughput.
+    pub settled: u64,
     /// What the partition waits for, if its owner lacks the capacity to run it: an instance or
     /// memory of the tenant's quota, or an instance that cannot start. Its messages wait too.
     pub waiting: Option<String>,
@@ -144,6 +152,8 @@ pub async fn read(
                     handler: handler.to_owned(),
                     version: String::new(),
                     stream: String::new(),
+                    outputs: Vec::new(),
+                    state: PartitionState::NotRunning.as_str().to_owned(),
                     paused: false,
                     problem: Some(format!("invalid deployment record: {reason}")),
                     errors,
@@ -166,6 +176,8 @@ pub async fn read(
             handler: spec.handler.clone(),
             version: spec.version.clone(),
             stream: spec.stream.clone(),
+            outputs: spec.outputs.clone(),
+            state: deployment_state(&spec, &reports),
             paused: spec.paused,
             problem,
             errors,
@@ -248,6 +260,9 @@ async fn partitions(
             pending: consumer.as_ref().map_or(0, |c| c.num_ack_pending as u64),
             redelivered: consumer.as_ref().map_or(0, |c| c.num_redelivered as u64),
             lag: consumer.as_ref().map_or(0, |c| c.num_pending),
+            settled: consumer
+                .as_ref()
+                .map_or(0, |c| c.ack_floor.consumer_sequence),
             waiting,
             failing,
             holder,

@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use super::progress_bar;
-use crate::connection::{Credentials, connect};
+use crate::connection::{Credentials, connect_watching};
 use crate::control::DeploymentId;
 use crate::deploy::{self, DeployRequest};
 use crate::embedded::{NatsServer, ServerOptions};
 use crate::host::Host;
 use crate::metrics::CountersSnapshot;
 use crate::node::{self, NodeConfig};
+use crate::observe::console::{self, Console};
 use crate::partition::{self, StreamRequest};
 use crate::say;
 use crate::spec::{LimitsSpec, RetrySpec};
@@ -48,6 +50,12 @@ pub struct DemoArgs {
     /// Partitions of the ORDERS stream
     #[arg(long, default_value_t = 8)]
     pub partitions: u32,
+    /// Where to serve the console while the demo runs [default: a free port]
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub console: std::net::SocketAddr,
+    /// Keep the server, the node and the console running after the summary, until Ctrl-C
+    #[arg(long)]
+    pub stay: bool,
     /// Give up waiting for the handler after this long
     #[arg(long, default_value = "120s", value_parser = crate::config::parse_duration)]
     pub timeout: Duration,
@@ -69,7 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         server.version(),
         server.url()
     )?;
-    let client = connect(&server.url(), &Credentials::none()).await?;
+    let (client, refusals) = connect_watching(&server.url(), &Credentials::none()).await?;
     let js = jetstream::new(client.clone());
 
     let orders = StreamRequest {
@@ -101,6 +109,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(addr) = node.http_addr() {
         say!("▸ the node's metrics are on http://{addr}/metrics (health: /healthz, /readyz)")?;
     }
+    let console = console::bind(args.console).await?;
+    say!(
+        "▸ the console is on http://{}/{}",
+        console.local_addr()?,
+        if args.stay {
+            ""
+        } else {
+            " (`weir demo --stay` keeps it open after the summary)"
+        }
+    )?;
+    let stop_console = CancellationToken::new();
+    tokio::spawn(console::serve(
+        console,
+        Console {
+            js: js.clone(),
+            refusals,
+            tenant: None,
+        },
+        stop_console.clone(),
+    ));
     let id = DeploymentId::new("demo", "orders")?;
     let spec = deploy::deploy(
         &js,
@@ -189,16 +217,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outputs = traffic::read_stream(&js, "ENRICHED").await?;
     let report = check_order(&outputs, &traffic, args.messages);
     let dead_letters = wait_dead_letters(&js, last.rejected).await?;
+
+    let summary = summary(&args, &last, elapsed, outputs.len(), &dead_letters, report);
+    if args.stay {
+        say!("▸ still running, for a look at the console: Ctrl-C to stop")?;
+        super::shutdown_signal().await?;
+    }
+    stop_console.cancel();
     node.shutdown().await?;
     drop(server);
+    summary
+}
 
+/// Prints what the demo did, and fails if a rejected order is not a dead letter or a
+/// customer's events are out of order.
+fn summary(
+    args: &DemoArgs,
+    last: &CountersSnapshot,
+    elapsed: Duration,
+    outputs: usize,
+    dead_letters: &[crate::dlq::records::DeadLetter],
+    report: Result<usize, String>,
+) -> anyhow::Result<()> {
     say!("▸ summary")?;
     say!(
         "  orders handled   {} in {:.1}s",
         last.acked + last.rejected,
         elapsed.as_secs_f64()
     )?;
-    say!("  enriched events  {}", outputs.len())?;
+    say!("  enriched events  {}", outputs)?;
     say!(
         "  retried          {} (pending payments wait and come back)",
         last.retried

@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod bench;
+mod console;
 mod demo;
 mod dlq;
 mod lifecycle;
@@ -112,6 +113,8 @@ pub enum Command {
     /// Inspect, replay and purge dead letters
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Serve the web console: nodes, deployments, dead letters and logs, live
+    Console(console::ConsoleArgs),
     /// Run weir end to end on an embedded nats-server
     Demo(demo::DemoArgs),
     /// Measure weir against a plain JetStream consumer on the same data
@@ -350,6 +353,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .guard("manage dead letters", dlq::run(&session.js, command))
                 .await
         }
+        Command::Console(args) => console::run(&cli.nats, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(&cli.nats, args).await,
     }

@@ -121,14 +121,19 @@ pub async fn list(
     Ok(assemble(stored))
 }
 
-/// The dead letter `id`.
+/// There is no dead letter of that id.
+#[derive(Debug, thiserror::Error)]
+#[error("there is no dead letter {0} (see `weir dlq ls`)")]
+pub struct NoDeadLetter(pub u64);
+
+/// The dead letter `id`, or [`NoDeadLetter`].
 pub async fn get(js: &jetstream::Context, id: u64) -> anyhow::Result<DeadLetter> {
     use jetstream::stream::RawMessageErrorKind;
     let stream = open(js).await?;
     let record = match stream.get_raw_message(id).await {
         Ok(message) => message,
         Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
-            anyhow::bail!("there is no dead letter {id} (see `weir dlq ls`)")
+            return Err(NoDeadLetter(id).into());
         }
         Err(error) => {
             return Err(error).with_context(|| format!("failed to read dead letter {id}"));

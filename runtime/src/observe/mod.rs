@@ -1,7 +1,8 @@
 //! What a node shows of itself over HTTP (`weir node --http ADDR`): Prometheus metrics on
 //! `/metrics` ([`metrics`]), and `/healthz` and `/readyz` for a process supervisor
-//! ([`health`]).
+//! ([`health`]). The web console (`weir console`, [`console`]) reads the cluster from NATS.
 
+pub mod console;
 pub mod health;
 pub mod http;
 pub mod metrics;

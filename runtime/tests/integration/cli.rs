@@ -456,6 +456,12 @@ fn the_demo_processes_orders_in_per_customer_order() {
         text(&output.stderr)
     );
     assert!(stdout.contains("per-customer order: OK"), "{stdout}");
+    for shown in [
+        "the console is on http://127.0.0.1:",
+        "metrics are on http://127.0.0.1:",
+    ] {
+        assert!(stdout.contains(shown), "{stdout}");
+    }
     let rejected = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("rejected"))

@@ -7,6 +7,7 @@
 mod capacity;
 mod cli;
 mod cluster;
+mod console;
 mod containment;
 mod control_plane;
 mod dlq;
