@@ -193,30 +193,23 @@ impl Sampler {
     }
 
     fn publish(&mut self, problem: Option<&str>) {
+        let unread = ClusterStatus::default();
         let (read_at, status) = match &self.last {
-            Some((at, status)) => (Some(at.as_str()), Some(status)),
-            None => (None, None),
+            Some((at, status)) => (Some(at.as_str()), status),
+            None => (None, &unread),
         };
-        let nodes = status.map_or_else(Vec::new, |status| {
-            status
-                .nodes
-                .iter()
-                .map(|record| NodeView {
-                    record,
-                    runs: runs_of(status, &record.node),
-                })
-                .collect()
-        });
-        let deployments = status.map_or_else(Vec::new, |status| {
-            status
-                .deployments
-                .iter()
-                .map(|status| DeploymentView {
-                    status,
-                    history: self.history.points(status),
-                })
-                .collect()
-        });
+        let nodes = (status.nodes.iter())
+            .map(|record| NodeView {
+                record,
+                runs: runs_of(status, &record.node),
+            })
+            .collect();
+        let deployments = (status.deployments.iter())
+            .map(|status| DeploymentView {
+                status,
+                history: self.history.points(status),
+            })
+            .collect();
         let snapshot = Snapshot {
             read_at,
             problem,
