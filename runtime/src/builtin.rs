@@ -39,6 +39,7 @@ impl Builtin {
             Self::Noop => Handled {
                 outcome: Outcome::Ack,
                 outputs: Vec::new(),
+                writes: Default::default(),
             },
         }
     }

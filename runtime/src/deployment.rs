@@ -10,6 +10,7 @@ use crate::host::{CallLimits, HandlerVersion, InstanceContext, TenantBudget};
 use crate::logs::LogSink;
 use crate::outputs::OutputRules;
 use crate::spec::{DeploymentSpec, LimitsSpec};
+use crate::state::StateBucket;
 use crate::tenants::Tenant;
 
 impl From<&LimitsSpec> for CallLimits {
@@ -37,6 +38,8 @@ pub struct Deployment {
     /// What every instance of this deployment is given: the spec's limits within the tenant's
     /// quotas, the tenant's budget, and where it may publish.
     pub context: Arc<InstanceContext>,
+    /// Where its state is kept, if its handler keeps any.
+    pub state: Option<StateBucket>,
 }
 
 impl Deployment {
@@ -67,6 +70,7 @@ impl Deployment {
             code,
             tenant,
             context: Arc::new(context),
+            state: None,
         }
     }
 }

@@ -58,6 +58,7 @@ pub mod outputs;
 pub mod ownership;
 pub mod partition;
 pub mod spec;
+pub mod state;
 pub mod status;
 pub mod subject;
 pub mod tenants;

@@ -11,6 +11,10 @@
 //! max_output_bytes_per_call = "8MiB"
 //! log_lines_per_second = 100
 //! max_window_bytes = "64MiB"      # messages one partition pulls ahead of its handler
+//! max_state_value_bytes = "256KiB" # handler state (`weir:handler/state`), per partition:
+//! max_state_keys = 100000          #   one value, the keys, and keys and values together;
+//! max_state_bytes = "256MiB"
+//! max_state_writes_per_call = 100  #   and the keys one call may set or delete (at most 999)
 //! input_streams = []               # none: only tenants with a section of their own run here
 //!
 //! [tenants.acme]
@@ -40,6 +44,7 @@ use crate::control::validate_name;
 use crate::host::{BudgetQuota, Host, TenantBudget};
 use crate::outputs::{self, Reserved};
 use crate::spec::LimitsSpec;
+use crate::state::{MAX_WRITES_PER_CALL, StateQuotas};
 
 /// The quotas of a tenant with no configuration at all (a node started without `--config`).
 /// Generous: they keep a runaway handler from taking the whole node, not more.
@@ -79,6 +84,8 @@ pub struct Quotas {
     /// Bytes of messages one partition of the tenant's may have pulled ahead of its handler
     /// (its window, in bytes; a window never holds less than one message).
     pub max_window_bytes: u64,
+    /// What the tenant's handlers may keep in state, per partition.
+    pub state: StateQuotas,
     /// Input streams the tenant's handlers may read; `None`: any.
     pub input_streams: Option<Vec<String>>,
     /// Subject patterns the tenant's handlers may publish to; `None`: any.
@@ -96,6 +103,7 @@ impl Default for Quotas {
             max_output_bytes_per_call: DEFAULT_MAX_OUTPUT_BYTES_PER_CALL,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
+            state: StateQuotas::default(),
             input_streams: None,
             output_subjects: None,
         }
@@ -243,6 +251,10 @@ struct Section {
     max_output_bytes_per_call: Option<SizeText>,
     log_lines_per_second: Option<u32>,
     max_window_bytes: Option<SizeText>,
+    max_state_value_bytes: Option<SizeText>,
+    max_state_keys: Option<u64>,
+    max_state_bytes: Option<SizeText>,
+    max_state_writes_per_call: Option<u32>,
     input_streams: Option<Vec<String>>,
     output_subjects: Option<Vec<String>>,
     nats: Option<Credentials>,
@@ -294,6 +306,23 @@ impl Section {
         if let Some(size) = &self.max_window_bytes {
             quotas.max_window_bytes = size.bytes("max_window_bytes")?;
         }
+        if let Some(size) = &self.max_state_value_bytes {
+            quotas.state.max_value_bytes = size.bytes("max_state_value_bytes")?;
+        }
+        if let Some(n) = self.max_state_keys {
+            quotas.state.max_keys = n;
+        }
+        if let Some(size) = &self.max_state_bytes {
+            quotas.state.max_bytes = size.bytes("max_state_bytes")?;
+        }
+        if let Some(n) = self.max_state_writes_per_call {
+            anyhow::ensure!(
+                n <= MAX_WRITES_PER_CALL,
+                "max_state_writes_per_call: at most {MAX_WRITES_PER_CALL} (a message's changes \
+                 are committed in one atomic batch of at most 1000 messages)"
+            );
+            quotas.state.max_writes_per_call = n;
+        }
         if let Some(streams) = &self.input_streams {
             quotas.input_streams = Some(streams.clone());
         }
@@ -313,6 +342,10 @@ impl Section {
             ("max_instances", quotas.max_instances.into()),
             ("log_lines_per_second", quotas.log_lines_per_second.into()),
             ("max_window_bytes", quotas.max_window_bytes),
+            (
+                "max_state_writes_per_call",
+                quotas.state.max_writes_per_call.into(),
+            ),
             (
                 "cpu_time_per_message",
                 quotas.cpu_time_per_message.as_millis() as u64,

@@ -25,7 +25,10 @@
 //! ```
 //!
 //! One instance of the handler serves one partition: `handle` sees that partition's messages
-//! one at a time, in stream order, so `&mut self` state is per partition and never shared.
+//! one at a time, in stream order, so `&mut self` state is per partition and never shared. It
+//! lasts as long as the instance; what must outlive it (running totals, windows, what was
+//! seen) belongs in [`state`], which weir keeps per partition and changes exactly once per
+//! acknowledged message.
 
 use std::time::Duration;
 
@@ -42,6 +45,8 @@ pub mod bindings {
 }
 
 pub use bindings::weir::handler::types::{Header, Level, Message, Outcome};
+
+pub mod state;
 
 /// A stream handler. weir creates one value per partition with [`Handler::init`] and hands it
 /// that partition's messages in order.

@@ -298,15 +298,31 @@ pub async fn reading_consumer(
     jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
     jetstream::stream::ConsumerError,
 > {
+    let config = jetstream::consumer::push::OrderedConfig {
+        filter_subject: filter,
+        deliver_policy,
+        ..Default::default()
+    };
+    reading_consumer_of(js, stream, config).await
+}
+
+/// [`reading_consumer`] with the rest of `config` as given (only its name and deliver subject
+/// are weir's).
+pub async fn reading_consumer_of<I>(
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream<I>,
+    config: jetstream::consumer::push::OrderedConfig,
+) -> Result<
+    jetstream::consumer::Consumer<jetstream::consumer::push::OrderedConfig>,
+    jetstream::stream::ConsumerError,
+> {
     let inbox = js.client().new_inbox();
     let unique = inbox.rsplit('.').next().unwrap_or_default();
     stream
         .create_consumer(jetstream::consumer::push::OrderedConfig {
             name: Some(format!("weir_read_{unique}")),
             deliver_subject: inbox.clone(),
-            filter_subject: filter,
-            deliver_policy,
-            ..Default::default()
+            ..config
         })
         .await
 }
@@ -364,7 +380,7 @@ pub async fn stream_subjects(
 const NODE_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Three replicas when the server is part of a cluster of at least three, else one.
-fn control_plane_replicas(server: &async_nats::ServerInfo) -> usize {
+pub(crate) fn control_plane_replicas(server: &async_nats::ServerInfo) -> usize {
     // `connect_urls` lists the client URLs of every server in the cluster.
     if server.cluster.is_some() && server.connect_urls.len() >= 3 {
         3

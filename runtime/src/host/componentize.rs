@@ -4,7 +4,7 @@
 //! ```text
 //! core module (exports init, handle, cabi_realloc; imports weir:handler/host@0.1.0 and
 //!              wasi_snapshot_preview1)
-//!   ── embed the world's type information (wit/handler.wit)
+//!   ── embed the type information of the world it was written for (wit/0.1.0/handler.wit)
 //!   ── adapt wasi_snapshot_preview1 to WASI 0.2 with the reactor adapter
 //!   ──► component
 //! ```
@@ -21,8 +21,8 @@ use wit_parser::Resolve;
 
 use super::version::{ComponentError, Layer, wasm_layer};
 
-/// The world a core module is made to satisfy; the same file the host is generated from.
-const HANDLER_WIT: &str = include_str!("../../../wit/handler.wit");
+/// The world a core module is made to satisfy: the Go SDK speaks `0.1.0`.
+const HANDLER_WIT: &str = include_str!("../../../wit/0.1.0/handler.wit");
 
 /// What `weir deploy` accepts: a component as it is, or a core module made into one.
 pub fn componentize(bytes: Vec<u8>) -> Result<Vec<u8>, ComponentError> {

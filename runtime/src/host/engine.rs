@@ -7,7 +7,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine};
 
-use super::bindings::Handler;
+use super::bindings::{Handler, v0_1};
 use super::budget::{BudgetQuota, TenantBudget};
 use super::fairness::{CpuScheduler, GuestThreads};
 use super::state::HostState;
@@ -114,7 +114,9 @@ impl Host {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .context("failed to link WASI preview 2")?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .context("failed to link weir:handler/host")?;
+            .context("failed to link weir:handler@0.2.0")?;
+        v0_1::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .context("failed to link weir:handler@0.1.0")?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

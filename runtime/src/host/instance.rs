@@ -68,6 +68,9 @@ pub struct Handled {
     pub outcome: Outcome,
     /// What the call published; to be sent only if `outcome` is `ack`.
     pub outputs: Vec<Output>,
+    /// What the call wrote to its partition's state; to be committed only if `outcome` is
+    /// `ack`.
+    pub writes: crate::state::Writes,
 }
 
 /// Why a call produced no outcome. Every kind discards the instance and the call's outputs and
@@ -111,6 +114,10 @@ pub enum HandlerFailure {
     /// or over a per-call limit).
     #[error("publish refused: {0}")]
     OutputRefused(String),
+    /// The partition's state could not be read (NATS did not answer): no fault of the
+    /// handler's.
+    #[error("the partition's state could not be read: {0}")]
+    StateUnavailable(String),
 }
 
 /// A handler instance with its store. Not reusable after a `HandlerFailure`.
@@ -181,19 +188,23 @@ impl HandlerInstance {
         Ok(instance)
     }
 
-    /// Hands `message` to the handler. On `Ok`, the outputs are those of this call only.
+    /// Hands `message` to the handler, with no state (a handler that uses it traps). On
+    /// `Ok`, the outputs are those of this call only.
     pub async fn handle(&mut self, message: &Message) -> Result<Handled, HandlerFailure> {
-        self.handle_on(message, None).await
+        self.handle_on(message, None, None).await
     }
 
-    /// [`HandlerInstance::handle`], beginning on `turn` if given (see [`TenantBudget::turn`]).
-    pub async fn handle_on(
+    /// [`HandlerInstance::handle`], beginning on `turn` if given (see [`TenantBudget::turn`]),
+    /// with the partition's `state` if it keeps any.
+    pub(crate) async fn handle_on(
         &mut self,
         message: &Message,
         turn: Option<Turn>,
+        state: Option<Arc<crate::state::PartitionState>>,
     ) -> Result<Handled, HandlerFailure> {
         self.store.data_mut().call = CallState {
             stream_seq: message.stream_seq,
+            state,
             ..CallState::default()
         };
         let limits = self.store.data().context.limits.clone();
@@ -210,6 +221,7 @@ impl HandlerInstance {
         Ok(Handled {
             outcome,
             outputs: call.outputs,
+            writes: call.writes,
         })
     }
 
@@ -343,6 +355,9 @@ fn conclude<T>(
                 return Err(HandlerFailure::CpuTime(
                     state.context.budget.quota.cpu_time_per_message,
                 ));
+            }
+            if let Some(reason) = &state.call.state_unavailable {
+                return Err(HandlerFailure::StateUnavailable(reason.clone()));
             }
             let mut detail = match error.downcast_ref::<wasmtime::Trap>() {
                 Some(trap) => trap.to_string(),

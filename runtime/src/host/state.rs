@@ -2,14 +2,18 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::weir::handler::{host, types};
+use super::bindings::v0_1;
+use super::bindings::weir::handler::{host, state, types};
 use super::console::Console;
 use super::fairness::CpuMeter;
 use super::instance::{InstanceContext, Output, log_guest_line};
 use super::limits::{CallLimits, MemoryLimiter};
+use crate::state::{PartitionState, Refused, Writes};
 
 /// The host side of one instance. Owned by its `Store`; reset at the start of every call.
 pub(crate) struct HostState {
@@ -44,6 +48,12 @@ pub(crate) struct CallState {
     pub(crate) refusal: Option<String>,
     /// Set when the call ran past the tenant's CPU time per message.
     pub(crate) out_of_cpu: bool,
+    /// The partition's state, during a call that may use it.
+    pub(crate) state: Option<Arc<PartitionState>>,
+    /// What the call wrote to its partition's state, to be committed if it acks.
+    pub(crate) writes: Writes,
+    /// Why the partition's state could not be read: the call ends there.
+    pub(crate) state_unavailable: Option<String>,
 }
 
 impl HostState {
@@ -94,6 +104,81 @@ impl HostState {
     fn refuse(&mut self, reason: String) -> Result<(), String> {
         self.call.refusal.get_or_insert_with(|| reason.clone());
         Err(reason)
+    }
+}
+
+/// Said when a guest uses state where there is none: in `init`, or outside a node.
+const NO_STATE: &str = "state is only available while handling a message on a node";
+
+impl HostState {
+    fn partition_state(&self) -> wasmtime::Result<Arc<PartitionState>> {
+        self.call
+            .state
+            .clone()
+            .ok_or_else(|| wasmtime::format_err!("{NO_STATE}"))
+    }
+
+    /// Buffers a write of `key` (`None`: a deletion), if the tenant's quotas allow it.
+    fn write(
+        &mut self,
+        key: String,
+        value: Option<Bytes>,
+    ) -> wasmtime::Result<Result<(), state::StateError>> {
+        let partition = self.partition_state()?;
+        let size = value.as_ref().map(|v| v.len() as u64);
+        if let Err(refused) = partition.check(&self.call.writes, &key, size) {
+            return Ok(Err(match refused {
+                Refused::InvalidKey => state::StateError::InvalidKey,
+                Refused::ValueTooLarge(limit) => state::StateError::ValueTooLarge(limit),
+                Refused::TooManyKeys(limit) => state::StateError::TooManyKeys(limit),
+                Refused::TooManyBytes(limit) => state::StateError::TooManyBytes(limit),
+                Refused::TooManyWrites(limit) => state::StateError::TooManyWrites(limit),
+            }));
+        }
+        self.call.writes.insert(key, value);
+        Ok(Ok(()))
+    }
+}
+
+impl state::Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let partition = self.partition_state()?;
+        if let Some(written) = self.call.writes.get(&key) {
+            return Ok(written.as_ref().map(|value| value.to_vec()));
+        }
+        match partition.read(&key).await {
+            Ok(value) => Ok(value.map(|value| value.to_vec())),
+            Err(error) => {
+                let reason = format!("{error:#}");
+                self.call.state_unavailable = Some(reason.clone());
+                Err(wasmtime::format_err!(
+                    "the partition's state could not be read: {reason}"
+                ))
+            }
+        }
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), state::StateError>> {
+        self.write(key, Some(value.into()))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), state::StateError>> {
+        self.write(key, None)
+    }
+
+    async fn keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<String>> {
+        let partition = self.partition_state()?;
+        let limit = limit.min(1000) as usize;
+        Ok(partition.keys(&self.call.writes, &prefix, after.as_deref(), limit))
     }
 }
 
@@ -156,5 +241,38 @@ impl host::Host for HostState {
         if self.context.budget.log_budget().take() {
             self.guest_line(level, "log", &message);
         }
+    }
+}
+
+impl v0_1::weir::handler::types::Host for HostState {}
+
+/// `weir:handler/host@0.1.0`: the same functions as today's.
+impl v0_1::weir::handler::host::Host for HostState {
+    fn publish(
+        &mut self,
+        subject: String,
+        payload: Vec<u8>,
+        headers: Vec<v0_1::weir::handler::types::Header>,
+    ) -> Result<(), String> {
+        let headers = headers
+            .into_iter()
+            .map(|h| types::Header {
+                name: h.name,
+                value: h.value,
+            })
+            .collect();
+        host::Host::publish(self, subject, payload, headers)
+    }
+
+    fn log(&mut self, level: v0_1::weir::handler::types::Level, message: String) {
+        use v0_1::weir::handler::types::Level as Old;
+        let level = match level {
+            Old::Trace => types::Level::Trace,
+            Old::Debug => types::Level::Debug,
+            Old::Info => types::Level::Info,
+            Old::Warn => types::Level::Warn,
+            Old::Error => types::Level::Error,
+        };
+        host::Host::log(self, level, message);
     }
 }

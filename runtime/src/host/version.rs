@@ -7,8 +7,15 @@ use wasmtime::component::{Component, Linker};
 use super::bindings::HandlerPre;
 use super::state::HostState;
 
-/// The world every handler must satisfy.
-pub const WORLD: &str = "weir:handler/handler@0.1.0";
+/// The world a handler is written against today. A node also runs components of every earlier
+/// minor version ([`WORLDS`]).
+pub const WORLD: &str = "weir:handler/handler@0.2.0";
+
+/// Every world a node runs components of.
+pub const WORLDS: &str = "weir:handler/handler@0.2.0 or @0.1.0";
+
+/// The interface a handler that keeps state imports.
+const STATE_INTERFACE: &str = "weir:handler/state@0.2.0";
 
 /// Why a file cannot be a handler. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +41,7 @@ pub enum ComponentError {
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),
     /// A missing or mismatched import or export, named in the message.
-    #[error("the component does not satisfy the world {WORLD}: {0}")]
+    #[error("the component does not satisfy the world {WORLDS}: {0}")]
     WorldMismatch(String),
 }
 
@@ -42,6 +49,8 @@ pub enum ComponentError {
 #[derive(Clone)]
 pub struct HandlerVersion {
     digest: String,
+    /// Whether the component imports `state`.
+    keeps_state: bool,
     pub(crate) pre: HandlerPre<HostState>,
 }
 
@@ -49,6 +58,7 @@ impl std::fmt::Debug for HandlerVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandlerVersion")
             .field("digest", &self.digest)
+            .field("keeps_state", &self.keeps_state)
             .finish_non_exhaustive()
     }
 }
@@ -71,10 +81,20 @@ impl HandlerVersion {
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre)
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
+        let keeps_state = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name == STATE_INTERFACE);
         Ok(Self {
             digest: digest(bytes),
+            keeps_state,
             pre,
         })
+    }
+
+    /// Whether the handler keeps state (its component imports `weir:handler/state`).
+    pub fn keeps_state(&self) -> bool {
+        self.keeps_state
     }
 
     /// The SHA-256 of the component's bytes, in hex: the version's identity.

@@ -23,7 +23,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_nats::jetstream::kv::{Entry, Operation};
+use async_nats::jetstream::{
+    self,
+    kv::{Entry, Operation},
+};
 use futures::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::{mpsc, watch};
@@ -34,7 +37,7 @@ use tracing::Instrument as _;
 
 use crate::builtin::Builtin;
 use crate::clock::now_rfc3339;
-use crate::control::DeploymentId;
+use crate::control::{self, DeploymentId};
 use crate::deployment::{Deployment, HandlerCode, SharedDeployment};
 use crate::logs::LogSink;
 use crate::node::NodeContext;
@@ -45,6 +48,7 @@ use crate::ownership::membership::{MaxInstances, MemberView};
 use crate::ownership::placement;
 use crate::partition;
 use crate::spec::{self, DeploymentSpec, NodeStatus};
+use crate::state::StateBucket;
 use crate::tenants::Tenant;
 use crate::worker::{Change, PartitionReport, PartitionWorker, Takeover};
 
@@ -382,7 +386,10 @@ impl Registry {
     ) -> SharedDeployment {
         let id = before.id.clone();
         let logs = self.logs(&id);
-        Arc::new(Deployment::new(id, spec, before.code.clone(), tenant, logs))
+        Arc::new(Deployment {
+            state: before.state.clone(),
+            ..Deployment::new(id, spec, before.code.clone(), tenant, logs)
+        })
     }
 
     /// Makes a validated spec runnable: checks what needs the server (the tenant may read the
@@ -435,13 +442,25 @@ impl Registry {
             version.digest(),
             spec.version
         );
-        Ok(Deployment::new(
-            id.clone(),
-            spec,
-            HandlerCode::Wasm(version),
-            tenant,
-            self.logs(id),
-        ))
+        // Its state bucket: made with the node's rights, used with the tenant's.
+        let state = if version.keeps_state() {
+            let js = jetstream::new(self.node.client.clone());
+            let replicas = control::control_plane_replicas(&self.node.client.server_info());
+            StateBucket::ensure(&js, &id.tenant, replicas).await?;
+            Some(StateBucket::at(&tenant.js, &id.tenant).await?)
+        } else {
+            None
+        };
+        Ok(Deployment {
+            state,
+            ..Deployment::new(
+                id.clone(),
+                spec,
+                HandlerCode::Wasm(version),
+                tenant,
+                self.logs(id),
+            )
+        })
     }
 
     /// Where `id`'s instances publish their lines.

@@ -81,10 +81,12 @@ pub enum FailureKind {
     output_refused,
     /// The call's outputs could not be stored.
     outputs_not_stored,
+    /// The partition's state could not be read, or a message's changes committed.
+    state,
 }
 
 impl FailureKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::trap,
         Self::deadline,
         Self::cpu_time,
@@ -92,6 +94,7 @@ impl FailureKind {
         Self::init,
         Self::output_refused,
         Self::outputs_not_stored,
+        Self::state,
     ];
 
     /// The kind of a call's failure; `None` for the tenant's memory quota, which is a wait
@@ -104,6 +107,7 @@ impl FailureKind {
             HandlerFailure::MemoryLimit { .. } => Self::memory,
             HandlerFailure::InitRefused(_) => Self::init,
             HandlerFailure::OutputRefused(_) => Self::output_refused,
+            HandlerFailure::StateUnavailable(_) => Self::state,
             HandlerFailure::TenantMemoryQuota { .. } => return None,
         })
     }

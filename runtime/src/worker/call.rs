@@ -10,8 +10,11 @@ use tracing::Instrument as _;
 use super::window::Delivery;
 use crate::deployment::{HandlerCode, SharedDeployment};
 use crate::failures;
-use crate::host::{GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message};
+use crate::host::{
+    GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome,
+};
 use crate::partition;
+use crate::state::PartitionState;
 
 /// A call's end: the instance to keep (none after a failure), and what the call returned.
 pub(crate) type CallResult = (Option<HandlerInstance>, Result<Handled, CallFailure>);
@@ -63,12 +66,38 @@ impl std::fmt::Display for CallFailure {
 /// wholly on the guest threads when no turn is free now, so that the call waits for its turn
 /// there, not in the partition's task (see `host::fairness`). A built-in handler answers in
 /// place.
+///
+/// A handler that keeps `state` is called once its partition's state is read; a message whose
+/// changes the state holds already (a redelivery of one that was applied, but whose ack was
+/// lost) is acknowledged without a call: its outputs were stored before its changes.
 pub(crate) async fn call_handler(
     instance: Option<HandlerInstance>,
     deployment: SharedDeployment,
     guests: Arc<GuestThreads>,
     input: Message,
+    state: Option<Arc<PartitionState>>,
 ) -> CallResult {
+    if let Some(state) = &state {
+        if let Err(error) = state.load().await {
+            let failure = HandlerFailure::StateUnavailable(format!("{error:#}"));
+            return (instance, Err(CallFailure::Start(failure)));
+        }
+        if state
+            .applied()
+            .is_some_and(|applied| applied >= input.stream_seq)
+        {
+            tracing::debug!(
+                stream_seq = input.stream_seq,
+                "its changes are in the state already; acknowledging it without a call"
+            );
+            let applied = Handled {
+                outcome: Outcome::Ack,
+                outputs: Vec::new(),
+                writes: Default::default(),
+            };
+            return (instance, Ok(applied));
+        }
+    }
     // The warm instance, or the version to start one from.
     let warm = match (&deployment.code, instance) {
         (HandlerCode::Builtin(builtin), instance) => return (instance, Ok(builtin.handle(&input))),
@@ -91,7 +120,7 @@ pub(crate) async fn call_handler(
                 }
             }
         };
-        let result = instance.handle_on(&input, turn).await;
+        let result = instance.handle_on(&input, turn, state).await;
         (Some(instance), result.map_err(CallFailure::Handle))
     }
     .instrument(tracing::Span::current());

@@ -72,6 +72,7 @@ use crate::deployment::SharedDeployment;
 use crate::failures;
 use crate::host::{GuestThreads, HandlerFailure, HandlerInstance, Output};
 use crate::observe::metrics::{FailureKind, Metrics, Outcome, PartitionMetrics, Quota};
+use crate::state::{Changes, CommitError, PartitionState, Writes};
 use crate::tenants::Tenant;
 
 /// Wait before re-creating a consumer or pull that failed.
@@ -98,6 +99,8 @@ pub(crate) struct PartitionWorker {
     instance: Option<HandlerInstance>,
     /// A redeploy arrived while a call had the instance: it is not used again.
     instance_outdated: bool,
+    /// The partition's state, once a version that keeps state has been called.
+    state: Option<Arc<PartitionState>>,
     pin: Pin,
     /// The first message after a new pin may be one a previous holder attempted.
     taken_over: bool,
@@ -285,6 +288,7 @@ impl PartitionWorker {
             deployment,
             instance: None,
             instance_outdated: false,
+            state: None,
             pin: Pin::default(),
             taken_over: false,
             next_consumer_seq: None,
@@ -398,6 +402,10 @@ impl PartitionWorker {
     /// partition go.
     async fn pump(&mut self, mut pulling: Pulling) -> Next {
         self.pin.forget();
+        // Another node may have written the state since this worker last held the partition.
+        if let Some(state) = &self.state {
+            state.unload();
+        }
         self.fence = None;
         self.next_consumer_seq = None;
         // Sequences are the stream's as this subscription finds it: a stream created again
@@ -577,7 +585,15 @@ impl PartitionWorker {
     fn swap(&mut self) -> bool {
         let next = self.updates.borrow_and_update().clone();
         if next.spec.runs_like(&self.deployment.spec) {
-            // Paused or resumed: the same version goes on, with its instance.
+            // Paused or resumed: the same version goes on, with its instance. Its state is
+            // read again on resuming, for the repairs made meanwhile (`weir state put`).
+            let resumed = self.deployment.spec.paused && !next.spec.paused;
+            if resumed
+                && self.settling.is_empty()
+                && let Some(state) = &self.state
+            {
+                state.unload();
+            }
             self.deployment = next;
             return false;
         }
@@ -604,12 +620,18 @@ impl PartitionWorker {
             self.reported_pin = self.pin.current().map(str::to_owned);
             self.report(Change::Pin(self.reported_pin.clone()));
         }
+        // Changes not yet committed are held in memory: past a bound, the commits go first.
+        let committing = self
+            .state
+            .as_ref()
+            .is_some_and(|state| state.pending_bytes() > crate::state::PENDING_BYTES);
         if flight.call.is_none()
             && flight.retry.is_none()
             && self.in_hand.is_none()
             && self.fence.is_none()
             && pinned
             && !paused
+            && !committing
             && let Some(delivery) = self.window.take_first()
         {
             let recorded =
@@ -629,13 +651,8 @@ impl PartitionWorker {
         {
             match &first.then {
                 Then::Ack { outputs } => {
-                    let store = outputs::store(
-                        self.js.clone(),
-                        self.deployment.clone(),
-                        first.delivery.stream_seq,
-                        outputs.clone(),
-                    );
-                    flight.store = Some(Box::pin(store));
+                    let stream_seq = first.delivery.stream_seq;
+                    flight.store = Some(self.store(stream_seq, outputs.clone()));
                 }
                 Then::Term { reason } => {
                     let reason = reason.clone();
@@ -669,11 +686,26 @@ impl PartitionWorker {
             pin = self.pin.current().unwrap_or(""),
             "handling"
         );
+        if let Some(bucket) = &self.deployment.state
+            && self.state.is_none()
+        {
+            let state = PartitionState::new(
+                bucket.clone(),
+                self.deployment.id.clone(),
+                self.partition,
+                self.deployment.tenant.quotas.state,
+            );
+            self.state = Some(Arc::new(state));
+        }
+        // A version that keeps no state is given none, though earlier messages' changes may
+        // still be committed.
+        let state = self.deployment.state.as_ref().and(self.state.clone());
         let call = call::call_handler(
             self.instance.take(),
             self.deployment.clone(),
             self.guests.clone(),
             input,
+            state,
         );
         self.instance_outdated = false;
         self.call_started = Some(std::time::Instant::now());
@@ -831,10 +863,16 @@ impl PartitionWorker {
             (Ok(_), Verdict::Ack) => self.metrics.called(Outcome::ack, took),
             (Ok(_), Verdict::Wait { .. }) => {}
         }
-        let outputs: Arc<[Output]> = match result {
-            Ok(handled) => handled.outputs.into(),
-            Err(_) => Arc::from([]),
+        let (outputs, writes): (Arc<[Output]>, Writes) = match result {
+            Ok(handled) => (handled.outputs.into(), handled.writes),
+            Err(_) => (Arc::from([]), Writes::new()),
         };
+        if let (Verdict::Ack, Some(state)) = (&verdict, &self.state)
+            && !writes.is_empty()
+        {
+            let stream_seq = in_hand.delivery.stream_seq;
+            state.add(Changes { stream_seq, writes });
+        }
         self.carry_out(in_hand, verdict, outputs, flight, pulling)
             .await;
     }
@@ -973,6 +1011,21 @@ impl PartitionWorker {
                     confirmed: false,
                 });
             }
+            Err(NotStored::Fenced(error)) => {
+                self.metrics.failed(FailureKind::state);
+                flight.store_delay = STORE_RETRY_MIN;
+                // Nothing computed here since counts: it is all computed again, from the
+                // state as the bucket holds it, by whichever worker holds the partition.
+                self.settling.clear();
+                flight.call = None;
+                flight.retry = None;
+                self.in_hand = None;
+                self.instance = None;
+                if let Some(state) = &self.state {
+                    state.unload();
+                }
+                self.retake(flight, &format!("{error:#}"));
+            }
             Err(NotStored::ForNow(error)) => {
                 self.metrics.failed(FailureKind::outputs_not_stored);
                 if self.fence.is_some() {
@@ -987,12 +1040,7 @@ impl PartitionWorker {
                 if let Some(first) = self.settling.front()
                     && let Then::Ack { outputs } = &first.then
                 {
-                    let store = outputs::store(
-                        self.js.clone(),
-                        self.deployment.clone(),
-                        first.delivery.stream_seq,
-                        outputs.clone(),
-                    );
+                    let store = self.store(first.delivery.stream_seq, outputs.clone());
                     flight.store = Some(Box::pin(async move {
                         tokio::time::sleep(delay).await;
                         store.await
@@ -1020,6 +1068,10 @@ impl PartitionWorker {
                     self.window.put_back(delivery);
                 }
                 self.instance = None;
+                if let Some(state) = &self.state {
+                    // The changes computed after it are computed again.
+                    state.unload();
+                }
                 self.metrics.failed(FailureKind::outputs_not_stored);
                 let error = format!("outputs not stored: {reason}");
                 tracing::warn!(stream_seq = first.delivery.stream_seq, "{error}");
@@ -1034,6 +1086,35 @@ impl PartitionWorker {
                     .await;
             }
         }
+    }
+
+    /// Stores the outputs of the message at `stream_seq`, then commits its state changes, if
+    /// it has any (see [`crate::state`]).
+    fn store(
+        &self,
+        stream_seq: u64,
+        outputs: Arc<[Output]>,
+    ) -> BoxFuture<'static, Result<(), NotStored>> {
+        let store = outputs::store(
+            self.js.clone(),
+            self.deployment.clone(),
+            stream_seq,
+            outputs,
+        );
+        let changes = self
+            .state
+            .clone()
+            .filter(|state| state.has_changes(stream_seq));
+        Box::pin(async move {
+            store.await?;
+            let Some(state) = changes else {
+                return Ok(());
+            };
+            state.commit(stream_seq).await.map_err(|error| match error {
+                CommitError::Conflict(_) => NotStored::Fenced(error.into()),
+                CommitError::ForNow(error) => NotStored::ForNow(error),
+            })
+        })
     }
 
     /// Terminates a message whose failure record is written.

@@ -23,6 +23,9 @@ pub(crate) enum NotStored {
     ForNow(anyhow::Error),
     /// They never will be, for this reason; the call fails, and the message is retried.
     Ever(String),
+    /// The message's state changes were refused: someone else has written the partition's
+    /// state since this worker read it. The worker takes the partition's messages back.
+    Fenced(anyhow::Error),
 }
 
 /// Publishes every output of the message at `stream_seq` and waits until the server has

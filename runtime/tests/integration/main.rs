@@ -21,5 +21,6 @@ mod order;
 mod outcomes;
 mod outputs;
 mod redeploy;
+mod state;
 mod support;
 mod tenant_rights;

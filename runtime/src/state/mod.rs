@@ -1,0 +1,58 @@
+//! Per-partition handler state: what a handler keeps with `weir:handler/state` (from `0.2.0`),
+//! and how its changes take effect exactly once.
+//!
+//! ```text
+//! KV bucket weir_state_<tenant> (one stream, KV_weir_state_<tenant>, atomic batches allowed)
+//!   <handler>.p<NNN>            the partition's marker: the stream sequence of the last message
+//!                               whose changes are applied
+//!   <handler>.p<NNN>.<key>      one key of the partition's state, encoded (see `key`)
+//! ```
+//!
+//! A call's writes are buffered by the host and, if the call acks, handed to the partition's
+//! [`PartitionState`], where the next calls read them while they wait to be committed. Once the
+//! message's outputs are stored, its changes and the marker are committed in one atomic batch
+//! whose marker write expects the marker's last revision: a commit from anyone else in between
+//! (another node that took the partition, `weir state put`) refuses it, and the worker takes
+//! the partition's messages back and reads the state again. A message at or below the marker is
+//! acknowledged without calling the handler again: its changes are in, and its outputs were
+//! stored before them.
+//!
+//! One bucket per tenant rather than per deployment: NATS permissions match whole subject
+//! tokens, so only a bucket named for the tenant alone can be fenced to it by the server.
+
+mod bucket;
+pub(crate) mod key;
+mod partition;
+
+pub(crate) use bucket::CommitError;
+pub use bucket::{StateBucket, StateEntry, state_bucket};
+pub(crate) use partition::{Changes, PENDING_BYTES, PartitionState, Refused, Writes};
+
+/// What a tenant's handlers may keep in state, per partition (the owner of a partition is the
+/// only writer of its state, so it can enforce these exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateQuotas {
+    /// Bytes of one value.
+    pub max_value_bytes: u64,
+    /// Keys of one partition.
+    pub max_keys: u64,
+    /// Bytes of one partition's keys and values together.
+    pub max_bytes: u64,
+    /// Keys one call may set or delete (an atomic batch holds at most 1000 messages).
+    pub max_writes_per_call: u32,
+}
+
+/// The most writes one call may make: a commit is one atomic batch of the writes and the
+/// marker, and the server takes at most 1000 messages in a batch.
+pub const MAX_WRITES_PER_CALL: u32 = 999;
+
+impl Default for StateQuotas {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 256 << 10,
+            max_keys: 100_000,
+            max_bytes: 256 << 20,
+            max_writes_per_call: 100,
+        }
+    }
+}
