@@ -46,6 +46,10 @@ pub struct DeployRequest {
     pub from: Option<From>,
     /// Who deploys: the NATS user, where the command named one.
     pub deployed_by: Option<String>,
+    /// Empty the handler's state first (pausing the version that runs while it is emptied).
+    /// Without it, a handler whose state was laid out over another partition count than the
+    /// stream's is refused: a key's state would not be where its messages are.
+    pub reset_state: bool,
 }
 
 /// Where a deployment starts on its stream, as `weir deploy --from` says it: `all`, `new`, a
@@ -122,6 +126,7 @@ pub async fn deploy(
         outputs,
         from,
         deployed_by,
+        reset_state,
     } = request;
     let reserved = Reserved::default();
     spec::validate_window(window)?;
@@ -161,7 +166,31 @@ pub async fn deploy(
         .context("the handler failed to start with this configuration")?;
 
     let control = ControlPlane::open(js).await?;
-    let current = current_spec(&control, &id).await;
+    let mut current = current_spec(&control, &id).await;
+    let was_paused = current.as_ref().is_some_and(|current| current.paused);
+    if let Some(bucket) = crate::lifecycle::kept_state(js, &id).await? {
+        let layout = bucket.layout(&id).await?;
+        if reset_state && layout.keys > 0 {
+            // Nothing is committed while it is emptied.
+            if current.as_ref().is_some_and(|current| !current.paused) {
+                crate::lifecycle::set_paused(js, &id, true, |_| {}).await?;
+                current = current_spec(&control, &id).await;
+            }
+            bucket.purge(&id).await?;
+        } else if layout.moves_under(partitions) {
+            anyhow::bail!(
+                "{id} keeps state ({} key(s)) laid out over {} partition(s), and stream {stream} \
+                 has {partitions}: each key's state would be in another partition than its \
+                 messages. Deploy with --reset-state to start the state over, empty, or onto a \
+                 stream with as many partitions as before",
+                layout.keys,
+                match layout.partitions.iter().next() {
+                    Some(p) => p.to_string(),
+                    None => "other".to_owned(),
+                }
+            );
+        }
+    }
     let start = match (&current, from) {
         // The partitions' consumers exist, and keep their place.
         (Some(current), _) if current.stream == stream => current.start,
@@ -190,7 +219,7 @@ pub async fn deploy(
         deployed_by,
         start,
         // A redeploy of a paused handler stays paused until `weir resume`.
-        paused: current.as_ref().is_some_and(|current| current.paused),
+        paused: was_paused,
     };
     spec.validate(&reserved)
         .context("weir deploy built a spec that nodes would refuse")?;

@@ -17,6 +17,7 @@ use crate::control::{ControlPlane, DeploymentId};
 use crate::outputs::Reserved;
 use crate::ownership::membership;
 use crate::spec::{self, DeploymentSpec, NodeStatus};
+use crate::state::StateBucket;
 use crate::{partition, status};
 
 /// How often a command looks at what the nodes report while it waits for them.
@@ -34,6 +35,8 @@ pub struct Undeployed {
     pub artifacts: usize,
     /// Dead letters of the deployment, kept in `WEIR_DLQ`.
     pub dead_letters: u64,
+    /// The keys of its state, and whether they were deleted; `None` if it kept none.
+    pub state: Option<(usize, bool)>,
     /// Live nodes that had not let the deployment go when the wait ran out.
     pub unconfirmed: Vec<String>,
 }
@@ -41,12 +44,14 @@ pub struct Undeployed {
 /// Stops `id` everywhere: removes its record, waits for every live node to stop its workers
 /// (each finishes the message in hand), then deletes its partition consumers and, unless
 /// `keep_artifacts`, its stored components and its version history. Its dead letters stay, and
-/// its failure records expire by themselves (the dead-letter mover may still need them).
+/// its failure records expire by themselves (the dead-letter mover may still need them). Its
+/// state is kept, for a deployment under the same name to take up, unless `delete_state`.
 /// `progress` is told what the command waits for.
 pub async fn undeploy(
     js: &jetstream::Context,
     id: &DeploymentId,
     keep_artifacts: bool,
+    delete_state: bool,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Undeployed> {
     let control = existing(js, id).await?;
@@ -101,11 +106,18 @@ pub async fn undeploy(
         .get(&id.key())
         .copied()
         .unwrap_or(0);
+    let state = match kept_state(js, id).await? {
+        Some(bucket) if delete_state => Some((bucket.purge(id).await?, true)),
+        Some(bucket) => Some((bucket.entries(id, None).await?.len(), false)),
+        None => None,
+    }
+    .filter(|(keys, _)| *keys > 0);
     Ok(Undeployed {
         consumers,
         artifacts,
         dead_letters,
         unconfirmed,
+        state,
     })
 }
 
@@ -390,6 +402,55 @@ async fn existing(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<
     ControlPlane::existing(js)
         .await?
         .with_context(|| format!("there is no deployment {id}: nothing was ever deployed here"))
+}
+
+/// The state bucket of `id`'s tenant, if there is one.
+pub async fn kept_state(
+    js: &jetstream::Context,
+    id: &DeploymentId,
+) -> anyhow::Result<Option<StateBucket>> {
+    let bucket = crate::state::state_bucket(&id.tenant);
+    if crate::control::existing_stream(js, &format!("KV_{bucket}"))
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    Ok(Some(StateBucket::at(js, &id.tenant).await?))
+}
+
+/// Whether `id` is deployed and not paused: handling messages, with its state in memory.
+pub async fn running(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<bool> {
+    // A record no node runs is not running.
+    Ok(deployed_spec(js, id)
+        .await?
+        .and_then(Result::ok)
+        .is_some_and(|spec| !spec.paused))
+}
+
+/// Whether `id` has a deployment record, valid or not.
+pub async fn deployed(js: &jetstream::Context, id: &DeploymentId) -> anyhow::Result<bool> {
+    Ok(deployed_spec(js, id).await?.is_some())
+}
+
+/// `id`'s record, as a spec or why it is not one; `None` if there is none.
+async fn deployed_spec(
+    js: &jetstream::Context,
+    id: &DeploymentId,
+) -> anyhow::Result<Option<anyhow::Result<DeploymentSpec>>> {
+    let Some(control) = ControlPlane::existing(js).await? else {
+        return Ok(None);
+    };
+    let entry = control
+        .deployments
+        .entry(id.key())
+        .await
+        .with_context(|| format!("failed to read deployment {id}"))?;
+    Ok(entry
+        .filter(|entry| entry.operation == kv::Operation::Put)
+        .map(|entry| {
+            spec::read_record(&entry.key, &entry.value, &Reserved::default()).map(|(_, s)| s)
+        }))
 }
 
 /// The current record of `id` and its revision, which must be a valid deployment.

@@ -585,6 +585,7 @@ impl Bench<'_> {
                     outputs: vec![],
                     from: None,
                     deployed_by: None,
+                    reset_state: false,
                 };
                 if handler == WasmHandler::Orders {
                     request

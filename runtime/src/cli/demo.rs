@@ -150,6 +150,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             outputs: vec!["enriched.>".into()],
             from: None,
             deployed_by: None,
+            reset_state: false,
         },
     )
     .await?

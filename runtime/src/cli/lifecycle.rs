@@ -33,6 +33,10 @@ pub struct UndeployArgs {
     /// Keep the stored components and the version history (`weir versions`)
     #[arg(long)]
     pub keep_artifacts: bool,
+    /// Delete the handler's state too (by default it is kept, for a deployment under the same
+    /// name to take up; asked on a terminal)
+    #[arg(long)]
+    pub delete_state: bool,
 }
 
 /// `weir versions` options.
@@ -65,14 +69,24 @@ fn spinner() -> ProgressBar {
 
 pub(super) async fn undeploy(session: &Session, args: UndeployArgs) -> anyhow::Result<()> {
     let id = args.handler.id()?;
-    let spinner = spinner();
     let action = format!("undeploy {id}");
+    let delete_state = args.delete_state
+        || session
+            .guard(&action, ask_to_delete_state(&session.js, &id))
+            .await?;
+    let spinner = spinner();
     let undeployed = session
         .guard(
             &action,
-            lifecycle::undeploy(&session.js, &id, args.keep_artifacts, |waiting| {
-                spinner.set_message(format!("stopping {id}: {waiting}"));
-            }),
+            lifecycle::undeploy(
+                &session.js,
+                &id,
+                args.keep_artifacts,
+                delete_state,
+                |waiting| {
+                    spinner.set_message(format!("stopping {id}: {waiting}"));
+                },
+            ),
         )
         .await;
     spinner.finish_and_clear();
@@ -101,7 +115,40 @@ pub(super) async fn undeploy(session: &Session, args: UndeployArgs) -> anyhow::R
         id.tenant,
         id.handler
     )?;
+    match undeployed.state {
+        Some((keys, true)) => say!("its state deleted: {keys} key(s)")?,
+        Some((keys, false)) => say!(
+            "its state kept: {keys} key(s) in {} (`weir state ls --tenant {} --name {}`), for \
+             a deployment under the same name to take up; `weir state delete --all` removes it",
+            crate::state::state_bucket(&id.tenant),
+            id.tenant,
+            id.handler
+        )?,
+        None => {}
+    }
     Ok(())
+}
+
+/// On a terminal, asks whether to delete `id`'s state, if it keeps any; elsewhere, no.
+async fn ask_to_delete_state(
+    js: &async_nats::jetstream::Context,
+    id: &crate::control::DeploymentId,
+) -> anyhow::Result<bool> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    let Some(bucket) = lifecycle::kept_state(js, id).await? else {
+        return Ok(false);
+    };
+    let keys = bucket.entries(id, None).await?.len();
+    if keys == 0 {
+        return Ok(false);
+    }
+    eprint!("{id} keeps {keys} key(s) of state. Delete them too? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 pub(super) async fn pause(

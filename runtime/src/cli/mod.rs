@@ -6,6 +6,7 @@ mod demo;
 mod dlq;
 mod lifecycle;
 mod logs;
+mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,6 +114,9 @@ pub enum Command {
     /// Inspect, replay and purge dead letters
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Inspect and repair the per-partition state of a handler
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Serve the web console: nodes, deployments, dead letters and logs, live
     Console(console::ConsoleArgs),
     /// Run weir end to end on an embedded nats-server
@@ -242,6 +246,10 @@ pub struct DeployArgs {
     /// long ago, e.g. `15m`). A redeploy keeps each partition's place [default: all]
     #[arg(long, value_name = "all|new|SEQ|TIME")]
     pub from: Option<crate::deploy::From>,
+    /// Start the handler's state over, empty: needed to deploy a handler whose state was laid
+    /// out over another partition count (the version running is paused first)
+    #[arg(long)]
+    pub reset_state: bool,
 }
 
 /// `weir ls` options.
@@ -351,6 +359,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let session = cli.nats.session().await?;
             session
                 .guard("manage dead letters", dlq::run(&session.js, command))
+                .await
+        }
+        Command::State(command) => {
+            let session = cli.nats.session().await?;
+            session
+                .guard(
+                    "read or write handler state",
+                    state::run(&session.js, command),
+                )
                 .await
         }
         Command::Console(args) => console::run(&cli.nats, args).await,
@@ -515,6 +532,7 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
         outputs: args.outputs,
         from: args.from,
         deployed_by: session.user.clone(),
+        reset_state: args.reset_state,
     };
     let action = format!("deploy for tenant {}", id.tenant);
     let spec = session

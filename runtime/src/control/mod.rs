@@ -394,8 +394,15 @@ async fn open_kv(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<
         return Ok(store);
     }
     let bucket = config.bucket.clone();
-    js.create_key_value(config)
+    let error = match js.create_key_value(config).await {
+        Ok(store) => return Ok(store),
+        Err(error) => error,
+    };
+    // Made meanwhile by another node, or there all along and the first look went unanswered
+    // (a busy cluster): creating it again is then refused as a different configuration.
+    js.get_key_value(&bucket)
         .await
+        .or(Err(error))
         .with_context(|| format!("failed to create KV bucket {bucket}{MADE_BY_OPERATORS}"))
 }
 

@@ -75,6 +75,55 @@ pub(crate) struct Marker {
     pub(crate) applied: u64,
     /// The stream sequence of the marker's last write in the bucket; 0 for none.
     pub(crate) revision: u64,
+    /// How many partitions the input stream had when it was written (`None` before it was
+    /// known): a key's state is where its messages are only while that holds.
+    pub(crate) partitions: Option<u32>,
+}
+
+impl Marker {
+    /// The marker's payload: `<applied> <partitions>`.
+    fn payload(applied: u64, partitions: Option<u32>) -> Bytes {
+        match partitions {
+            Some(partitions) => format!("{applied} {partitions}").into(),
+            None => applied.to_string().into(),
+        }
+    }
+
+    fn parse(payload: &[u8], revision: u64) -> Option<Self> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let mut words = text.split_whitespace();
+        let applied = words.next()?.parse().ok()?;
+        let partitions = match words.next() {
+            Some(word) => Some(word.parse().ok()?),
+            None => None,
+        };
+        Some(Self {
+            applied,
+            revision,
+            partitions,
+        })
+    }
+}
+
+/// How a handler's state is laid out over partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateLayout {
+    /// Its keys, over every partition.
+    pub keys: usize,
+    /// The partition counts its markers were written under.
+    pub partitions: std::collections::BTreeSet<u32>,
+    /// The highest partition that holds a key.
+    pub highest: Option<u32>,
+}
+
+impl StateLayout {
+    /// Whether a key's state would no longer be in its messages' partition on a stream of
+    /// `partitions` partitions.
+    pub fn moves_under(&self, partitions: u32) -> bool {
+        self.keys > 0
+            && (self.partitions.iter().any(|&p| p != partitions)
+                || self.highest.is_some_and(|p| p >= partitions))
+    }
 }
 
 impl StateBucket {
@@ -201,11 +250,55 @@ impl StateBucket {
         let Some((payload, revision)) = self.last(&subject).await? else {
             return Ok(Marker::default());
         };
-        let applied = std::str::from_utf8(&payload)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .with_context(|| format!("the marker {subject} does not hold a stream sequence"))?;
-        Ok(Marker { applied, revision })
+        Marker::parse(&payload, revision)
+            .with_context(|| format!("the marker {subject} does not hold a stream sequence"))
+    }
+
+    /// How `id`'s state is laid out: its keys, and the partition counts it was written under.
+    pub async fn layout(&self, id: &DeploymentId) -> anyhow::Result<StateLayout> {
+        let entries = self.entries(id, None).await?;
+        let filter = format!("{}{}.*", self.prefix, id.handler);
+        let mut layout = StateLayout {
+            keys: entries.len(),
+            highest: entries.iter().map(|e| e.partition).max(),
+            ..StateLayout::default()
+        };
+        let consumer = control::reading_consumer_of(
+            &self.js,
+            &self.stream,
+            jetstream::consumer::push::OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("failed to read the markers {filter}"))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(layout);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .with_context(|| format!("failed to read the markers {filter}"))?;
+        while let Some(message) = messages.next().await {
+            let message =
+                message.with_context(|| format!("failed to read the markers {filter}"))?;
+            let info = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("failed to read the markers {filter}"))?;
+            let pending = info.pending;
+            if let Some(partitions) =
+                Marker::parse(&message.payload, 0).and_then(|marker| marker.partitions)
+            {
+                layout.partitions.insert(partitions);
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(layout)
     }
 
     /// Every key of `id`'s state (of one partition, or of all), sorted by partition and key.
@@ -278,6 +371,18 @@ impl StateBucket {
         Ok(entries)
     }
 
+    /// Removes every key and marker of `id`'s state; returns how many keys there were.
+    pub async fn purge(&self, id: &DeploymentId) -> anyhow::Result<usize> {
+        let keys = self.entries(id, None).await?.len();
+        let filter = format!("{}{}.>", self.prefix, id.handler);
+        self.stream
+            .purge()
+            .filter(filter.clone())
+            .await
+            .with_context(|| format!("failed to remove the state {filter}"))?;
+        Ok(keys)
+    }
+
     /// Writes `value` to `key` of `partition`, or deletes it (`None`), as a repair: with the
     /// marker rewritten, unchanged, in the same atomic batch, so that the partition's owner
     /// finds its next commit refused and reads the state again.
@@ -294,10 +399,17 @@ impl StateBucket {
         for _ in 0..5 {
             let marker = self.marker(id, partition).await?;
             let writes = [(subject.clone(), value.clone())];
-            match self
-                .commit(id, partition, &writes, marker.applied, marker.revision)
-                .await
-            {
+            let committed = self
+                .commit(
+                    id,
+                    partition,
+                    &writes,
+                    marker.applied,
+                    marker.partitions,
+                    marker.revision,
+                )
+                .await;
+            match committed {
                 Ok(_) => return Ok(()),
                 // The owner committed meanwhile: read the marker again.
                 Err(CommitError::Conflict(_)) => continue,
@@ -310,14 +422,16 @@ impl StateBucket {
     }
 
     /// Commits `writes` (subject and value, `None` for a deletion) and the marker of
-    /// `partition`, at `applied`, in one atomic batch that the server takes only if the
-    /// marker's last revision is `expected`. Returns the marker's new revision.
+    /// `partition`, at `applied` of a stream of `partitions`, in one atomic batch that the
+    /// server takes only if the marker's last revision is `expected`. Returns the marker's new
+    /// revision.
     pub(crate) async fn commit(
         &self,
         id: &DeploymentId,
         partition: u32,
         writes: &[(String, Option<Bytes>)],
         applied: u64,
+        partitions: Option<u32>,
         expected: u64,
     ) -> Result<u64, CommitError> {
         let client = self.js.client();
@@ -355,7 +469,7 @@ impl StateBucket {
         let request = client.request_with_headers(
             self.marker_subject(id, partition),
             headers,
-            applied.to_string().into(),
+            Marker::payload(applied, partitions),
         );
         let reply = tokio::time::timeout(COMMIT_TIMEOUT, request)
             .await

@@ -45,6 +45,8 @@ pub(crate) struct PartitionState {
     bucket: StateBucket,
     id: DeploymentId,
     partition: u32,
+    /// How many partitions the input stream has.
+    partitions: u32,
     quotas: StateQuotas,
     inner: Mutex<Inner>,
 }
@@ -91,13 +93,14 @@ impl PartitionState {
     pub(crate) fn new(
         bucket: StateBucket,
         id: DeploymentId,
-        partition: u32,
+        (partition, partitions): (u32, u32),
         quotas: StateQuotas,
     ) -> Self {
         Self {
             bucket,
             id,
             partition,
+            partitions,
             quotas,
             inner: Mutex::new(Inner {
                 loaded: None,
@@ -355,9 +358,17 @@ impl PartitionState {
                 .collect();
             (writes, loaded.marker.revision)
         };
+        let partitions = Some(self.partitions);
         let revision = self
             .bucket
-            .commit(&self.id, self.partition, &writes, stream_seq, expected)
+            .commit(
+                &self.id,
+                self.partition,
+                &writes,
+                stream_seq,
+                partitions,
+                expected,
+            )
             .await?;
         let mut inner = self.inner();
         let Some(changes) = inner.pending.pop_front() else {
@@ -367,6 +378,7 @@ impl PartitionState {
             loaded.marker = Marker {
                 applied: stream_seq,
                 revision,
+                partitions,
             };
         }
         let mut bytes = 0;

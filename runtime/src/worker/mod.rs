@@ -692,7 +692,7 @@ impl PartitionWorker {
             let state = PartitionState::new(
                 bucket.clone(),
                 self.deployment.id.clone(),
-                self.partition,
+                (self.partition, self.deployment.spec.partitions),
                 self.deployment.tenant.quotas.state,
             );
             self.state = Some(Arc::new(state));

@@ -428,6 +428,7 @@ async fn weir_deploy_takes_the_go_core_module_and_a_node_runs_it() -> anyhow::Re
         outputs: vec!["out.>".into()],
         from: None,
         deployed_by: None,
+        reset_state: false,
     };
     env.deploy_on(&node, request).await?;
 

@@ -320,6 +320,7 @@ async fn every_attack_ends_as_documented_while_a_neighbour_keeps_processing() ->
         outputs: vec!["hout.>".into(), "out.>".into()],
         from: None,
         deployed_by: None,
+        reset_state: false,
         ..scripted("attack")
     };
     env.deploy_on(&node, mallory).await?;

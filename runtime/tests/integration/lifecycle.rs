@@ -21,7 +21,7 @@ const PARTITIONS: u32 = 4;
 const KEYS: u64 = 16;
 
 /// Runs `weir ARGS --nats-url URL` off the test's runtime, which runs the nodes.
-async fn run(env: &Env, args: &[&str]) -> std::process::Output {
+pub async fn run(env: &Env, args: &[&str]) -> std::process::Output {
     let mut args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
     args.extend(["--nats-url".to_owned(), env.server.url()]);
     tokio::task::spawn_blocking(move || {
@@ -33,7 +33,7 @@ async fn run(env: &Env, args: &[&str]) -> std::process::Output {
 }
 
 /// Runs `weir ARGS --nats-url URL`, which must succeed; returns what it printed.
-async fn ok(env: &Env, args: &[&str]) -> String {
+pub async fn ok(env: &Env, args: &[&str]) -> String {
     let output = run(env, args).await;
     assert!(
         output.status.success(),

@@ -2,6 +2,7 @@
 //! tenant's quotas, and exactly-once effects through failures. Judged from the output stream
 //! and the state bucket, as a user reads them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weir::control::DeploymentId;
@@ -186,5 +187,281 @@ async fn a_component_built_for_the_first_version_of_the_contract_still_runs() ->
     .await?;
     env.publish("in.k1.ev", "hello from 0.1.0").await?;
     assert_eq!(replies(&env, 1).await, ["hello from 0.1.0"]);
+    node.shutdown().await
+}
+
+/// Runs `messages` `add <key> <seq>` over `keys` keys through three `weir node` processes
+/// (on `urls`) with two `kill -9`s, a graceful drain and a redeploy along the way, and
+/// `midway` halfway through, then judges the state bucket and the output stream: every key's
+/// total is the sum of its messages, and every threshold output appears exactly once, in order.
+async fn totals_survive(
+    js: &async_nats::jetstream::Context,
+    urls: &str,
+    partitions: u32,
+    messages: u64,
+    keys: u64,
+    midway: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use weir::traffic::{Payload, Traffic};
+
+    use crate::fleet::{NodeProcess, drained, settled, wait_stored};
+
+    const THRESHOLD: u64 = 100;
+    let mut a = NodeProcess::start("a", urls);
+    let mut b = NodeProcess::start("b", urls);
+    let mut c = NodeProcess::start("c", urls);
+    let request = |tag: &str| DeployRequest {
+        config: [
+            ("threshold".to_owned(), THRESHOLD.to_string()),
+            ("tag".to_owned(), tag.to_owned()),
+        ]
+        .into(),
+        retry: RetrySpec {
+            backoff: vec![Duration::from_millis(100)],
+            ..RetrySpec::default()
+        },
+        ..stateful("totals")
+    };
+    weir::deploy::deploy(js, &weir::host::Host::new()?, request("v1")).await?;
+    settled(js, &["a", "b", "c"], 1).await;
+    Traffic {
+        subject: "in.{key}.ev".into(),
+        payload: Payload::Template("add {key} {seq}".into()),
+        count: messages,
+        keys,
+        headers: vec![],
+    }
+    .publish(js, |_| {})
+    .await?;
+
+    // The outputs expected, from the input stream as stored: per key, a total each time it
+    // crosses a multiple of the threshold.
+    let inputs = crate::support::read(js, INPUT).await;
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for input in &inputs {
+        let text = String::from_utf8_lossy(&input.payload).into_owned();
+        let mut words = text.split_whitespace().skip(1);
+        let (Some(key), Some(n)) = (words.next(), words.next()) else {
+            panic!("input {text:?} is not `add <key> <n>`");
+        };
+        let total = totals.entry(key.to_owned()).or_default();
+        let before = *total;
+        *total += n.parse::<u64>()?;
+        if before / THRESHOLD != *total / THRESHOLD {
+            expected.entry(key.to_owned()).or_default().push(*total);
+        }
+    }
+    let outputs: u64 = expected.values().map(|v| v.len() as u64).sum();
+
+    wait_stored(js, OUTPUT, outputs / 5).await;
+    a.kill9();
+    wait_stored(js, OUTPUT, 2 * outputs / 5).await;
+    b.terminate().await;
+    let d = NodeProcess::start("d", urls);
+    wait_stored(js, OUTPUT, outputs / 2).await;
+    midway()?;
+    wait_stored(js, OUTPUT, 3 * outputs / 5).await;
+    weir::deploy::deploy(js, &weir::host::Host::new()?, request("v2")).await?;
+    wait_stored(js, OUTPUT, 4 * outputs / 5).await;
+    c.kill9();
+    settled(js, &["d"], 1).await;
+    drained(js, "totals").await;
+
+    let stored = crate::support::read(js, OUTPUT).await;
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for output in &stored {
+        let text = String::from_utf8_lossy(&output.payload).into_owned();
+        let (key, total) = text.split_once('=').expect("`<key>=<total>`");
+        seen.entry(key.to_owned()).or_default().push(total.parse()?);
+    }
+    for (key, expected) in &expected {
+        assert_eq!(seen.get(key), Some(expected), "threshold outputs of {key}");
+    }
+    assert_eq!(stored.len() as u64, outputs, "outputs repeated or lost");
+
+    let id = DeploymentId::new("test", "totals")?;
+    let bucket = StateBucket::open(js, "test").await?;
+    for (key, total) in &totals {
+        let partition = weir::partition::partition_of(&[key], partitions);
+        let stored = bucket.get(&id, partition, key).await?;
+        assert_eq!(
+            stored.as_deref(),
+            Some(total.to_string().as_bytes()),
+            "the total of {key} in state"
+        );
+    }
+    drop(d);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_summed_exactly_once_through_kills_a_drain_and_a_redeploy()
+-> anyhow::Result<()> {
+    const FAULT_PARTITIONS: u32 = 16;
+    let env = Env::with_streams(FAULT_PARTITIONS).await?;
+    let url = env.server.url();
+    totals_survive(&env.js, &url, FAULT_PARTITIONS, 20_000, 500, || Ok(())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_summed_exactly_once_on_a_nats_cluster_that_loses_a_server()
+-> anyhow::Result<()> {
+    const FAULT_PARTITIONS: u32 = 8;
+    let mut servers = weir::embedded::start_cluster(3)?;
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    let client = async_nats::ConnectOptions::new()
+        .connect(urls.clone())
+        .await?;
+    let js = async_nats::jetstream::new(client);
+    crate::support::wait_for("the NATS cluster to elect a JetStream leader", || async {
+        crate::support::create_streams(&js, FAULT_PARTITIONS, 3)
+            .await
+            .ok()
+    })
+    .await;
+    let midway = || {
+        servers[0].stop();
+        Ok(())
+    };
+    totals_survive(&js, &urls.join(","), FAULT_PARTITIONS, 6_000, 200, midway).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_state_lists_reads_and_repairs_a_paused_handlers_state() -> anyhow::Result<()> {
+    use crate::cli::text;
+    use crate::lifecycle::{ok, run};
+
+    let env = Env::with_streams(PARTITIONS).await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, stateful("repaired")).await?;
+    let subject = format!("in.{}.ev", key_in(1, PARTITIONS, 0));
+    env.publish(&subject, "add total 5").await?;
+    env.publish(&subject, "add other.key 1").await?;
+    assert_eq!(replies(&env, 2).await, ["total=5", "other.key=1"]);
+
+    let handler = ["--tenant", "test", "--name", "repaired"];
+    let listed: serde_json::Value = serde_json::from_str(
+        &ok(&env, &[&["state", "ls", "--json"][..], &handler].concat()).await,
+    )?;
+    let keys: Vec<(u64, &str, u64)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            (
+                e["partition"].as_u64().unwrap(),
+                e["key"].as_str().unwrap(),
+                e["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [(1, "other.key", 1), (1, "total", 1)]);
+    let table = ok(
+        &env,
+        &[&["state", "ls", "--prefix", "tot"][..], &handler].concat(),
+    )
+    .await;
+    assert!(
+        table.contains("total") && !table.contains("other.key"),
+        "{table}"
+    );
+    assert_eq!(
+        ok(&env, &[&["state", "get", "total"][..], &handler].concat()).await,
+        "5\n"
+    );
+
+    // A repair waits for a pause, so that no message is handled with the value it replaces.
+    let put = [
+        &["state", "put", "--partition", "1", "total", "40"][..],
+        &handler,
+    ]
+    .concat();
+    let refused = run(&env, &put).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("pause it first"),
+        "{}",
+        text(&refused.stderr)
+    );
+    ok(&env, &[&["pause"][..], &handler].concat()).await;
+    ok(&env, &put).await;
+    ok(
+        &env,
+        &[
+            &["state", "delete", "--partition", "1", "other.key"][..],
+            &handler,
+        ]
+        .concat(),
+    )
+    .await;
+    ok(&env, &[&["resume"][..], &handler].concat()).await;
+    env.publish(&subject, "add total 2").await?;
+    env.publish(&subject, "read other.key").await?;
+    assert_eq!(
+        replies(&env, 4).await,
+        ["total=5", "other.key=1", "total=42", "none"]
+    );
+
+    let missing = run(&env, &[&["state", "get", "nothing"][..], &handler].concat()).await;
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("has no key \"nothing\""),
+        "{}",
+        text(&missing.stderr)
+    );
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn state_laid_out_over_other_partitions_is_refused_unless_reset_and_undeploy_can_delete_it()
+-> anyhow::Result<()> {
+    let env = Env::with_streams(PARTITIONS).await?;
+    weir::partition::create_stream(
+        &env.js,
+        &weir::partition::StreamRequest {
+            name: "WIDE".into(),
+            subjects: "wide.*.>".into(),
+            partitions: 4,
+            key_tokens: vec![],
+            replicas: 1,
+        },
+    )
+    .await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, stateful("moved")).await?;
+    env.publish("in.k1.ev", "add total 5").await?;
+    assert_eq!(replies(&env, 1).await, ["total=5"]);
+
+    let wide = || DeployRequest {
+        stream: "WIDE".into(),
+        ..stateful("moved")
+    };
+    let host = weir::host::Host::new()?;
+    let refused = weir::deploy::deploy(&env.js, &host, wide())
+        .await
+        .expect_err("state over 2 partitions deployed onto 4");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("laid out over 2 partition(s), and stream WIDE has 4")
+            && message.contains("--reset-state"),
+        "{message}"
+    );
+    env.deploy_on(
+        &node,
+        DeployRequest {
+            reset_state: true,
+            ..wide()
+        },
+    )
+    .await?;
+    env.publish("wide.k1.ev", "add total 1").await?;
+    assert_eq!(replies(&env, 2).await, ["total=5", "total=1"]);
+
+    let id = DeploymentId::new("test", "moved")?;
+    let undeployed = weir::lifecycle::undeploy(&env.js, &id, false, true, |_| {}).await?;
+    assert_eq!(undeployed.state, Some((1, true)));
+    let bucket = StateBucket::open(&env.js, "test").await?;
+    assert!(bucket.entries(&id, None).await?.is_empty());
     node.shutdown().await
 }

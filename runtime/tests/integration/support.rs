@@ -190,6 +190,7 @@ pub fn scripted(handler: &str) -> DeployRequest {
         outputs: vec!["out.>".into()],
         from: None,
         deployed_by: None,
+        reset_state: false,
     }
 }
 

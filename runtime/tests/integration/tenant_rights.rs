@@ -796,3 +796,109 @@ async fn a_tenant_runs_its_own_handlers_lifecycle_and_nobody_elses() -> anyhow::
     );
     node.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_state_is_out_of_every_other_tenants_reach() -> anyhow::Result<()> {
+    let (sample, control) = Sample::start().await?;
+    let url = sample.server.url();
+    // acme's partitions run with acme's credentials: its state is read and committed as acme.
+    let tenants = TenantsConfig::parse(
+        r#"[tenants.acme]
+           input_streams = ["ORDERS"]
+           nats = { user = "acme", password = "acme-secret", inbox_prefix = "_INBOX_acme" }"#,
+    )?;
+    let (client, _) = connect_watching(&url, &credentials("weir")).await?;
+    let config = NodeConfig {
+        tenants,
+        nats_urls: Some(url),
+        ..NodeConfig::default()
+    };
+    let node = node::start(client, config).await?;
+    let guest = guest_path("stateful");
+    let acme = ["--tenant", "acme", "--name", "totals"];
+    succeeded(&weir_off_runtime(
+        &sample,
+        "acme",
+        &[
+            &[
+                "deploy",
+                &guest.to_string_lossy(),
+                "--stream",
+                "ORDERS",
+                "--output",
+                "acme.>",
+                "--config",
+                "output_prefix=acme",
+            ][..],
+            &acme,
+        ]
+        .concat(),
+    ));
+    let id = weir::control::DeploymentId::new("acme", "totals")?;
+    wait_for("the node to run acme/totals", || async {
+        let status = crate::support::node_status(&control, node.id(), &id).await?;
+        (status.revision > 0 && status.partitions.len() == 4).then_some(())
+    })
+    .await;
+    let key = key_in(0, 4, 0);
+    for n in [3, 4] {
+        sample
+            .js
+            .publish(
+                format!("orders.{key}.created"),
+                format!("add total {n}").into(),
+            )
+            .await?
+            .await?;
+    }
+    wait_for("acme's totals to be stored", || async {
+        let mut out = sample.js.get_stream("ACME_OUT").await.ok()?;
+        (out.info().await.ok()?.state.messages >= 2).then_some(())
+    })
+    .await;
+
+    // acme reads its own state; globex may not, through weir or straight through NATS.
+    let total = succeeded(&weir_off_runtime(
+        &sample,
+        "acme",
+        &[&["state", "get", "total"][..], &acme].concat(),
+    ));
+    assert_eq!(total, "7\n");
+    let snooped = weir_off_runtime(&sample, "globex", &[&["state", "ls"][..], &acme].concat());
+    assert!(!snooped.status.success(), "globex listed acme's state");
+    assert!(
+        text(&snooped.stderr).contains("permissions violation"),
+        "{}",
+        text(&snooped.stderr)
+    );
+    let (globex, refusals) = sample.connect_as("globex").await?;
+    let subject = "$KV.weir_state_acme.totals.p000.total".to_owned();
+    refused(
+        &refusals,
+        RefusedOperation::Publish,
+        "$JS.API.STREAM.MSG.GET.KV_weir_state_acme",
+        async {
+            let stream = globex.get_stream_no_info("KV_weir_state_acme").await?;
+            Ok(stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .map(|_| ())?)
+        },
+    )
+    .await;
+    refused(&refusals, RefusedOperation::Publish, &subject, async {
+        Ok(globex
+            .publish(subject.clone(), "1000".into())
+            .await?
+            .await
+            .map(|_| ())?)
+    })
+    .await;
+    let still = succeeded(&weir_off_runtime(
+        &sample,
+        "acme",
+        &[&["state", "get", "total"][..], &acme].concat(),
+    ));
+    assert_eq!(still, "7\n");
+    node.shutdown().await
+}
