@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// The memory layout of weir:handler@0.1.0's types under the component model's canonical ABI
+// The memory layout of weir:handler@0.2.0's types under the component model's canonical ABI
 // (CanonicalABI.md: alignment, elem_size, load and store of records, variants, strings and
 // lists). Integers are little-endian. A string or list<T> is (pointer u32, length u32), the
 // length counted in bytes for strings and in elements for lists.
@@ -25,6 +25,15 @@ import (
 //	    result (an import's results beyond one value are written to memory the caller gives).
 //	log(level: level, message: string)
 //	    core import: level as its discriminant, then the string: 3 parameters.
+//	state.get(key: string) -> option<list<u8>>
+//	    core import: the string, then the address of the result (3 flat values).
+//	state.set(key: string, value: list<u8>) -> result<_, state-error>
+//	state.delete(key: string) -> result<_, state-error>
+//	    core imports: the strings and lists, then the address of the result (3 flat values:
+//	    two discriminants and the payload).
+//	state.keys(prefix: string, after: option<string>, limit: u32) -> list<string>
+//	    core import: 6 flat parameters (the option as discriminant, pointer, length), then the
+//	    address of the result (a list: 2 values).
 const (
 	// Every variant (outcome, result, option) starts with its discriminant, a u8 here.
 	discriminantAt = 0
@@ -47,6 +56,22 @@ const (
 	resultSize     = 12
 	resultErrPtrAt = 4
 	resultErrLenAt = 8
+
+	// option<list<u8>>: the discriminant (0 none, 1 some) at 0, the list at 4. Size 12,
+	// alignment 4.
+	optionBytesSize  = 12
+	optionBytesPtrAt = 4
+	optionBytesLenAt = 8
+
+	// result<_, state-error>: the discriminant at 0; the error at 8, itself a variant whose
+	// discriminant is at 8 and whose payload (u64, or u32 for too-many-writes) is at 16, the
+	// largest case alignment being 8. Size 24, alignment 8.
+	stateResultSize   = 24
+	stateErrorKindAt  = 8
+	stateErrorLimitAt = 16
+
+	// list<T>: pointer at 0, length at 4. Size 8, alignment 4. A string in a list is the same.
+	listSize = 8
 )
 
 // span is a string's or list's place in linear memory.
@@ -166,6 +191,59 @@ func encodeHeaders(headers []Header, addr func(string) span) []uint32 {
 		words = append(words, name.ptr, name.len, value.ptr, value.len)
 	}
 	return words
+}
+
+// decodeOptionBytes reads the option<list<u8>> the host stored for state.get, copying the bytes
+// out of the arena.
+func decodeOptionBytes(a *arena, src []byte) ([]byte, bool) {
+	switch src[discriminantAt] {
+	case 0:
+		return nil, false
+	case 1:
+		return decodeBytes(a, span{le32(src[optionBytesPtrAt:]), le32(src[optionBytesLenAt:])}), true
+	default:
+		panic("weir: the host returned an invalid option discriminant")
+	}
+}
+
+// decodeStateResult reads the result<_, state-error> the host stored for a state write.
+func decodeStateResult(src []byte) error {
+	switch src[discriminantAt] {
+	case 0:
+		return nil
+	case 1:
+	default:
+		panic("weir: the host returned an invalid result discriminant")
+	}
+	kind := StateErrorKind(src[stateErrorKindAt])
+	var limit uint64
+	switch kind {
+	case StateInvalidKey:
+	case StateTooManyWrites:
+		limit = uint64(le32(src[stateErrorLimitAt:]))
+	case StateValueTooLarge, StateTooManyKeys, StateTooManyBytes:
+		limit = binary.LittleEndian.Uint64(src[stateErrorLimitAt:])
+	default:
+		panic("weir: the host returned an invalid state-error discriminant")
+	}
+	return &StateError{Kind: kind, Limit: limit}
+}
+
+// decodeStrings copies a list<string> out of the arena.
+func decodeStrings(a *arena, list span) []string {
+	if list.len == 0 {
+		return nil
+	}
+	if uint64(list.len)*listSize > 1<<32 {
+		panic("weir: the host passed a list longer than linear memory")
+	}
+	records := a.view(list.ptr, list.len*listSize)
+	out := make([]string, list.len)
+	for i := range out {
+		r := records[i*listSize:]
+		out[i] = decodeString(a, span{le32(r[0:]), le32(r[4:])})
+	}
+	return out
 }
 
 func le32(b []byte) uint32 { return binary.LittleEndian.Uint32(b) }

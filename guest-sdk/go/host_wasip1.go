@@ -7,15 +7,15 @@ import (
 	"unsafe"
 )
 
-// The world's imports, interface weir:handler/host@0.1.0, with their core signatures (see
+// The world's imports, interface weir:handler/host@0.2.0, with their core signatures (see
 // abi.go). Go passes an unsafe.Pointer parameter as a 32-bit address and keeps what it points
 // at alive for the call.
 
-//go:wasmimport weir:handler/host@0.1.0 publish
+//go:wasmimport weir:handler/host@0.2.0 publish
 func importPublish(subject unsafe.Pointer, subjectLen uint32, payload unsafe.Pointer, payloadLen uint32,
 	headers unsafe.Pointer, headersLen uint32, result unsafe.Pointer)
 
-//go:wasmimport weir:handler/host@0.1.0 log
+//go:wasmimport weir:handler/host@0.2.0 log
 func importLog(level uint32, message unsafe.Pointer, messageLen uint32)
 
 // publishResult is where the host stores publish's result<_, string>: static, 4-aligned.

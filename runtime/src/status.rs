@@ -47,8 +47,41 @@ pub struct DeploymentStatus {
     pub errors: BTreeMap<String, String>,
     /// Dead letters held in `WEIR_DLQ` (see `weir dlq ls`).
     pub dead_letters: u64,
+    /// What its handler keeps in state, over every partition, where read ([`add_state`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_state: Option<KeptState>,
     /// Every partition, in order.
     pub partitions: Vec<PartitionStatus>,
+}
+
+/// What a handler keeps in state (see `weir state ls`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct KeptState {
+    /// Keys, over every partition.
+    pub keys: u64,
+    /// Bytes of their values.
+    pub bytes: u64,
+}
+
+/// Reads what each deployment of `status` keeps in state, from its tenant's state bucket: a
+/// listing of every key, so `weir status` does it, and the console's sampler does not.
+pub async fn add_state(js: &jetstream::Context, status: &mut ClusterStatus) -> anyhow::Result<()> {
+    for deployment in &mut status.deployments {
+        let Ok(id) = DeploymentId::new(&deployment.tenant, &deployment.handler) else {
+            continue;
+        };
+        let Some(bucket) = crate::lifecycle::kept_state(js, &id).await? else {
+            continue;
+        };
+        let entries = bucket.entries(&id, None).await?;
+        if !entries.is_empty() {
+            deployment.kept_state = Some(KeptState {
+                keys: entries.len() as u64,
+                bytes: entries.iter().map(|e| e.size).sum(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One partition of a deployment.
@@ -158,6 +191,7 @@ pub async fn read(
                     problem: Some(format!("invalid deployment record: {reason}")),
                     errors,
                     dead_letters,
+                    kept_state: None,
                     partitions: Vec::new(),
                 });
                 continue;
@@ -182,6 +216,7 @@ pub async fn read(
             problem,
             errors,
             dead_letters,
+            kept_state: None,
             partitions,
         });
     }
@@ -323,12 +358,16 @@ pub fn print(status: &ClusterStatus) -> anyhow::Result<()> {
             say!("{}/{}", deployment.tenant, deployment.handler)?;
         } else {
             say!(
-                "{}/{} version {} on stream {}, {} dead letter(s){}",
+                "{}/{} version {} on stream {}, {} dead letter(s){}{}",
                 deployment.tenant,
                 deployment.handler,
                 deployment.version.get(..12).unwrap_or(&deployment.version),
                 deployment.stream,
                 deployment.dead_letters,
+                match deployment.kept_state {
+                    Some(KeptState { keys, bytes }) => format!(", state {keys} key(s) {bytes} B"),
+                    None => String::new(),
+                },
                 if deployment.paused { ", paused" } else { "" }
             )?;
         }

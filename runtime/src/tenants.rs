@@ -497,6 +497,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_configuration_reads_as_it_says() -> anyhow::Result<()> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tenants/weir.toml");
+        let config = TenantsConfig::load(&path)?;
+        assert_eq!(config.defaults.state.max_value_bytes, 64 << 10);
+        assert_eq!(config.policy("acme").quotas.state.max_keys, 10_000);
+        Ok(())
+    }
+
+    #[test]
+    fn state_writes_per_call_fit_one_atomic_batch() {
+        let refused = TenantsConfig::parse("[defaults]\nmax_state_writes_per_call = 1000\n");
+        assert!(refused.is_err_and(|e| format!("{e:#}").contains("at most 999")));
+    }
+
+    #[test]
     fn a_tenant_section_overrides_the_defaults_key_by_key() -> anyhow::Result<()> {
         let config = TenantsConfig::parse(
             r#"

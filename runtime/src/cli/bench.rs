@@ -11,8 +11,11 @@
 //!   waits for every round trip;
 //! - `native`: a weir node running the built-in native no-op handler ([`crate::builtin`]):
 //!   weir's cost without Wasm;
-//! - `wasm`: a weir node running a component: the no-op (`examples/noop`) and the orders
-//!   example (`examples/orders`, which parses each order and publishes an enriched one).
+//! - `wasm`: a weir node running a component: the no-op (`examples/noop`), the orders
+//!   example (`examples/orders`, which parses each order and publishes an enriched one), and,
+//!   for state, the counter (`examples/counter`: one state `get` and one `set` per message,
+//!   committed before each ack) beside the same component told to leave state alone
+//!   (`counter-stateless`).
 //!
 //! Throughput, CPU time and peak RSS are taken from the first ack to the last, so that setting
 //! up consumers and compiling components is left out of every mode alike. Latency, from a
@@ -146,6 +149,10 @@ pub enum WasmHandler {
     Noop,
     /// `examples/orders`: parses the order, publishes an enriched event
     Orders,
+    /// `examples/counter`: one state get and one set per message
+    Counter,
+    /// `examples/counter` with `state=off`: the same handler without state
+    CounterStateless,
 }
 
 impl WasmHandler {
@@ -153,6 +160,16 @@ impl WasmHandler {
         match self {
             Self::Noop => "noop",
             Self::Orders => "orders",
+            Self::Counter => "counter",
+            Self::CounterStateless => "counter-stateless",
+        }
+    }
+
+    /// The component it runs, `<component>.wasm` under `--components`.
+    fn component(self) -> &'static str {
+        match self {
+            Self::CounterStateless => "counter",
+            other => other.name(),
         }
     }
 }
@@ -261,16 +278,18 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
         Run::Wasm(handler) => Some(*handler),
         _ => None,
     }) {
-        let path = args.components.join(format!("{}.wasm", handler.name()));
+        let path = args
+            .components
+            .join(format!("{}.wasm", handler.component()));
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
                 "cannot read the {} component at {} (build it with `make guests`, or point \
                  --components at it)",
-                handler.name(),
+                handler.component(),
                 path.display()
             )
         })?;
-        components.insert(handler.name(), bytes);
+        components.insert(handler.component(), bytes);
     }
 
     let (client, _server) = match &nats.nats_url {
@@ -403,8 +422,38 @@ pub fn table(results: &[RunResult]) -> String {
         if !ratios.is_empty() {
             let _ = writeln!(out, "{partitions} partition(s): {}", ratios.join(", "));
         }
+        let wasm = |handler: WasmHandler| {
+            results.iter().find(|run| {
+                run.partitions == partitions
+                    && run.mode == Mode::Wasm
+                    && run.handler == handler.name()
+            })
+        };
+        if let (Some(state), Some(stateless)) = (
+            wasm(WasmHandler::Counter),
+            wasm(WasmHandler::CounterStateless),
+        ) {
+            let _ = writeln!(
+                out,
+                "{partitions} partition(s): {}",
+                state_cost(state, stateless)
+            );
+        }
     }
     out
+}
+
+/// What state costs: the counter's throughput as a share of the same component without
+/// state, and the CPU time of each of its two state operations a message.
+fn state_cost(state: &RunResult, stateless: &RunResult) -> String {
+    let operations = 2.0 * state.messages as f64;
+    let cpu_per_operation = (state.cpu_seconds - stateless.cpu_seconds).max(0.0) / operations;
+    format!(
+        "state: counter/counter-stateless {:.2} (target 0.70), {:.1} µs of CPU per state \
+         operation (one get and one set a message, committed before its ack)",
+        state.msgs_per_sec / stateless.msgs_per_sec,
+        cpu_per_operation * 1e6
+    )
 }
 
 /// What every run shares.
@@ -576,7 +625,7 @@ impl Bench<'_> {
             Some(handler) => {
                 let mut request = DeployRequest {
                     id: deployment.clone(),
-                    component: self.components[handler.name()].clone(),
+                    component: self.components[handler.component()].clone(),
                     stream: stream.to_owned(),
                     window: self.args.window,
                     limits: LimitsSpec::default(),
@@ -592,6 +641,9 @@ impl Bench<'_> {
                         .config
                         .insert("output_prefix".into(), output_prefix.into());
                     request.outputs.push(format!("{output_prefix}.>"));
+                }
+                if handler == WasmHandler::CounterStateless {
+                    request.config.insert("state".into(), "off".into());
                 }
                 deploy::deploy(&self.js, &self.host, request)
                     .await
@@ -667,6 +719,9 @@ impl Bench<'_> {
                     .purge(deployment.key())
                     .await
                     .with_context(|| format!("failed to withdraw deployment {deployment}"))?;
+                if let Some(state) = crate::lifecycle::kept_state(&self.js, &deployment).await? {
+                    state.purge(&deployment).await?;
+                }
             }
         }
         Ok(())

@@ -1,7 +1,9 @@
 //! `weir demo`: the whole path on an embedded server, in one command. It creates a partitioned
-//! `ORDERS` stream and an `ENRICHED` output stream, deploys the orders example, publishes order
-//! events (some malformed, some with a pending payment), shows live counts, and ends with a
-//! summary that checks every customer's enriched events arrived in publish order.
+//! `ORDERS` stream and the `ENRICHED` and `TOTALS` output streams, deploys the orders example
+//! and, beside it on the same stream, the totals example (which keeps each customer's running
+//! total in state), publishes order events (some malformed, some with a pending payment), shows
+//! live counts, and ends with a summary that checks every customer's enriched events arrived
+//! in publish order and every customer's total in state is the sum of its orders.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -41,6 +43,12 @@ pub struct DemoArgs {
         default_value = "target/guests/wasm32-wasip2/release/orders.wasm"
     )]
     pub handler: PathBuf,
+    /// The totals example component, which keeps each customer's running total in state
+    #[arg(
+        long,
+        default_value = "target/guests/wasm32-wasip2/release/totals.wasm"
+    )]
+    pub totals: PathBuf,
     /// Order events to publish
     #[arg(long, default_value_t = 2_000)]
     pub messages: u64,
@@ -69,6 +77,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             args.handler.display()
         )
     })?;
+    let totals_component = std::fs::read(&args.totals).with_context(|| {
+        format!(
+            "cannot read the totals example at {} (build it with `make guests`)",
+            args.totals.display()
+        )
+    })?;
     anyhow::ensure!(args.customers >= 1, "--customers must be at least 1");
 
     let server = NatsServer::start(ServerOptions::default())?;
@@ -88,15 +102,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         replicas: 1,
     };
     partition::create_stream(&js, &orders).await?;
-    js.create_stream(stream::Config {
-        name: "ENRICHED".into(),
-        subjects: vec!["enriched.>".into()],
-        ..Default::default()
-    })
-    .await
-    .context("failed to create stream ENRICHED")?;
+    for (name, subjects) in [("ENRICHED", "enriched.>"), ("TOTALS", "totals.>")] {
+        js.create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("failed to create stream {name}"))?;
+    }
     say!(
-        "▸ created stream ORDERS (orders.<customer>.<event>, {} partitions) and ENRICHED",
+        "▸ created stream ORDERS (orders.<customer>.<event>, {} partitions), ENRICHED and TOTALS",
         args.partitions
     )?;
 
@@ -161,6 +177,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         spec.short_version(),
         node.id()
     )?;
+    let totals_id = DeploymentId::new("demo", "totals")?;
+    let totals_spec = deploy::deploy(
+        &js,
+        &Host::new()?,
+        DeployRequest {
+            id: totals_id.clone(),
+            component: totals_component,
+            stream: "ORDERS".into(),
+            window: crate::spec::DEFAULT_WINDOW,
+            limits: LimitsSpec::default(),
+            retry: RetrySpec::default(),
+            config: BTreeMap::from([("milestone_cents".into(), MILESTONE_CENTS.to_string())]),
+            outputs: vec!["totals.>".into()],
+            from: None,
+            deployed_by: None,
+            reset_state: false,
+        },
+    )
+    .await?
+    .spec;
+    say!(
+        "▸ deployed {} version {} beside it: each customer's running total, kept in state",
+        totals_id,
+        totals_spec.short_version(),
+    )?;
 
     let traffic = Traffic {
         subject: "orders.{key}.created".into(),
@@ -203,7 +244,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         if live {
             crate::terminal::text(&format!("\r{}", line(&last)))?;
         }
-        if last.acked + last.rejected >= args.messages {
+        // Every order, by each of the two handlers.
+        if last.acked + last.rejected >= 2 * args.messages {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -218,8 +260,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outputs = traffic::read_stream(&js, "ENRICHED").await?;
     let report = check_order(&outputs, &traffic, args.messages);
     let dead_letters = wait_dead_letters(&js, last.rejected).await?;
+    let totals = check_totals(&js, &totals_id, &orders, &args).await;
+    let milestones = traffic::read_stream(&js, "TOTALS").await?.len();
 
-    let summary = summary(&args, &last, elapsed, outputs.len(), &dead_letters, report);
+    let summary = summary(&args, &last, elapsed, outputs.len(), &dead_letters, report)
+        .and_then(|()| totals_summary(totals, milestones));
     if args.stay {
         say!("▸ still running, for a look at the console: Ctrl-C to stop")?;
         super::shutdown_signal().await?;
@@ -242,8 +287,8 @@ fn summary(
 ) -> anyhow::Result<()> {
     say!("▸ summary")?;
     say!(
-        "  orders handled   {} in {:.1}s",
-        last.acked + last.rejected,
+        "  orders handled   {} in {:.1}s, by each of the two handlers",
+        (last.acked + last.rejected) / 2,
         elapsed.as_secs_f64()
     )?;
     say!("  enriched events  {}", outputs)?;
@@ -252,7 +297,7 @@ fn summary(
         last.retried
     )?;
     say!(
-        "  rejected         {} (malformed orders, terminated with the reason)",
+        "  rejected         {} (malformed orders, terminated with the reason by both handlers)",
         last.rejected
     )?;
     match dead_letters.first() {
@@ -297,6 +342,65 @@ async fn wait_dead_letters(
             return Ok(letters);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The totals example publishes a milestone each time a customer's total passes a multiple of
+/// this.
+const MILESTONE_CENTS: u64 = 100_000;
+
+/// Checks each customer's total in the totals handler's state against the sum of its
+/// well-formed orders. Returns how many customers were checked.
+async fn check_totals(
+    js: &async_nats::jetstream::Context,
+    id: &DeploymentId,
+    orders: &[(String, String)],
+    args: &DemoArgs,
+) -> Result<usize, String> {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for (n, (_, payload)) in orders.iter().enumerate() {
+        if is_malformed(n as u64) {
+            continue;
+        }
+        let order: serde_json::Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        let customer = order["customer"].as_str().unwrap_or_default().to_owned();
+        let total: u64 = order["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| {
+                item["qty"].as_u64().unwrap_or(0) * item["price_cents"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        *expected.entry(customer).or_default() += total;
+    }
+    let bucket = crate::state::StateBucket::open(js, &id.tenant)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    for (customer, want) in &expected {
+        let partition = partition::partition_of(&[customer.as_str()], args.partitions);
+        let stored = bucket
+            .get(id, partition, &format!("total/{customer}"))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let got = stored.as_deref().map(String::from_utf8_lossy);
+        if got.as_deref() != Some(want.to_string().as_str()) {
+            return Err(format!(
+                "customer {customer}: its orders sum to {want} cents, its total in state is {got:?}"
+            ));
+        }
+    }
+    Ok(expected.len())
+}
+
+/// Prints what the totals handler kept, and fails if a total is not the sum of its orders.
+fn totals_summary(totals: Result<usize, String>, milestones: usize) -> anyhow::Result<()> {
+    match totals {
+        Ok(customers) => say!(
+            "  running totals: OK ({customers} customers, each the sum of its orders, kept in \
+             state exactly once; {milestones} milestone(s) of {MILESTONE_CENTS} cents published)"
+        ),
+        Err(problem) => anyhow::bail!("running totals check failed: {problem}"),
     }
 }
 

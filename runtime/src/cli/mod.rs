@@ -759,10 +759,12 @@ async fn status(nats: &NatsArgs, args: LsArgs) -> anyhow::Result<()> {
     let session = nats.session().await?;
     let js = &session.js;
     let status = scoped(&session, args.tenant.as_deref(), |tenant| async move {
-        match ControlPlane::existing(js).await? {
-            Some(control) => crate::status::read(js, &control, tenant.as_deref()).await,
-            None => Ok(crate::status::ClusterStatus::default()),
-        }
+        let Some(control) = ControlPlane::existing(js).await? else {
+            return Ok(crate::status::ClusterStatus::default());
+        };
+        let mut status = crate::status::read(js, &control, tenant.as_deref()).await?;
+        crate::status::add_state(js, &mut status).await?;
+        Ok(status)
     })
     .await?;
     if args.json {

@@ -2,9 +2,10 @@
 //! `weir:handler` component, the only form a node loads.
 //!
 //! ```text
-//! core module (exports init, handle, cabi_realloc; imports weir:handler/host@0.1.0 and
-//!              wasi_snapshot_preview1)
-//!   ── embed the type information of the world it was written for (wit/0.1.0/handler.wit)
+//! core module (exports init, handle, cabi_realloc; imports weir:handler/host@0.x.0, from
+//!              0.2.0 weir:handler/state@0.2.0, and wasi_snapshot_preview1)
+//!   ── embed the type information of the world it was written for (wit/handler.wit, or
+//!      wit/0.1.0/handler.wit for a module that imports weir:handler/host@0.1.0)
 //!   ── adapt wasi_snapshot_preview1 to WASI 0.2 with the reactor adapter
 //!   ──► component
 //! ```
@@ -21,8 +22,26 @@ use wit_parser::Resolve;
 
 use super::version::{ComponentError, Layer, wasm_layer};
 
-/// The world a core module is made to satisfy: the Go SDK speaks `0.1.0`.
-const HANDLER_WIT: &str = include_str!("../../../wit/0.1.0/handler.wit");
+/// The world a core module is made to satisfy, as today's SDKs write it.
+const HANDLER_WIT: &str = include_str!("../../../wit/handler.wit");
+/// The first version of the world, which modules built with an earlier SDK were written for.
+const HANDLER_WIT_0_1: &str = include_str!("../../../wit/0.1.0/handler.wit");
+
+/// The WIT of the world `module` was written for, by the versions of weir's interfaces it
+/// imports.
+fn world_of(module: &[u8]) -> anyhow::Result<&'static str> {
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ImportSection(imports) = payload? {
+            for import in imports.into_imports() {
+                let module = import?.module;
+                if module.starts_with("weir:handler/") && module.ends_with("@0.1.0") {
+                    return Ok(HANDLER_WIT_0_1);
+                }
+            }
+        }
+    }
+    Ok(HANDLER_WIT)
+}
 
 /// What `weir deploy` accepts: a component as it is, or a core module made into one.
 pub fn componentize(bytes: Vec<u8>) -> Result<Vec<u8>, ComponentError> {
@@ -37,7 +56,7 @@ pub fn componentize(bytes: Vec<u8>) -> Result<Vec<u8>, ComponentError> {
 
 fn adapt(mut module: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let mut resolve = Resolve::default();
-    let package = resolve.push_str("handler.wit", HANDLER_WIT)?;
+    let package = resolve.push_str("handler.wit", world_of(&module)?)?;
     let world = resolve.select_world(&[package], Some("handler"))?;
     wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)?;
     ComponentEncoder::default()

@@ -438,7 +438,7 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
 
 #[test]
 fn the_demo_processes_orders_in_per_customer_order() {
-    let orders = guest_path("orders");
+    let (orders, totals) = (guest_path("orders"), guest_path("totals"));
     let output = weir(&[
         "demo",
         "--messages",
@@ -447,6 +447,8 @@ fn the_demo_processes_orders_in_per_customer_order() {
         "12",
         "--handler",
         &orders.to_string_lossy(),
+        "--totals",
+        &totals.to_string_lossy(),
     ]);
     let stdout = text(&output.stdout);
     assert!(
@@ -456,6 +458,10 @@ fn the_demo_processes_orders_in_per_customer_order() {
         text(&output.stderr)
     );
     assert!(stdout.contains("per-customer order: OK"), "{stdout}");
+    assert!(
+        stdout.contains("running totals: OK (12 customers"),
+        "{stdout}"
+    );
     for shown in [
         "the console is on http://127.0.0.1:",
         "metrics are on http://127.0.0.1:",
@@ -466,9 +472,10 @@ fn the_demo_processes_orders_in_per_customer_order() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("rejected"))
         .unwrap_or_default();
-    assert!(rejected.trim_start().starts_with("3 "), "{stdout}");
+    // Three malformed orders, each rejected by both handlers.
+    assert!(rejected.trim_start().starts_with("6 "), "{stdout}");
     assert!(
-        stdout.contains("dead letters     3 in WEIR_DLQ"),
+        stdout.contains("dead letters     6 in WEIR_DLQ"),
         "{stdout}"
     );
 }

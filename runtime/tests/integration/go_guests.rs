@@ -47,6 +47,11 @@ static GO_SCRIPTED: GoGuest = GoGuest {
     core: OnceLock::new(),
     compiled: OnceLock::new(),
 };
+static GO_TOTALS: GoGuest = GoGuest {
+    dir: "examples/go-totals",
+    core: OnceLock::new(),
+    compiled: OnceLock::new(),
+};
 static RUST_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
 
 impl GoGuest {
@@ -469,5 +474,95 @@ async fn weir_deploy_takes_the_go_core_module_and_a_node_runs_it() -> anyhow::Re
         "{:?}",
         dead[0]
     );
+    node.shutdown().await
+}
+
+#[tokio::test]
+async fn the_go_and_rust_totals_examples_keep_the_same_state_and_publish_the_same_outputs()
+-> anyhow::Result<()> {
+    use weir::state::StateBucket;
+
+    let env = Env::with_streams(2).await?;
+    let node = env.node().await?;
+    let request = |handler: &str, component: Vec<u8>, prefix: &str| DeployRequest {
+        id: DeploymentId::new("acme", handler).expect("a valid name"),
+        component,
+        stream: INPUT.into(),
+        window: weir::spec::DEFAULT_WINDOW,
+        limits: LimitsSpec::default(),
+        retry: RetrySpec::default(),
+        config: [("output_prefix", prefix), ("milestone_cents", "1000")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        outputs: vec!["out.>".into()],
+        from: None,
+        deployed_by: None,
+        reset_state: false,
+    };
+    env.deploy_on(&node, request("totals", guest("totals"), "out.rust"))
+        .await?;
+    env.deploy_on(
+        &node,
+        request("go-totals", GO_TOTALS.core().to_vec(), "out.go"),
+    )
+    .await?;
+    for n in 0..30u64 {
+        let customer = format!("c{}", n % 3);
+        let order = format!(
+            r#"{{"order_id":"o-{n}","customer":"{customer}","items":[{{"sku":"A","qty":{},"price_cents":{}}}]}}"#,
+            1 + n % 4,
+            100 + 25 * n
+        );
+        env.publish(&format!("in.{customer}.created"), &order)
+            .await?;
+    }
+    env.publish("in.c0.created", "{not json").await?;
+    env.wait_dead_letters(2).await;
+    crate::fleet::drained(&env.js, "totals").await;
+    crate::fleet::drained(&env.js, "go-totals").await;
+
+    // Every order: a milestone roughly every fourth order of a customer, in both languages.
+    let outputs = env.wait_messages(OUTPUT, 2).await;
+    let of = |prefix: &str| -> Vec<(String, serde_json::Value)> {
+        outputs
+            .iter()
+            .filter_map(|m| {
+                let subject = m.subject.as_str().strip_prefix(prefix)?.to_owned();
+                Some((subject, serde_json::from_slice(&m.payload).expect("JSON")))
+            })
+            .collect()
+    };
+    let (rust, go) = (of("out.rust."), of("out.go."));
+    assert!(rust.len() >= 9, "few milestones: {rust:?}");
+    let per_subject = |outputs: &[(String, serde_json::Value)]| {
+        let mut by: std::collections::BTreeMap<String, Vec<serde_json::Value>> = Default::default();
+        for (subject, value) in outputs {
+            by.entry(subject.clone()).or_default().push(value.clone());
+        }
+        by
+    };
+    assert_eq!(per_subject(&rust), per_subject(&go));
+
+    let bucket = StateBucket::open(&env.js, "acme").await?;
+    let state = |handler: &str| {
+        let id = DeploymentId::new("acme", handler).expect("a valid name");
+        let bucket = bucket.clone();
+        async move {
+            let mut values = Vec::new();
+            for entry in bucket.entries(&id, None).await? {
+                let value = bucket.get(&id, entry.partition, &entry.key).await?;
+                values.push((entry.partition, entry.key, value));
+            }
+            anyhow::Ok(values)
+        }
+    };
+    let rust_state = state("totals").await?;
+    assert_eq!(
+        rust_state.len(),
+        6,
+        "a total and a window per customer: {rust_state:?}"
+    );
+    assert_eq!(rust_state, state("go-totals").await?);
     node.shutdown().await
 }

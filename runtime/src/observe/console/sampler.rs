@@ -261,6 +261,7 @@ mod tests {
             problem: None,
             errors: BTreeMap::new(),
             dead_letters: 0,
+            kept_state: None,
             partitions: partitions
                 .iter()
                 .enumerate()
