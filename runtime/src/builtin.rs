@@ -40,6 +40,7 @@ impl Builtin {
                 outcome: Outcome::Ack,
                 outputs: Vec::new(),
                 writes: Default::default(),
+                refused_writes: Default::default(),
             },
         }
     }

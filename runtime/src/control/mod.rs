@@ -133,12 +133,26 @@ impl DeploymentId {
     }
 
     /// The `Nats-Msg-Id` of output `n` of the message at `stream_seq`: the same on every
-    /// redelivery, so the output stream drops what was already stored.
-    pub fn output_msg_id(&self, stream: &str, stream_seq: u64, n: usize) -> String {
-        format!(
+    /// redelivery, so the output stream drops what was already stored. A handler that keeps
+    /// state computes its outputs from its partition's state, so their ids also name the
+    /// revision of the state they were computed from (the marker's, which the message's commit
+    /// expects): computed again from the same state after a crash, they are the same ids;
+    /// computed again after the state was changed underneath (a repair), they are new outputs.
+    pub fn output_msg_id(
+        &self,
+        stream: &str,
+        stream_seq: u64,
+        n: usize,
+        state_revision: Option<u64>,
+    ) -> String {
+        let id = format!(
             "weir:{}:{}:{stream}:{stream_seq}:{n}",
             self.tenant, self.handler
-        )
+        );
+        match state_revision {
+            Some(revision) => format!("{id}:{revision}"),
+            None => id,
+        }
     }
 }
 
@@ -597,8 +611,12 @@ mod tests {
         assert_eq!(id.artifact_name("ab12"), "acme/orders/ab12");
         assert_eq!(artifacts_bucket("acme"), "weir_artifacts_acme");
         assert_eq!(
-            id.output_msg_id("ORDERS", 42, 1),
+            id.output_msg_id("ORDERS", 42, 1, None),
             "weir:acme:orders:ORDERS:42:1"
+        );
+        assert_eq!(
+            id.output_msg_id("ORDERS", 42, 1, Some(7)),
+            "weir:acme:orders:ORDERS:42:1:7"
         );
         assert_eq!(DeploymentId::from_key("acme.orders")?, id);
         assert_eq!(

@@ -71,6 +71,8 @@ pub struct Handled {
     /// What the call wrote to its partition's state; to be committed only if `outcome` is
     /// `ack`.
     pub writes: crate::state::Writes,
+    /// The writes to its state the tenant's quotas refused.
+    pub refused_writes: crate::state::Refusals,
 }
 
 /// Why a call produced no outcome. Every kind discards the instance and the call's outputs and
@@ -222,6 +224,7 @@ impl HandlerInstance {
             outcome,
             outputs: call.outputs,
             writes: call.writes,
+            refused_writes: call.refused_writes,
         })
     }
 

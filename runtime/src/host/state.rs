@@ -13,7 +13,7 @@ use super::console::Console;
 use super::fairness::CpuMeter;
 use super::instance::{InstanceContext, Output, log_guest_line};
 use super::limits::{CallLimits, MemoryLimiter};
-use crate::state::{PartitionState, Refused, Writes};
+use crate::state::{PartitionState, Refusals, Refused, Writes};
 
 /// The host side of one instance. Owned by its `Store`; reset at the start of every call.
 pub(crate) struct HostState {
@@ -54,6 +54,8 @@ pub(crate) struct CallState {
     pub(crate) writes: Writes,
     /// Why the partition's state could not be read: the call ends there.
     pub(crate) state_unavailable: Option<String>,
+    /// The writes refused, by what refused them.
+    pub(crate) refused_writes: Refusals,
 }
 
 impl HostState {
@@ -127,6 +129,7 @@ impl HostState {
         let partition = self.partition_state()?;
         let size = value.as_ref().map(|v| v.len() as u64);
         if let Err(refused) = partition.check(&self.call.writes, &key, size) {
+            self.call.refused_writes.count(refused);
             return Ok(Err(match refused {
                 Refused::InvalidKey => state::StateError::InvalidKey,
                 Refused::ValueTooLarge(limit) => state::StateError::ValueTooLarge(limit),

@@ -178,6 +178,40 @@ struct TenantLabels {
     tenant: String,
 }
 
+/// What refused a write to a handler's state (see [`crate::state::StateQuotas`]).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum StateQuota {
+    /// The key was empty or too long.
+    invalid_key,
+    /// `max_state_value_bytes`.
+    value_bytes,
+    /// `max_state_keys`.
+    keys,
+    /// `max_state_bytes`.
+    bytes,
+    /// `max_state_writes_per_call`.
+    writes_per_call,
+}
+
+impl StateQuota {
+    /// In the order of [`crate::state::Refusals::counts`].
+    const ALL: [Self; 5] = [
+        Self::invalid_key,
+        Self::value_bytes,
+        Self::keys,
+        Self::bytes,
+        Self::writes_per_call,
+    ];
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateQuotaLabels {
+    tenant: String,
+    handler: String,
+    quota: StateQuota,
+}
+
 type HistogramFamily = Family<PartitionLabels, Histogram, fn() -> Histogram>;
 
 /// A node's metric families. Cheap to clone.
@@ -194,6 +228,7 @@ pub struct Metrics {
     partitions: Family<StateLabels, Gauge>,
     dead_letters: Family<DeadLetterLabels, Counter>,
     quota_waits: Family<QuotaLabels, Counter>,
+    state_refusals: Family<StateQuotaLabels, Counter>,
     tenant_memory: Family<TenantLabels, Gauge>,
     tenant_partitions: Family<TenantLabels, Gauge>,
     tenant_cpu: Family<TenantLabels, Counter<f64, AtomicU64>>,
@@ -310,6 +345,12 @@ impl Metrics {
                 r,
                 "tenant_quota_waits",
                 "Times a tenant's partition or call had to wait for one of its quotas",
+                None,
+            ),
+            state_refusals: add(
+                r,
+                "state_writes_refused",
+                "Writes to handler state refused by the tenant's quotas (the handler was told which)",
                 None,
             ),
             tenant_memory: add(
@@ -441,6 +482,13 @@ impl Metrics {
     /// of them.
     pub(crate) fn forget(&self, id: &DeploymentId, partitions: u32) {
         self.set_partitions(id, None);
+        for quota in StateQuota::ALL {
+            self.state_refusals.remove(&StateQuotaLabels {
+                tenant: id.tenant.clone(),
+                handler: id.handler.clone(),
+                quota,
+            });
+        }
         for partition in 0..partitions {
             let labels = PartitionLabels {
                 tenant: id.tenant.clone(),
@@ -539,7 +587,7 @@ pub(crate) struct PartitionMetrics {
     /// zeroes its gauges when it goes.
     generation: u64,
     /// By [`FailureKind::ALL`]'s order, each made on first use.
-    failures: [OnceLock<Counter>; 7],
+    failures: [OnceLock<Counter>; FailureKind::ALL.len()],
     /// By [`Outcome::ALL`]'s order.
     outcomes: [Counter; 4],
     families: Metrics,
@@ -605,6 +653,23 @@ impl PartitionMetrics {
             Quota::instances => self.instance_waits.inc(),
             Quota::memory => self.memory_waits.inc(),
         };
+    }
+
+    /// A call had writes to its state refused.
+    pub(crate) fn refused_state_writes(&self, refusals: crate::state::Refusals) {
+        for (quota, count) in StateQuota::ALL.into_iter().zip(refusals.counts()) {
+            if count > 0 {
+                let labels = StateQuotaLabels {
+                    tenant: self.labels.tenant.clone(),
+                    handler: self.labels.handler.clone(),
+                    quota,
+                };
+                self.families
+                    .state_refusals
+                    .get_or_create(&labels)
+                    .inc_by(u64::from(count));
+            }
+        }
     }
 }
 

@@ -26,6 +26,7 @@ mod partition;
 
 pub(crate) use bucket::CommitError;
 pub use bucket::{StateBucket, StateEntry, StateLayout, state_bucket};
+pub use partition::Refusals;
 pub(crate) use partition::{Changes, PENDING_BYTES, PartitionState, Refused, Writes};
 
 /// What a tenant's handlers may keep in state, per partition (the owner of a partition is the

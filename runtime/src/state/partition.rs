@@ -40,6 +40,36 @@ pub(crate) enum Refused {
     TooManyWrites(u32),
 }
 
+impl Refused {
+    fn index(self) -> usize {
+        match self {
+            Self::InvalidKey => 0,
+            Self::ValueTooLarge(_) => 1,
+            Self::TooManyKeys(_) => 2,
+            Self::TooManyBytes(_) => 3,
+            Self::TooManyWrites(_) => 4,
+        }
+    }
+}
+
+/// The writes a call had refused, by what refused them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals([u32; 5]);
+
+impl Refusals {
+    pub(crate) fn count(&mut self, refused: Refused) {
+        let slot = &mut self.0[refused.index()];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// How many writes were refused for each reason: an invalid key, then the tenant's
+    /// `max_state_value_bytes`, `max_state_keys`, `max_state_bytes` and
+    /// `max_state_writes_per_call`.
+    pub fn counts(&self) -> [u32; 5] {
+        self.0
+    }
+}
+
 /// See the module.
 pub(crate) struct PartitionState {
     bucket: StateBucket,
@@ -161,6 +191,12 @@ impl PartitionState {
     /// The last message whose changes are committed, once loaded.
     pub(crate) fn applied(&self) -> Option<u64> {
         self.inner().loaded.as_ref().map(|l| l.marker.applied)
+    }
+
+    /// The marker's revision, once loaded: which commit the state in the bucket is at, and
+    /// which the next commit expects.
+    pub(crate) fn revision(&self) -> Option<u64> {
+        self.inner().loaded.as_ref().map(|l| l.marker.revision)
     }
 
     /// The bytes of the changes waiting to be committed.

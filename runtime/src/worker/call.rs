@@ -94,6 +94,7 @@ pub(crate) async fn call_handler(
                 outcome: Outcome::Ack,
                 outputs: Vec::new(),
                 writes: Default::default(),
+                refused_writes: Default::default(),
             };
             return (instance, Ok(applied));
         }

@@ -864,7 +864,10 @@ impl PartitionWorker {
             (Ok(_), Verdict::Wait { .. }) => {}
         }
         let (outputs, writes): (Arc<[Output]>, Writes) = match result {
-            Ok(handled) => (handled.outputs.into(), handled.writes),
+            Ok(handled) => {
+                self.metrics.refused_state_writes(handled.refused_writes);
+                (handled.outputs.into(), handled.writes)
+            }
             Err(_) => (Arc::from([]), Writes::new()),
         };
         if let (Verdict::Ack, Some(state)) = (&verdict, &self.state)
@@ -1095,10 +1098,13 @@ impl PartitionWorker {
         stream_seq: u64,
         outputs: Arc<[Output]>,
     ) -> BoxFuture<'static, Result<(), NotStored>> {
+        // Every earlier message's changes are committed by now: the state is at the revision
+        // this message's outputs were computed from.
+        let revision = self.state.as_ref().and_then(|state| state.revision());
         let store = outputs::store(
             self.js.clone(),
             self.deployment.clone(),
-            stream_seq,
+            (stream_seq, revision),
             outputs,
         );
         let changes = self

@@ -28,15 +28,20 @@ pub(crate) enum NotStored {
     Fenced(anyhow::Error),
 }
 
-/// Publishes every output of the message at `stream_seq` and waits until the server has
-/// stored each one.
+/// Publishes every output of the message at `stream_seq`, computed from the partition's state
+/// at `state_revision` if the handler keeps any, and waits until the server has stored each one.
 pub(crate) async fn store(
     js: jetstream::Context,
     deployment: SharedDeployment,
-    stream_seq: u64,
+    (stream_seq, state_revision): (u64, Option<u64>),
     outputs: Arc<[Output]>,
 ) -> Result<(), NotStored> {
     let stream = &deployment.spec.stream;
+    let msg_id = |n| {
+        deployment
+            .id
+            .output_msg_id(stream, stream_seq, n, state_revision)
+    };
     let mut acks = Vec::with_capacity(outputs.len());
     for (n, output) in outputs.iter().enumerate() {
         let mut headers = HeaderMap::new();
@@ -45,10 +50,7 @@ pub(crate) async fn store(
             // every such header when the handler published it (`outputs::check_header`).
             headers.append(name.as_str(), value.as_str());
         }
-        headers.insert(
-            "Nats-Msg-Id",
-            deployment.id.output_msg_id(stream, stream_seq, n),
-        );
+        headers.insert("Nats-Msg-Id", msg_id(n));
         let sent = js
             .publish_with_headers(output.subject.clone(), headers, output.payload.clone())
             .await;
@@ -71,8 +73,7 @@ pub(crate) async fn store(
         let output = &outputs[n];
         match ack.await {
             Ok(ack) if ack.duplicate => {
-                let msg_id = deployment.id.output_msg_id(stream, stream_seq, n);
-                check_duplicate(&js, &ack, output, n, &msg_id).await?;
+                check_duplicate(&js, &ack, output, n, &msg_id(n)).await?;
             }
             Ok(_) => {}
             Err(error) => return Err(not_stored(&js, error, output, n).await),

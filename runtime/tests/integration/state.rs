@@ -469,3 +469,31 @@ async fn state_laid_out_over_other_partitions_is_refused_unless_reset_and_undepl
     assert!(bucket.entries(&id, None).await?.is_empty());
     node.shutdown().await
 }
+
+#[tokio::test]
+async fn a_commit_refused_because_the_state_changed_underneath_makes_the_worker_read_it_again()
+-> anyhow::Result<()> {
+    let env = Env::with_streams(PARTITIONS).await?;
+    let node = env.node().await?;
+    env.deploy_on(&node, stateful("fenced")).await?;
+    let subject = format!("in.{}.ev", key_in(0, PARTITIONS, 2));
+    env.publish(&subject, "add total 1").await?;
+    assert_eq!(replies(&env, 1).await, ["total=1"]);
+
+    // Written behind the running worker's back (what `weir state put` refuses to do, and what
+    // a node that lost the partition would find): its next commit is refused, and it handles
+    // the message again from the state as the bucket holds it. What it published from the old
+    // state is out already; what it publishes from the new state is a new output.
+    let id = DeploymentId::new("test", "fenced")?;
+    let bucket = StateBucket::open(&env.js, "test").await?;
+    bucket.repair(&id, 0, "total", Some("100".into())).await?;
+    env.publish(&subject, "add total 1").await?;
+    crate::support::wait_for("the total to be 101", || async {
+        let total = bucket.get(&id, 0, "total").await.ok()??;
+        (&total[..] == b"101").then_some(())
+    })
+    .await;
+    let last = replies(&env, 3).await;
+    assert_eq!(last, ["total=1", "total=2", "total=101"]);
+    node.shutdown().await
+}
