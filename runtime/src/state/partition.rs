@@ -365,34 +365,55 @@ impl PartitionState {
         *pending_bytes += bytes;
     }
 
-    /// Whether the message at `stream_seq` has changes waiting to be committed.
-    pub(crate) fn has_changes(&self, stream_seq: u64) -> bool {
-        self.inner()
-            .pending
-            .front()
-            .is_some_and(|changes| changes.stream_seq == stream_seq)
-    }
-
-    /// Commits the changes of the message at `stream_seq` with the marker, if it has any: in
-    /// one atomic batch, refused if anyone else has committed to the partition since.
-    pub(crate) async fn commit(&self, stream_seq: u64) -> Result<(), CommitError> {
-        let (writes, expected) = {
+    /// Commits the changes of the messages of `group` (acked, in stream order, the first of
+    /// them the first not yet settled) with the marker, in one atomic batch that is refused if
+    /// anyone else has committed to the partition since: as many of them, from the first, as
+    /// one batch holds. Returns how many messages are settled (all of them when none has
+    /// changes).
+    pub(crate) async fn commit_through(&self, group: &[u64]) -> Result<usize, CommitError> {
+        let Some(&last) = group.last() else {
+            return Ok(0);
+        };
+        let (writes, expected, through, taken) = {
             let inner = self.inner();
-            let (Some(changes), Some(loaded)) = (inner.pending.front(), &inner.loaded) else {
-                return Ok(());
+            let Some(loaded) = &inner.loaded else {
+                return Ok(group.len());
             };
-            if changes.stream_seq != stream_seq {
-                return Ok(());
+            let mut merged = Writes::new();
+            let (mut through, mut taken) = (last, 0);
+            for changes in inner.pending.iter().take_while(|c| c.stream_seq <= last) {
+                let added = changes
+                    .writes
+                    .keys()
+                    .filter(|k| !merged.contains_key(*k))
+                    .count();
+                if taken > 0 && merged.len() + added > super::MAX_WRITES_PER_CALL as usize {
+                    // The rest in the next commit: this one ends before these changes.
+                    through = group
+                        .iter()
+                        .copied()
+                        .take_while(|&seq| seq < changes.stream_seq)
+                        .last()
+                        .unwrap_or(last);
+                    break;
+                }
+                for (key, value) in &changes.writes {
+                    merged.insert(key.clone(), value.clone());
+                }
+                taken += 1;
             }
-            let writes: Vec<(String, Option<Bytes>)> = changes
-                .writes
-                .iter()
+            if taken == 0 {
+                // Nothing of theirs to commit.
+                return Ok(group.len());
+            }
+            let writes: Vec<(String, Option<Bytes>)> = merged
+                .into_iter()
                 .filter_map(|(key, value)| {
-                    let subject = self.bucket.key_subject(&self.id, self.partition, key)?;
-                    Some((subject, value.clone()))
+                    let subject = self.bucket.key_subject(&self.id, self.partition, &key)?;
+                    Some((subject, value))
                 })
                 .collect();
-            (writes, loaded.marker.revision)
+            (writes, loaded.marker.revision, through, taken)
         };
         let partitions = Some(self.partitions);
         let revision = self
@@ -401,39 +422,46 @@ impl PartitionState {
                 &self.id,
                 self.partition,
                 &writes,
-                stream_seq,
+                through,
                 partitions,
                 expected,
             )
             .await?;
-        let mut inner = self.inner();
-        let Some(changes) = inner.pending.pop_front() else {
-            return Ok(());
-        };
-        if let Some(loaded) = inner.loaded.as_mut() {
-            loaded.marker = Marker {
-                applied: stream_seq,
-                revision,
-                partitions,
-            };
+        let mut committed = Vec::with_capacity(taken);
+        {
+            let mut inner = self.inner();
+            for _ in 0..taken {
+                if let Some(changes) = inner.pending.pop_front() {
+                    let bytes: u64 = changes
+                        .writes
+                        .iter()
+                        .map(|(k, v)| k.len() as u64 + v.as_ref().map_or(0, |v| v.len() as u64))
+                        .sum();
+                    inner.pending_bytes -= bytes;
+                    committed.push(changes);
+                }
+            }
+            if let Some(loaded) = inner.loaded.as_mut() {
+                loaded.marker = Marker {
+                    applied: through,
+                    revision,
+                    partitions,
+                };
+            }
         }
-        let mut bytes = 0;
-        for (key, value) in &changes.writes {
-            bytes += key.len() as u64 + value.as_ref().map_or(0, |v| v.len() as u64);
-        }
-        inner.pending_bytes -= bytes;
-        drop(inner);
-        for (key, value) in changes.writes {
-            match value {
-                Some(value) => self.remember(&key, value),
-                None => {
-                    let mut inner = self.inner();
-                    if let Some(old) = inner.cache.pop(&key) {
-                        inner.cache_bytes -= key.len() as u64 + old.len() as u64;
+        for changes in committed {
+            for (key, value) in changes.writes {
+                match value {
+                    Some(value) => self.remember(&key, value),
+                    None => {
+                        let mut inner = self.inner();
+                        if let Some(old) = inner.cache.pop(&key) {
+                            inner.cache_bytes -= key.len() as u64 + old.len() as u64;
+                        }
                     }
                 }
             }
         }
-        Ok(())
+        Ok(group.iter().take_while(|&&seq| seq <= through).count())
     }
 }

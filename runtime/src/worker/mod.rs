@@ -81,6 +81,8 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 /// has reason to (it subscribed, the pin ran out, it saw some once), and how often otherwise.
 const RECLAIM_CHECK: Duration = Duration::from_secs(1);
 const RECLAIM_CHECK_IDLE: Duration = Duration::from_secs(30);
+/// The most messages whose changes are committed together.
+const COMMIT_GROUP: usize = 256;
 /// Bounds of the pause between attempts to store a message's outputs.
 const STORE_RETRY_MIN: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -224,8 +226,10 @@ struct Flight {
     call: Option<BoxFuture<'static, CallResult>>,
     /// The delay before the message in hand is called again.
     retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// Storing the outputs of the first message in `settling`.
-    store: Option<BoxFuture<'static, Result<(), NotStored>>>,
+    /// Storing the outputs of the first message in `settling` and committing its changes, or
+    /// committing the changes of the first few, which have no outputs, together: how many
+    /// it settled.
+    store: Option<BoxFuture<'static, Result<usize, NotStored>>>,
     /// The pause before the next attempt to store, after one failed.
     store_delay: Duration,
 }
@@ -244,7 +248,7 @@ enum Event {
     MemoryWanted,
     Called(CallResult),
     RetryDue,
-    Stored(Result<(), NotStored>),
+    Stored(Result<usize, NotStored>),
     Progress,
 }
 
@@ -650,10 +654,7 @@ impl PartitionWorker {
             && let Some(first) = self.settling.front()
         {
             match &first.then {
-                Then::Ack { outputs } => {
-                    let stream_seq = first.delivery.stream_seq;
-                    flight.store = Some(self.store(stream_seq, outputs.clone()));
-                }
+                Then::Ack { .. } => flight.store = self.store(),
                 Then::Term { reason } => {
                     let reason = reason.clone();
                     if let Some(settling) = self.settling.pop_front() {
@@ -984,35 +985,37 @@ impl PartitionWorker {
         flight.retry = Some(Box::pin(tokio::time::sleep(delay)));
     }
 
-    /// Acks the first message waiting to be settled once its outputs are stored, or deals with
-    /// why they are not.
+    /// Acks the first messages waiting to be settled once they are (their outputs stored and
+    /// their changes committed), or deals with why they are not.
     async fn stored(
         &mut self,
-        result: Result<(), NotStored>,
+        result: Result<usize, NotStored>,
         flight: &mut Flight,
         pulling: &Pulling,
     ) {
         match result {
-            Ok(()) => {
+            Ok(settled) => {
                 flight.store_delay = STORE_RETRY_MIN;
-                let Some(settling) = self.settling.pop_front() else {
-                    return;
-                };
-                let outputs = match &settling.then {
-                    Then::Ack { outputs } => outputs.len(),
-                    Then::Term { .. } => 0,
-                };
-                // Confirmed at the next tick, or when the partition is let go.
-                match settle::ack(&settling.delivery).await {
-                    Ok(()) => self.metrics.acked(outputs, settling.delivery.published_at),
-                    // The server redelivers after AckWait; stored outputs are deduplicated.
-                    Err(error) => tracing::warn!("{error:#}"),
+                for _ in 0..settled {
+                    let Some(settling) = self.settling.pop_front() else {
+                        return;
+                    };
+                    let outputs = match &settling.then {
+                        Then::Ack { outputs } => outputs.len(),
+                        Then::Term { .. } => 0,
+                    };
+                    // Confirmed at the next tick, or when the partition is let go.
+                    match settle::ack(&settling.delivery).await {
+                        Ok(()) => self.metrics.acked(outputs, settling.delivery.published_at),
+                        // The server redelivers after AckWait; stored outputs are deduplicated.
+                        Err(error) => tracing::warn!("{error:#}"),
+                    }
+                    self.last_settled = Some(Settled {
+                        delivery: settling.delivery,
+                        term: None,
+                        confirmed: false,
+                    });
                 }
-                self.last_settled = Some(Settled {
-                    delivery: settling.delivery,
-                    term: None,
-                    confirmed: false,
-                });
             }
             Err(NotStored::Fenced(error)) => {
                 self.metrics.failed(FailureKind::state);
@@ -1040,10 +1043,7 @@ impl PartitionWorker {
                 let delay = flight.store_delay;
                 tracing::warn!("{error:#}; trying again in {delay:?}");
                 flight.store_delay = (delay * 2).min(STORE_RETRY_MAX);
-                if let Some(first) = self.settling.front()
-                    && let Then::Ack { outputs } = &first.then
-                {
-                    let store = self.store(first.delivery.stream_seq, outputs.clone());
+                if let Some(store) = self.store() {
                     flight.store = Some(Box::pin(async move {
                         tokio::time::sleep(delay).await;
                         store.await
@@ -1091,36 +1091,55 @@ impl PartitionWorker {
         }
     }
 
-    /// Stores the outputs of the message at `stream_seq`, then commits its state changes, if
-    /// it has any (see [`crate::state`]).
-    fn store(
-        &self,
-        stream_seq: u64,
-        outputs: Arc<[Output]>,
-    ) -> BoxFuture<'static, Result<(), NotStored>> {
-        // Every earlier message's changes are committed by now: the state is at the revision
-        // this message's outputs were computed from.
-        let revision = self.state.as_ref().and_then(|state| state.revision());
-        let store = outputs::store(
-            self.js.clone(),
-            self.deployment.clone(),
-            (stream_seq, revision),
-            outputs,
-        );
-        let changes = self
-            .state
-            .clone()
-            .filter(|state| state.has_changes(stream_seq));
-        Box::pin(async move {
-            store.await?;
-            let Some(state) = changes else {
-                return Ok(());
-            };
-            state.commit(stream_seq).await.map_err(|error| match error {
-                CommitError::Conflict(_) => NotStored::Fenced(error.into()),
-                CommitError::ForNow(error) => NotStored::ForNow(error),
-            })
-        })
+    /// What settles the first messages waiting to be settled, if the first is acked: its
+    /// outputs stored, then its state changes committed (see [`crate::state`]); or, when it has
+    /// no outputs, the changes of it and of the acked messages without outputs right behind it
+    /// committed together, in one commit. Returns how many it settles.
+    fn store(&self) -> Option<BoxFuture<'static, Result<usize, NotStored>>> {
+        let first = self.settling.front()?;
+        let Then::Ack { outputs } = &first.then else {
+            return None;
+        };
+        let committed = |error| match error {
+            CommitError::Conflict(_) => NotStored::Fenced(anyhow::Error::from(error)),
+            CommitError::ForNow(error) => NotStored::ForNow(error),
+        };
+        let state = self.state.clone();
+        if !outputs.is_empty() {
+            let stream_seq = first.delivery.stream_seq;
+            // Every earlier message's changes are committed by now: the state is at the
+            // revision this message's outputs were computed from.
+            let revision = state.as_ref().and_then(|state| state.revision());
+            let store = outputs::store(
+                self.js.clone(),
+                self.deployment.clone(),
+                (stream_seq, revision),
+                outputs.clone(),
+            );
+            return Some(Box::pin(async move {
+                store.await?;
+                if let Some(state) = state {
+                    state
+                        .commit_through(&[stream_seq])
+                        .await
+                        .map_err(committed)?;
+                }
+                Ok(1)
+            }));
+        }
+        let group: Vec<u64> = self
+            .settling
+            .iter()
+            .take(COMMIT_GROUP)
+            .take_while(|s| matches!(&s.then, Then::Ack { outputs } if outputs.is_empty()))
+            .map(|s| s.delivery.stream_seq)
+            .collect();
+        Some(Box::pin(async move {
+            match state {
+                Some(state) => state.commit_through(&group).await.map_err(committed),
+                None => Ok(group.len()),
+            }
+        }))
     }
 
     /// Terminates a message whose failure record is written.

@@ -144,19 +144,19 @@ async fn deploy_refuses_bad_input_with_a_clear_message_and_stores_nothing() -> a
     let core = wat::parse_str("(module)")?;
     run(
         deploy(&write(dir.path(), "core.wasm", &core), "IN", &[]),
-        "this core WebAssembly module cannot be made a weir:handler/handler@0.1.0 component",
+        "this core WebAssembly module cannot be made a weir:handler/handler@0.2.0 component",
     );
     let empty = wat::parse_str("(component)")?;
     run(
         deploy(&write(dir.path(), "empty.wasm", &empty), "IN", &[]),
-        "does not satisfy the world weir:handler/handler@0.1.0",
+        "does not satisfy the world weir:handler/handler@0.2.0 or @0.1.0",
     );
     let future = wat::parse_str(
-        r#"(component (import "weir:handler/host@0.2.0" (instance (export "log" (func)))))"#,
+        r#"(component (import "weir:handler/host@0.3.0" (instance (export "log" (func)))))"#,
     )?;
     run(
         deploy(&write(dir.path(), "future.wasm", &future), "IN", &[]),
-        "weir:handler/host@0.2.0",
+        "weir:handler/host@0.3.0",
     );
     run(deploy(&scripted, "NOPE", &[]), "stream NOPE does not exist");
     run(
