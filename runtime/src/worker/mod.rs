@@ -1033,22 +1033,10 @@ impl PartitionWorker {
                 self.retake(flight, &format!("{error:#}"));
             }
             Err(NotStored::ForNow(error)) => {
-                self.metrics.failed(FailureKind::outputs_not_stored);
-                if self.fence.is_some() {
-                    // Whatever is not settled goes to the next holder.
-                    tracing::warn!("{error:#}; leaving the unsettled messages to the next holder");
-                    self.settling.clear();
-                    return;
-                }
-                let delay = flight.store_delay;
-                tracing::warn!("{error:#}; trying again in {delay:?}");
-                flight.store_delay = (delay * 2).min(STORE_RETRY_MAX);
-                if let Some(store) = self.store() {
-                    flight.store = Some(Box::pin(async move {
-                        tokio::time::sleep(delay).await;
-                        store.await
-                    }));
-                }
+                self.store_again(error, FailureKind::outputs_not_stored, flight);
+            }
+            Err(NotStored::Uncommitted(error)) => {
+                self.store_again(error, FailureKind::state, flight)
             }
             Err(NotStored::Ever(reason)) => {
                 flight.store_delay = STORE_RETRY_MIN;
@@ -1091,6 +1079,27 @@ impl PartitionWorker {
         }
     }
 
+    /// Tries to settle the first messages again after a pause, after `error` (a failure of
+    /// `kind`) kept them from it; behind a fence they are left to the next holder.
+    fn store_again(&mut self, error: anyhow::Error, kind: FailureKind, flight: &mut Flight) {
+        self.metrics.failed(kind);
+        if self.fence.is_some() {
+            // Whatever is not settled goes to the next holder.
+            tracing::warn!("{error:#}; leaving the unsettled messages to the next holder");
+            self.settling.clear();
+            return;
+        }
+        let delay = flight.store_delay;
+        tracing::warn!("{error:#}; trying again in {delay:?}");
+        flight.store_delay = (delay * 2).min(STORE_RETRY_MAX);
+        if let Some(store) = self.store() {
+            flight.store = Some(Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                store.await
+            }));
+        }
+    }
+
     /// What settles the first messages waiting to be settled, if the first is acked: its
     /// outputs stored, then its state changes committed (see [`crate::state`]); or, when it has
     /// no outputs, the changes of it and of the acked messages without outputs right behind it
@@ -1102,7 +1111,7 @@ impl PartitionWorker {
         };
         let committed = |error| match error {
             CommitError::Conflict(_) => NotStored::Fenced(anyhow::Error::from(error)),
-            CommitError::ForNow(error) => NotStored::ForNow(error),
+            CommitError::ForNow(error) => NotStored::Uncommitted(error),
         };
         let state = self.state.clone();
         if !outputs.is_empty() {

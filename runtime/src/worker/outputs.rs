@@ -26,6 +26,9 @@ pub(crate) enum NotStored {
     /// The message's state changes were refused: someone else has written the partition's
     /// state since this worker read it. The worker takes the partition's messages back.
     Fenced(anyhow::Error),
+    /// The outputs are stored, but NATS cannot take the state changes now: tried again, like
+    /// [`NotStored::ForNow`].
+    Uncommitted(anyhow::Error),
 }
 
 /// Publishes every output of the message at `stream_seq`, computed from the partition's state
