@@ -8,7 +8,7 @@ use super::bindings::HandlerPre;
 use super::state::HostState;
 
 /// The world a handler is written against today. A node also runs components of every earlier
-/// minor version ([`WORLDS`]).
+/// minor version (`WORLDS`).
 pub const WORLD: &str = "weir:handler/handler@0.2.0";
 
 /// Every world a node runs components of.
