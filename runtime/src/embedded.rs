@@ -41,23 +41,43 @@ pub struct ClusterOptions {
 /// Starts `servers` servers forming one JetStream cluster on loopback, each with its own
 /// temporary data directory. JetStream answers once a meta leader is elected; callers retry
 /// their first request.
+///
+/// Every client and route port is chosen up front, all distinct (a server left to pick its own
+/// client port could take a route port nobody has bound yet). A port another process takes
+/// between the choice and the server's bind makes that server exit; the cluster is then started
+/// again on fresh ports, a few times at most.
 pub fn start_cluster(servers: usize) -> anyhow::Result<Vec<NatsServer>> {
-    let route_ports = (0..servers)
-        .map(|_| free_port())
-        .collect::<anyhow::Result<Vec<u16>>>()?;
-    route_ports
-        .iter()
-        .enumerate()
-        .map(|(i, &route_port)| {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        match try_start_cluster(servers) {
+            Err(error)
+                if attempt < ATTEMPTS
+                    && format!("{error:#}").contains("address already in use") =>
+            {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn try_start_cluster(servers: usize) -> anyhow::Result<Vec<NatsServer>> {
+    let ports = free_ports(2 * servers)?;
+    let (client_ports, route_ports) = ports.split_at(servers);
+    (0..servers)
+        .map(|i| {
             NatsServer::start(ServerOptions {
+                port: Some(client_ports[i]),
                 cluster: Some(ClusterOptions {
                     name: "weir".to_owned(),
                     server_name: format!("s{i}"),
-                    route_port,
+                    route_port: route_ports[i],
                     peers: route_ports
                         .iter()
-                        .copied()
-                        .filter(|&p| p != route_port)
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, &port)| port)
                         .collect(),
                 }),
                 ..ServerOptions::default()
@@ -66,10 +86,15 @@ pub fn start_cluster(servers: usize) -> anyhow::Result<Vec<NatsServer>> {
         .collect()
 }
 
-/// A port nothing listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// `count` distinct ports nothing listens on right now (all held open together while chosen).
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
 
 /// A `nats-server` child process, killed when dropped.
