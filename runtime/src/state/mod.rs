@@ -21,9 +21,11 @@
 //! one marker (which then names the last of them): a commit costs about the same for one message
 //! as for many.
 //!
-//! After the marker, and before the next one, its writes are copied to their keys, each write
-//! expecting the key's last revision and saying which commit it holds (`Weir-Commit`). Until
-//! then the marker's writes are newer than their keys: every reader (the worker loading the
+//! A marker's writes are carried into the next marker while they are few (a key written by
+//! many messages in a row then costs nothing more); past that, they are copied to their keys
+//! before the next marker, each write expecting the key's last revision and saying which
+//! commit it holds (`Weir-Commit`). Until they are copied the marker's writes are newer than
+//! their keys: every reader (the worker loading the
 //! partition, `weir state get` and `ls`, `weir status`) applies the marker's writes to the keys
 //! that do not hold that commit yet. A copy never stores an older value over a newer one: a key
 //! already holding that commit or a later one is left as it is, and an owner that lost the
