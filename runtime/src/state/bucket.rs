@@ -529,7 +529,21 @@ impl StateBucket {
         marker: &Marker,
         expected: u64,
     ) -> Result<u64, CommitError> {
-        let mut headers = HeaderMap::new();
+        self.store_marker(id, partition, HeaderMap::new(), marker, expected)
+            .await
+    }
+
+    /// Stores `marker` with `headers`, expecting the marker's last revision to be `expected`.
+    /// A refusal is a conflict, unless the marker found is this very one, stored once already
+    /// and its answer lost.
+    async fn store_marker(
+        &self,
+        id: &DeploymentId,
+        partition: u32,
+        mut headers: HeaderMap,
+        marker: &Marker,
+        expected: u64,
+    ) -> Result<u64, CommitError> {
         headers.insert(
             EXPECTED_LAST_SUBJECT_SEQUENCE,
             expected.to_string().as_str(),
@@ -543,23 +557,20 @@ impl StateBucket {
             .await;
         match stored {
             Ok(revision) => Ok(revision),
-            Err(NotTaken::WrongLast) => {
-                // Perhaps this very marker, stored once already, whose answer was lost.
-                match self.marker(id, partition).await {
-                    Ok(stored)
-                        if marker.applied > 0
-                            && stored
-                                == Marker {
-                                    revision: stored.revision,
-                                    ..marker.clone()
-                                } =>
-                    {
-                        Ok(stored.revision)
-                    }
-                    Ok(stored) => Err(CommitError::Conflict(stored.revision)),
-                    Err(error) => Err(self.failed(id, partition, error)),
+            Err(NotTaken::WrongLast) => match self.marker(id, partition).await {
+                Ok(stored)
+                    if marker.applied > 0
+                        && stored
+                            == Marker {
+                                revision: stored.revision,
+                                ..marker.clone()
+                            } =>
+                {
+                    Ok(stored.revision)
                 }
-            }
+                Ok(stored) => Err(CommitError::Conflict(stored.revision)),
+                Err(error) => Err(self.failed(id, partition, error)),
+            },
             Err(NotTaken::Failed(error)) => Err(self.failed(id, partition, error)),
         }
     }
@@ -670,35 +681,12 @@ impl StateBucket {
         headers.insert("Nats-Batch-Id", batch.as_str());
         headers.insert("Nats-Batch-Sequence", (count + 1).to_string().as_str());
         headers.insert("Nats-Batch-Commit", "1");
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE,
-            expected.to_string().as_str(),
-        );
         let marker = Marker {
             writes: Vec::new(),
             ..marker.clone()
         };
-        let stored = self
-            .store(
-                self.marker_subject(id, partition),
-                headers,
-                marker.payload(),
-            )
-            .await;
-        match stored {
-            Ok(revision) => Ok(revision),
-            Err(NotTaken::WrongLast) => {
-                // Perhaps this very commit, stored once already, whose answer was lost.
-                match self.marker(id, partition).await {
-                    Ok(stored) if stored.applied == marker.applied && marker.applied > 0 => {
-                        Ok(stored.revision)
-                    }
-                    Ok(stored) => Err(CommitError::Conflict(stored.revision)),
-                    Err(error) => Err(self.failed(id, partition, error)),
-                }
-            }
-            Err(NotTaken::Failed(error)) => Err(self.failed(id, partition, error)),
-        }
+        self.store_marker(id, partition, headers, &marker, expected)
+            .await
     }
 
     /// Stores one message, and returns its stream sequence.
