@@ -455,6 +455,11 @@ pub struct NodeStatus {
     /// listed until its restarted worker has run for a while.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failing: BTreeMap<u32, String>,
+    /// How many writes to the handler's state the tenant's quotas refused on this node since
+    /// it began running the deployment, by quota (`keys`, `bytes`, `value_bytes`,
+    /// `writes_per_call`, or `invalid_key`); the handler was told which.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state_refusals: BTreeMap<String, u64>,
     /// Why this node cannot run the revision, if it cannot.
     pub error: Option<String>,
     /// Whether this node runs no version of the deployment at all, for `error`: every node then

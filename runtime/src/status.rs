@@ -50,6 +50,10 @@ pub struct DeploymentStatus {
     /// What its handler keeps in state, over every partition, where read ([`add_state`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept_state: Option<KeptState>,
+    /// Writes to its state the tenant's quotas refused, by quota, over the live nodes running
+    /// it, each since it began to (see [`NodeStatus::state_refusals`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub state_refusals: BTreeMap<String, u64>,
     /// Every partition, in order.
     pub partitions: Vec<PartitionStatus>,
 }
@@ -176,6 +180,10 @@ pub async fn read(
             .filter_map(|r| Some((r.node.clone(), r.error.clone()?)))
             .collect();
         let dead_letters = dead_letters.get(&key).copied().unwrap_or(0);
+        let mut state_refusals = BTreeMap::<String, u64>::new();
+        for (quota, count) in reports.iter().flat_map(|r| &r.state_refusals) {
+            *state_refusals.entry(quota.clone()).or_default() += count;
+        }
         let spec = match listed.spec {
             Ok(spec) => spec,
             Err(reason) => {
@@ -192,6 +200,7 @@ pub async fn read(
                     errors,
                     dead_letters,
                     kept_state: None,
+                    state_refusals,
                     partitions: Vec::new(),
                 });
                 continue;
@@ -217,6 +226,7 @@ pub async fn read(
             errors,
             dead_letters,
             kept_state: None,
+            state_refusals,
             partitions,
         });
     }
@@ -376,6 +386,15 @@ pub fn print(status: &ClusterStatus) -> anyhow::Result<()> {
         }
         for (node, error) in &deployment.errors {
             say!("  error on {node}: {error}")?;
+        }
+        if !deployment.state_refusals.is_empty() {
+            let by_quota: Vec<String> = (deployment.state_refusals.iter())
+                .map(|(quota, count)| format!("{count} by {quota}"))
+                .collect();
+            say!(
+                "  state writes refused by the tenant's quotas: {}",
+                by_quota.join(", ")
+            )?;
         }
         if deployment.partitions.is_empty() {
             continue;

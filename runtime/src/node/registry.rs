@@ -77,6 +77,9 @@ struct Running {
     pins: BTreeMap<u32, String>,
     /// The partitions whose workers failed and are being started again, and why.
     failing: BTreeMap<u32, String>,
+    /// The writes to its state the tenant's quotas refused here, by quota
+    /// ([`crate::state::Refusals::QUOTAS`]).
+    state_refusals: BTreeMap<&'static str, u64>,
     /// The revision of this node's last report in `weir_status`.
     reported: Option<u64>,
     /// The `weir_deployments` revision this node runs.
@@ -490,6 +493,7 @@ impl Registry {
                         paused: BTreeSet::new(),
                         pins: BTreeMap::new(),
                         failing: BTreeMap::new(),
+                        state_refusals: BTreeMap::new(),
                         reported: None,
                         revision,
                         failed: None,
@@ -782,6 +786,11 @@ impl Registry {
             Change::Pin(None) => {
                 running.pins.remove(&partition);
             }
+            Change::StateRefused(refusals) => {
+                for (quota, count) in refusals.by_quota() {
+                    *running.state_refusals.entry(quota).or_default() += u64::from(count);
+                }
+            }
         }
         self.report_soon(id);
     }
@@ -990,6 +999,9 @@ impl Registry {
             paused: running.paused.iter().copied().collect(),
             pins: running.pins.clone(),
             failing: running.failing.clone(),
+            state_refusals: (running.state_refusals.iter())
+                .map(|(&quota, &count)| (quota.to_owned(), count))
+                .collect(),
             error,
             refused: Some(false),
             updated_at: now_rfc3339(),

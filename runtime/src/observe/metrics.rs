@@ -178,38 +178,12 @@ struct TenantLabels {
     tenant: String,
 }
 
-/// What refused a write to a handler's state (see [`crate::state::StateQuotas`]).
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum StateQuota {
-    /// The key was empty or too long.
-    invalid_key,
-    /// `max_state_value_bytes`.
-    value_bytes,
-    /// `max_state_keys`.
-    keys,
-    /// `max_state_bytes`.
-    bytes,
-    /// `max_state_writes_per_call`.
-    writes_per_call,
-}
-
-impl StateQuota {
-    /// In the order of [`crate::state::Refusals::counts`].
-    const ALL: [Self; 5] = [
-        Self::invalid_key,
-        Self::value_bytes,
-        Self::keys,
-        Self::bytes,
-        Self::writes_per_call,
-    ];
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateQuotaLabels {
     tenant: String,
     handler: String,
-    quota: StateQuota,
+    /// One of [`crate::state::Refusals::QUOTAS`].
+    quota: &'static str,
 }
 
 type HistogramFamily = Family<PartitionLabels, Histogram, fn() -> Histogram>;
@@ -482,7 +456,7 @@ impl Metrics {
     /// of them.
     pub(crate) fn forget(&self, id: &DeploymentId, partitions: u32) {
         self.set_partitions(id, None);
-        for quota in StateQuota::ALL {
+        for quota in crate::state::Refusals::QUOTAS {
             self.state_refusals.remove(&StateQuotaLabels {
                 tenant: id.tenant.clone(),
                 handler: id.handler.clone(),
@@ -657,18 +631,16 @@ impl PartitionMetrics {
 
     /// A call had writes to its state refused.
     pub(crate) fn refused_state_writes(&self, refusals: crate::state::Refusals) {
-        for (quota, count) in StateQuota::ALL.into_iter().zip(refusals.counts()) {
-            if count > 0 {
-                let labels = StateQuotaLabels {
-                    tenant: self.labels.tenant.clone(),
-                    handler: self.labels.handler.clone(),
-                    quota,
-                };
-                self.families
-                    .state_refusals
-                    .get_or_create(&labels)
-                    .inc_by(u64::from(count));
-            }
+        for (quota, count) in refusals.by_quota() {
+            let labels = StateQuotaLabels {
+                tenant: self.labels.tenant.clone(),
+                handler: self.labels.handler.clone(),
+                quota,
+            };
+            self.families
+                .state_refusals
+                .get_or_create(&labels)
+                .inc_by(u64::from(count));
         }
     }
 }

@@ -112,7 +112,8 @@ impl StateBucket {
                 description: Some(format!("weir: tenant {tenant}'s handler state")),
                 subjects: vec![format!("$KV.{bucket}.>")],
                 // A KV bucket with one value per key, whose reads go to the stream's leader,
-                // and which takes a message's changes and its marker in one atomic batch.
+                // and which takes a commit too large for one marker, or a repair, in one
+                // atomic batch.
                 max_messages_per_subject: 1,
                 allow_rollup: true,
                 deny_delete: true,

@@ -71,11 +71,28 @@ impl Refusals {
         *slot = slot.saturating_add(1);
     }
 
-    /// How many writes were refused for each reason: an invalid key, then the tenant's
-    /// `max_state_value_bytes`, `max_state_keys`, `max_state_bytes` and
-    /// `max_state_writes_per_call`.
-    pub fn counts(&self) -> [u32; 5] {
-        self.0
+    /// What refused them, as `weir status` and the metrics name it: an invalid key (empty or
+    /// too long), then the tenant's `max_state_value_bytes`, `max_state_keys`,
+    /// `max_state_bytes` and `max_state_writes_per_call`.
+    pub const QUOTAS: [&'static str; 5] = [
+        "invalid_key",
+        "value_bytes",
+        "keys",
+        "bytes",
+        "writes_per_call",
+    ];
+
+    /// Whether no write was refused.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&count| count == 0)
+    }
+
+    /// How many writes each of [`Refusals::QUOTAS`] refused, where it refused any.
+    pub fn by_quota(&self) -> impl Iterator<Item = (&'static str, u32)> {
+        Self::QUOTAS
+            .into_iter()
+            .zip(self.0)
+            .filter(|&(_, count)| count > 0)
     }
 }
 

@@ -72,7 +72,7 @@ use crate::deployment::SharedDeployment;
 use crate::failures;
 use crate::host::{GuestThreads, HandlerFailure, HandlerInstance, Output};
 use crate::observe::metrics::{FailureKind, Metrics, Outcome, PartitionMetrics, Quota};
-use crate::state::{Changes, CommitError, PartitionState, Writes};
+use crate::state::{Changes, CommitError, PartitionState, Refusals, Writes};
 use crate::tenants::Tenant;
 
 /// Wait before re-creating a consumer or pull that failed.
@@ -174,6 +174,8 @@ pub(crate) enum Change {
     /// The worker holds the consumer's pin (its id), or none: it is on standby, or its
     /// partition is idle (the next delivery pins it).
     Pin(Option<String>),
+    /// A call had writes to its state refused by the tenant's quotas.
+    StateRefused(Refusals),
 }
 
 /// The message in hand.
@@ -866,7 +868,10 @@ impl PartitionWorker {
         }
         let (outputs, writes): (Arc<[Output]>, Writes) = match result {
             Ok(handled) => {
-                self.metrics.refused_state_writes(handled.refused_writes);
+                if !handled.refused_writes.is_empty() {
+                    self.metrics.refused_state_writes(handled.refused_writes);
+                    self.report(Change::StateRefused(handled.refused_writes));
+                }
                 (handled.outputs.into(), handled.writes)
             }
             Err(_) => (Arc::from([]), Writes::new()),

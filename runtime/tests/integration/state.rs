@@ -134,6 +134,24 @@ async fn writes_over_the_tenants_quotas_are_refused_with_the_quota_that_refused_
             "a0,a1,a2,a3,a4,w0,w1,w2,w3,w4",
         ]
     );
+
+    // `weir status` counts them, by the quota that refused them, as the node reports them.
+    let expected =
+        serde_json::json!({"bytes": 1, "keys": 1, "value_bytes": 1, "writes_per_call": 1});
+    crate::support::wait_for("the refused writes in `weir status`", || async {
+        let json = crate::lifecycle::ok(&env, &["status", "--json"]).await;
+        let status: serde_json::Value = serde_json::from_str(&json).ok()?;
+        (status["deployments"][0]["state_refusals"] == expected).then_some(())
+    })
+    .await;
+    let table = crate::lifecycle::ok(&env, &["status"]).await;
+    assert!(
+        table.contains(
+            "state writes refused by the tenant's quotas: \
+             1 by bytes, 1 by keys, 1 by value_bytes, 1 by writes_per_call"
+        ),
+        "{table}"
+    );
     node.shutdown().await
 }
 

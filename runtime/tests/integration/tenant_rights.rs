@@ -46,9 +46,12 @@ impl Sample {
 
     /// The server and the tenants' streams, and nothing of weir's yet.
     async fn bare() -> anyhow::Result<Self> {
-        let config =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tenants/nats-server.conf");
-        let server = NatsServer::start_with_config(ServerOptions::default(), &config)?;
+        Self::bare_with(&sample_config()).await
+    }
+
+    /// [`Sample::bare`], on a server with the configuration at `config`.
+    async fn bare_with(config: &Path) -> anyhow::Result<Self> {
+        let server = NatsServer::start_with_config(ServerOptions::default(), config)?;
         let (client, _) = connect_watching(&server.url(), &credentials("weir")).await?;
         let js = jetstream::new(client);
         for (name, subjects, partitions) in
@@ -145,6 +148,10 @@ impl Sample {
             .await?;
         Ok(stream.info().await?.state.messages)
     }
+}
+
+fn sample_config() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tenants/nats-server.conf")
 }
 
 fn password(user: &str) -> String {
@@ -901,4 +908,37 @@ async fn a_tenants_state_is_out_of_every_other_tenants_reach() -> anyhow::Result
     ));
     assert_eq!(still, "7\n");
     node.shutdown().await
+}
+
+#[tokio::test]
+async fn a_tenant_that_may_not_read_its_state_bucket_still_gets_the_rest_of_its_status()
+-> anyhow::Result<()> {
+    // Permissions written before weir kept state: acme's, without its state bucket.
+    let rights = std::fs::read_to_string(sample_config())?;
+    let without_state: String = rights
+        .lines()
+        .filter(|line| !line.contains("weir_state_acme"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("nats-server.conf");
+    std::fs::write(&config, without_state)?;
+    let sample = Sample::bare_with(&config).await?;
+    let control = ControlPlane::open(&sample.js).await?;
+    control.artifacts.bucket("acme").await?;
+    weir::state::StateBucket::ensure(&sample.js, "acme", 1).await?;
+    // (acme itself may not deploy: `weir deploy` reads what state the handler keeps.)
+    succeeded(&sample.deploy_as("weir", "acme", "orders", "ORDERS", "acme.>"));
+
+    let status = sample.weir_as("acme", &["status"]);
+    let table = succeeded(&status);
+    assert!(table.contains("acme/orders version"), "{table}");
+    assert!(table.contains("PARTITION"), "{table}");
+    let note = text(&status.stderr);
+    assert!(
+        note.contains("what the handlers keep in state is not shown")
+            && note.contains("permissions violation"),
+        "{note}"
+    );
+    Ok(())
 }

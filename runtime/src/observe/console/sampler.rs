@@ -262,6 +262,7 @@ mod tests {
             errors: BTreeMap::new(),
             dead_letters: 0,
             kept_state: None,
+            state_refusals: BTreeMap::new(),
             partitions: partitions
                 .iter()
                 .enumerate()
