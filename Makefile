@@ -7,7 +7,7 @@ GUEST_BUILD := CARGO_TARGET_DIR=$(GUEST_TARGET_DIR) $(CARGO) build --release --t
 GO := $(CURDIR)/.venv/bin/go
 GO_ENV := GOPROXY=off GOTOOLCHAIN=local
 
-.PHONY: demo test bootstrap guests go-guests build check
+.PHONY: demo test bootstrap guests go-guests py-guests build check
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -28,6 +28,21 @@ go-guests: bootstrap
 	cd examples/go-totals && GOOS=wasip1 GOARCH=wasm $(GO_ENV) $(GO) build -buildmode=c-shared \
 		-o $(GUEST_TARGET_DIR)/go/go-totals.wasm .
 
+# Python handlers: the SDK and the example tested on the machine's Python, then built into
+# components with componentize-py (again only when their sources change: it takes a while).
+PY := $(CURDIR)/.venv/bin/python
+COMPONENTIZE_PY := $(CURDIR)/.venv/bin/componentize-py
+PY_SDK := $(wildcard guest-sdk/python/weir/*.py)
+
+py-guests: bootstrap $(GUEST_TARGET_DIR)/py/py-orders.wasm
+	PYTHONPATH=guest-sdk/python $(PY) -m unittest discover -s guest-sdk/python/tests
+	cd examples/py-orders && PYTHONPATH=../../guest-sdk/python $(PY) -m unittest test_app
+
+$(GUEST_TARGET_DIR)/py/%.wasm: examples/%/app.py $(PY_SDK) wit/handler.wit | bootstrap
+	mkdir -p $(@D)
+	$(COMPONENTIZE_PY) -d wit -w handler componentize -p guest-sdk/python -p examples/$* \
+		app -o $@
+
 build: bootstrap
 	$(CARGO) build --release -p weir-runtime
 
@@ -36,7 +51,7 @@ demo: guests build
 	./target/release/weir demo
 
 ## Every test: unit tests, then the integration suite against a real nats-server.
-test: guests go-guests
+test: guests go-guests py-guests
 	$(CARGO) test --workspace --all-targets
 
 check:

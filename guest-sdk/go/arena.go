@@ -4,8 +4,8 @@ import "unsafe"
 
 // MaxMessageBytes is the largest input message, payload plus headers as NATS counts them,
 // that this handler can take; the default is NATS's default max_payload. The memory the host
-// writes a call's arguments into is reserved from it, about three times as much, when the
-// instance starts and checked again after every call. A handler for a stream with a larger
+// writes a call's arguments into is reserved from it, 17/4 times as much, when the instance
+// starts and checked again after every call. A handler for a stream with a larger
 // max_payload raises it in an init function of package main (or in its setup function): a
 // message beyond what was reserved traps before the handler sees it.
 var MaxMessageBytes = 1 << 20
@@ -13,13 +13,14 @@ var MaxMessageBytes = 1 << 20
 // arenaBytesFor is how much argument memory a message of up to maxMessage bytes can need.
 //
 // The host writes the subject, the payload, the header list (16 bytes per header: two strings
-// of pointer and length), each header's name and value, and the stream name. A header costs at
-// least 4 bytes more on the wire than its name and value ("Name: value\r\n"), so its record is
-// at most 3 times its wire size and the whole message at most 3 times maxMessage. The 64 KiB
-// on top hold the subject and stream name (not counted in max_payload), alignment, and the
-// error strings of failed Publish calls.
+// of pointer and length), each header's name and value, and the stream name. On the wire a
+// header costs at least 3 bytes more than its name and value ("Name:value\r\n"; NATS needs no
+// space) and has a name of at least one byte, so the worst header is a one-byte name with an
+// empty value: 4 bytes on the wire, 17 in the arena. Every message is thus at most 17/4 times
+// its wire size here. The 64 KiB on top hold the subject and stream name (not counted in
+// max_payload), alignment, and the error strings of failed Publish calls.
 func arenaBytesFor(maxMessage int) int {
-	return 3*maxMessage + 64<<10
+	return maxMessage*17/4 + 64<<10
 }
 
 // reallocFailed is what cabi_realloc returns when the arena cannot hold a request: an
@@ -47,7 +48,7 @@ const reallocFailed uint32 = 0xFFFF_FFF8
 // keep into Go values and then reset the arena, before the host lowers the next call's
 // arguments. Publish's error strings, which the host also writes here, are copied at once.
 //
-// Bound: one call's arguments must fit [arenaBytesFor]([MaxMessageBytes]), 3 MiB + 64 KiB by
+// Bound: one call's arguments must fit [arenaBytesFor]([MaxMessageBytes]), 4.25 MiB + 64 KiB by
 // default; a larger message traps (the instance is recycled, the message retried and, after
 // the deployment's maximum deliveries, dead-lettered). Reserving eagerly costs linear memory
 // the instance never touches unless a message needs it; growing lazily cannot work, because

@@ -104,3 +104,19 @@ func TestTheDefaultArenaHoldsAMaximalMessageWithAHundredHeaders(t *testing.T) {
 		}
 	}
 }
+
+func TestTheDefaultArenaHoldsAMaximalMessageOfEmptyHeaders(t *testing.T) {
+	a := testArena(arenaBytesFor(MaxMessageBytes), 0x10000)
+	// The most headers a message can have: "NATS/1.0\r\n", then "a:\r\n" each, then "\r\n".
+	headers := (MaxMessageBytes - 12) / 4
+	sizes := []struct{ align, size uint32 }{{1, 200}, {1, 0}, {4, uint32(headers) * pairSize}}
+	for i := 0; i < headers; i++ {
+		sizes = append(sizes, struct{ align, size uint32 }{1, 1}, struct{ align, size uint32 }{1, 0})
+	}
+	sizes = append(sizes, struct{ align, size uint32 }{1, 32})
+	for _, s := range sizes {
+		if a.realloc(0, 0, s.align, s.size) == reallocFailed {
+			t.Fatalf("realloc(%d) failed after %d bytes", s.size, a.used)
+		}
+	}
+}

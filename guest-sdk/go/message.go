@@ -40,8 +40,9 @@ func (m *Message) Header(name string) (string, bool) {
 	return "", false
 }
 
-// Config is the deployment's configuration (`weir deploy --config key=value`), in the order
-// given. It is handed to the setup function registered with [Handle].
+// Config is the deployment's configuration (`weir deploy --config key=value`), each key once,
+// sorted by key (the deployment record keeps a map). It is handed to the setup function
+// registered with [Handle].
 type Config struct {
 	pairs [][2]string
 }

@@ -60,7 +60,8 @@ pub trait Handler: Sized + 'static {
     fn handle(&mut self, message: Message) -> Outcome;
 }
 
-/// The deployment's configuration: key/value pairs, in the order given to `weir deploy`.
+/// The deployment's configuration (`weir deploy --config key=value`): key/value pairs, each key
+/// once, sorted by key (the deployment record keeps a map).
 #[derive(Debug, Clone, Default)]
 pub struct Config(Vec<(String, String)>);
 

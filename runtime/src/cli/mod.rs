@@ -24,7 +24,7 @@ use crate::connection::{
 use crate::control::{ControlPlane, DeploymentId};
 use crate::deploy::{self, DeployRequest};
 use crate::embedded::{NatsServer, ServerOptions};
-use crate::host::Host;
+use crate::host::{CompileCache, Host};
 use crate::node::{self, NodeConfig};
 use crate::outputs::{Coverage, Reserved};
 use crate::partition::{self, StreamRequest};
@@ -154,6 +154,33 @@ pub struct NodeArgs {
     /// `off` serves none (see the README's "Observe")
     #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_http)]
     pub http: HttpAddr,
+    /// Where to keep the machine code compiled from components, so that a version is compiled
+    /// once per machine: a directory, or `off` [default: $WEIR_COMPILE_CACHE, else
+    /// $XDG_CACHE_HOME/weir, else ~/.cache/weir]
+    #[arg(long, value_name = "DIR|off", value_parser = parse_compile_cache)]
+    pub compile_cache: Option<CompileCache>,
+}
+
+/// A component whose compile `weir deploy` says it waits for (a Python or JavaScript one, with
+/// its interpreter; a Rust handler is tens of KiB).
+const LARGE_COMPONENT: usize = 4 << 20;
+
+/// The `--config` pairs as the deployment record keeps them: by key, each key once.
+fn config_map(pairs: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut config = BTreeMap::new();
+    for (key, value) in pairs {
+        if let Some(first) = config.insert(key.clone(), value) {
+            anyhow::bail!("--config {key} is given twice (first as {key}={first})");
+        }
+    }
+    Ok(config)
+}
+
+fn parse_compile_cache(text: &str) -> Result<CompileCache, String> {
+    match text {
+        "" => Err("name a directory, or `off`".to_owned()),
+        text => Ok(CompileCache::parse(text)),
+    }
 }
 
 /// `weir node --http`: an address, or `off`.
@@ -250,6 +277,10 @@ pub struct DeployArgs {
     /// out over another partition count (the version running is paused first)
     #[arg(long)]
     pub reset_state: bool,
+    /// Where to keep the machine code compiled to check the component: a directory, or `off`
+    /// [default: as `weir node --compile-cache`]
+    #[arg(long, value_name = "DIR|off", value_parser = parse_compile_cache)]
+    pub compile_cache: Option<CompileCache>,
 }
 
 /// `weir ls` options.
@@ -425,6 +456,7 @@ async fn run_node(nats: &NatsArgs, args: NodeArgs) -> anyhow::Result<()> {
         nats_urls: Some(url),
         worker_fault: None,
         http: args.http.0,
+        compile_cache: args.compile_cache.unwrap_or(CompileCache::Default),
     };
     let mut node = node::start(client, config).await?;
     note!("weir: node {} running; Ctrl-C to stop", node.id());
@@ -511,7 +543,11 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
     let component = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let session = nats.session().await?;
-    let host = Host::new()?;
+    let host = Host::with_cache(
+        args.compile_cache
+            .as_ref()
+            .unwrap_or(&CompileCache::Default),
+    )?;
     let request = DeployRequest {
         id: id.clone(),
         component,
@@ -528,12 +564,20 @@ async fn run_deploy(nats: &NatsArgs, args: DeployArgs) -> anyhow::Result<()> {
             ack_wait: args.ack_wait,
             backoff: args.backoff,
         },
-        config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
+        config: config_map(args.config)?,
         outputs: args.outputs,
         from: args.from,
         deployed_by: session.user.clone(),
         reset_state: args.reset_state,
     };
+    if request.component.len() > LARGE_COMPONENT {
+        note!(
+            "weir: checking {} ({:.1} MB): the first compile of a large component on this \
+             machine takes a while",
+            args.file.display(),
+            request.component.len() as f64 / 1e6
+        );
+    }
     let action = format!("deploy for tenant {}", id.tenant);
     let spec = session
         .guard(&action, deploy::deploy(&session.js, &host, request))

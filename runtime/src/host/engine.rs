@@ -9,6 +9,7 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{Handler, v0_1};
 use super::budget::{BudgetQuota, TenantBudget};
+use super::compile_cache::CompileCache;
 use super::fairness::{CpuScheduler, GuestThreads};
 use super::state::HostState;
 use super::version::{ComponentError, HandlerVersion};
@@ -23,6 +24,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct Host {
     engine: Engine,
+    /// Where compiled components are kept, if anywhere.
+    cache: Option<wasmtime::Cache>,
     linker: Linker<HostState>,
     scheduler: Arc<CpuScheduler>,
     guests: Arc<GuestThreads>,
@@ -80,22 +83,34 @@ impl Host {
     /// pool and on demand where it cannot (a limit on address space, say), and starts the
     /// thread that advances its epoch; the thread ends when the engine and everything
     /// compiled with it have been dropped.
+    /// Compiled components are kept where [`CompileCache::Default`] says.
     pub fn new() -> anyhow::Result<Self> {
-        match Self::with_allocation(Allocation::Pooling) {
+        Self::with_cache(&CompileCache::Default)
+    }
+
+    /// [`Host::new`], keeping compiled components in `cache`.
+    pub fn with_cache(cache: &CompileCache) -> anyhow::Result<Self> {
+        match Self::with(Allocation::Pooling, cache) {
             Ok(host) => Ok(host),
             Err(error) => {
                 tracing::warn!(
                     "{error:#}; allocating every instance on demand instead (slower to start)"
                 );
-                Self::with_allocation(Allocation::OnDemand)
+                Self::with(Allocation::OnDemand, cache)
             }
         }
     }
 
     /// [`Host::new`] with the given allocation, and no fallback.
     pub fn with_allocation(allocation: Allocation) -> anyhow::Result<Self> {
+        Self::with(allocation, &CompileCache::Default)
+    }
+
+    fn with(allocation: Allocation, cache: &CompileCache) -> anyhow::Result<Self> {
+        let cache = cache.open();
         let mut config = Config::new();
         config
+            .cache(cache.clone())
             .wasm_component_model(true)
             .epoch_interruption(true)
             // Memories start as copy-on-write mappings of the module's initial image.
@@ -135,6 +150,7 @@ impl Host {
         let guests = GuestThreads::start(turns).context("failed to start the guest threads")?;
         Ok(Self {
             engine,
+            cache,
             linker,
             scheduler,
             guests,
@@ -156,5 +172,10 @@ impl Host {
     /// work: call this from a blocking task on a running node.
     pub fn compile(&self, bytes: &[u8]) -> Result<HandlerVersion, ComponentError> {
         HandlerVersion::compile(&self.engine, &self.linker, bytes)
+    }
+
+    /// How many compiles loaded the code of an earlier one from the cache, in this process.
+    pub fn compiles_cached(&self) -> usize {
+        self.cache.as_ref().map_or(0, wasmtime::Cache::cache_hits)
     }
 }

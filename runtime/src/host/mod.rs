@@ -15,6 +15,7 @@
 
 mod bindings;
 mod budget;
+mod compile_cache;
 mod componentize;
 mod console;
 mod engine;
@@ -26,6 +27,7 @@ mod version;
 
 pub use bindings::weir::handler::types::{Header, Level, Message, Outcome};
 pub use budget::{BudgetQuota, TenantBudget};
+pub use compile_cache::CompileCache;
 pub use componentize::componentize;
 pub use engine::{Allocation, Host, POOLED_INSTANCES};
 pub use fairness::{GuestThreads, Turn};

@@ -61,6 +61,8 @@ pub struct NodeConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz` ([`crate::observe`]); `None`:
     /// nowhere.
     pub http: Option<std::net::SocketAddr>,
+    /// Where compiled components are kept ([`crate::host::CompileCache`]).
+    pub compile_cache: crate::host::CompileCache,
 }
 
 /// Whether a worker of a deployment's partition panics as it starts: see
@@ -90,6 +92,7 @@ impl Default for NodeConfig {
             nats_urls: None,
             worker_fault: None,
             http: None,
+            compile_cache: crate::host::CompileCache::Default,
         }
     }
 }
@@ -187,7 +190,7 @@ pub async fn start(client: async_nats::Client, config: NodeConfig) -> anyhow::Re
         None => None,
     };
     let js = jetstream::new(client.clone());
-    let host = Host::new()?;
+    let host = Host::with_cache(&config.compile_cache)?;
     let control = ControlPlane::open(&js)
         .await
         .context("failed to open weir's control plane")?;

@@ -434,10 +434,23 @@ impl Registry {
             .await
             .with_context(|| format!("failed to read artifact {}", spec.artifact))?;
         let host = self.node.host.clone();
+        let (started, cached) = (Instant::now(), host.compiles_cached());
         let version = tokio::task::spawn_blocking(move || host.compile(&bytes))
             .await
             .context("the compile task panicked")?
             .with_context(|| format!("failed to load artifact {}", spec.artifact))?;
+        tracing::info!(
+            tenant = id.tenant,
+            handler = id.handler,
+            "version {} {} in {:.1?}",
+            spec.version.get(..12).unwrap_or(&spec.version),
+            if self.node.host.compiles_cached() > cached {
+                "loaded from the compile cache"
+            } else {
+                "compiled"
+            },
+            started.elapsed()
+        );
         anyhow::ensure!(
             version.digest() == spec.version,
             "artifact {} has digest {}, not the deployed version {}",

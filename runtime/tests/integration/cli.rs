@@ -168,8 +168,16 @@ async fn deploy_refuses_bad_input_with_a_clear_message_and_stores_nothing() -> a
         "init refused the configuration: refusing on purpose: because",
     );
     run(
+        deploy(&scripted, "IN", &["--config", "a=1", "--config", "a=2"]),
+        "--config a is given twice (first as a=1)",
+    );
+    run(
         deploy(&scripted, "IN", &["--ack-wait", "soon"]),
         "invalid duration",
+    );
+    run(
+        deploy(&scripted, "IN", &["--compile-cache", ""]),
+        "name a directory, or `off`",
     );
     run(
         deploy(&scripted, "IN", &["--output", "out.>.x"]),
@@ -314,6 +322,9 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
     );
     ok(&["stream", "create", OUTPUT, "--subjects", "out.>"]);
 
+    // The node and `weir deploy` keep compiled code in one place, as on one machine.
+    let cache = dir.path().join("compiled");
+    let cache = cache.to_string_lossy();
     let log = std::fs::File::create(dir.path().join("node.log"))?;
     let mut node = Running::spawn(
         Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -325,6 +336,8 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
                 &url,
                 "--http",
                 "off",
+                "--compile-cache",
+                &cache,
             ])
             .stdout(Stdio::null())
             .stderr(log),
@@ -342,6 +355,12 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
         "IN",
         "--output",
         "out.>",
+        "--config",
+        "zeta=z",
+        "--config",
+        "alpha=a",
+        "--compile-cache",
+        &cache,
     ]);
     assert!(
         deployed.contains("deployed acme/echo version"),
@@ -364,6 +383,10 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
 
     let outputs = env.wait_messages(OUTPUT, 200).await;
     assert_eq!(outputs.len(), 200);
+    // The handler gets its configuration sorted by key.
+    ok(&["publish", "in.k1.ev", "--template", "config"]);
+    let outputs = env.wait_messages(OUTPUT, 201).await;
+    assert_eq!(&outputs[200].payload[..], b"alpha=a,zeta=z");
     wait_for("weir ls to show the node running 4 partitions", || async {
         let listed = ok(&["ls"]);
         (listed.contains("acme") && listed.contains("cli-node: 4 partitions")).then_some(())
@@ -424,7 +447,7 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
         "tenant=\"acme\"",
         "handler=\"echo\"",
         "partition=",
-        "stream_seq=201",
+        "stream_seq=202",
     ] {
         assert!(line.contains(field), "{line:?} lacks {field}");
     }
@@ -433,6 +456,11 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
     let node_log = std::fs::read_to_string(dir.path().join("node.log"))?;
     assert!(status.success(), "node exited with {status}: {node_log}");
     assert!(node_log.contains("node stopped"), "{node_log}");
+    // What `weir deploy` compiled to check the component, the node did not compile again.
+    assert!(
+        node_log.contains("loaded from the compile cache"),
+        "{node_log}"
+    );
     Ok(())
 }
 

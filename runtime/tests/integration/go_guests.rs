@@ -69,11 +69,11 @@ impl GoGuest {
     }
 }
 
-fn rust_orders() -> &'static HandlerVersion {
+pub(crate) fn rust_orders() -> &'static HandlerVersion {
     RUST_ORDERS.get_or_init(|| compile(&guest("orders")))
 }
 
-fn compile(component: &[u8]) -> HandlerVersion {
+pub(crate) fn compile(component: &[u8]) -> HandlerVersion {
     Host::new()
         .expect("host")
         .compile(component)
@@ -114,7 +114,7 @@ fn build_go(dir: &str) -> Vec<u8> {
     std::fs::read(&out).unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()))
 }
 
-async fn start(
+pub(crate) async fn start(
     version: &HandlerVersion,
     config: &[(&str, &str)],
 ) -> Result<HandlerInstance, HandlerFailure> {
@@ -131,7 +131,7 @@ async fn start(
     HandlerInstance::start(version, context).await
 }
 
-fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Message {
+pub(crate) fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Message {
     Message {
         subject: "orders.c42.created".into(),
         payload: payload.into(),
@@ -146,7 +146,7 @@ fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Message {
 
 /// A call's result in a form two handlers can be compared by: serde_json's and Go's texts for a
 /// malformed order differ after "malformed order:", so only that much of such a reason counts.
-fn comparable(result: Result<Handled, HandlerFailure>) -> String {
+pub(crate) fn comparable(result: Result<Handled, HandlerFailure>) -> String {
     match result {
         Ok(handled) => {
             let outcome = match handled.outcome {
@@ -176,7 +176,7 @@ fn comparable(result: Result<Handled, HandlerFailure>) -> String {
 }
 
 /// Message in, outcome and outputs out: the same table for both examples.
-const VECTORS: &[(&str, u32)] = &[
+pub(crate) const VECTORS: &[(&str, u32)] = &[
     (
         r#"{"order_id":"o-1","customer":"c42","seq":7,"items":[{"sku":"A","qty":2,"price_cents":1500},{"sku":"B","qty":1,"price_cents":999}]}"#,
         1,
@@ -313,6 +313,37 @@ async fn a_go_handler_takes_a_1_mib_payload_with_100_non_ascii_headers() {
         assert_eq!(handled.outputs.len(), 1);
         assert_eq!(handled.outputs[0].subject, "enriched.ünïcödé");
     }
+}
+
+#[tokio::test]
+async fn a_go_handler_takes_a_1_mib_message_of_nothing_but_one_byte_headers() {
+    let mut go = start(GO_ORDERS.version(), &[])
+        .await
+        .expect("Go orders starts");
+    let order =
+        r#"{"order_id":"o-1","customer":"c","items":[{"sku":"s","qty":1,"price_cents":5}]}"#;
+    // As many headers as NATS takes in 1 MiB: "NATS/1.0\r\n", "a:\r\n" each, then "\r\n". Each
+    // costs the guest 17 bytes of argument memory, more than four times its wire size.
+    let count = ((1 << 20) - 12 - order.len()) / 4;
+    let mut msg = message(order, 1);
+    msg.headers = (0..count)
+        .map(|_| Header {
+            name: "a".into(),
+            value: String::new(),
+        })
+        .collect();
+    let wire = 10 + 4 * count + 2 + order.len();
+    assert!(wire <= 1 << 20, "{wire} bytes on the wire");
+    let handled = go
+        .handle(&msg)
+        .await
+        .expect("the Go handler takes the message");
+    assert!(
+        matches!(handled.outcome, Outcome::Ack),
+        "{:?}",
+        handled.outcome
+    );
+    assert_eq!(handled.outputs.len(), 1);
 }
 
 #[tokio::test]

@@ -209,3 +209,48 @@ async fn init_can_refuse_its_configuration() {
         HandlerFailure::InitRefused("refusing on purpose: no thanks".into())
     );
 }
+
+#[test]
+fn a_component_compiled_once_is_loaded_from_the_cache_by_the_next_host() -> anyhow::Result<()> {
+    use weir::host::CompileCache;
+
+    let dir = tempfile::tempdir()?;
+    let cache = CompileCache::At(dir.path().join("compiled"));
+    let component = guest("scripted");
+    let first = Host::with_cache(&cache)?;
+    let compiled = first.compile(&component)?;
+    assert_eq!(first.compiles_cached(), 0, "nothing was compiled before");
+
+    // A node that starts again, or `weir deploy` run twice, is a new host on the same cache.
+    let next = Host::with_cache(&cache)?;
+    let loaded = next.compile(&component)?;
+    assert_eq!(
+        next.compiles_cached(),
+        1,
+        "the second compile was not loaded"
+    );
+    assert_eq!(loaded.digest(), compiled.digest());
+
+    // Without a cache, every host compiles.
+    let uncached = Host::with_cache(&CompileCache::Off)?;
+    uncached.compile(&component)?;
+    assert_eq!(uncached.compiles_cached(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_component_loaded_from_the_cache_handles_messages() -> anyhow::Result<()> {
+    use weir::host::CompileCache;
+
+    let dir = tempfile::tempdir()?;
+    let cache = CompileCache::At(dir.path().to_owned());
+    Host::with_cache(&cache)?.compile(&guest("scripted"))?;
+    let host = Host::with_cache(&cache)?;
+    let version = host.compile(&guest("scripted"))?;
+    assert_eq!(host.compiles_cached(), 1);
+    let mut instance = HandlerInstance::start(&version, context(limits(), &[])).await?;
+    let handled = instance.handle(&message("echo cached")).await?;
+    assert!(matches!(handled.outcome, Outcome::Ack));
+    assert_eq!(&handled.outputs[0].payload[..], b"echo cached");
+    Ok(())
+}

@@ -20,6 +20,7 @@ mod observe;
 mod order;
 mod outcomes;
 mod outputs;
+mod py_guests;
 mod redeploy;
 mod state;
 mod support;

@@ -26,6 +26,7 @@
 //! | `publish-header SUBJECT NAME VALUE` | publishes the payload to SUBJECT with the header NAME: VALUE (both percent-decoded, `%0A` is a line feed); retries if refused |
 //! | `snoop`                      | tries files, environment, arguments and a socket, and publishes what it got to `<prefix>.<subject>` |
 //! | `log-flood N`                | logs N lines and prints N lines to stdout, then echoes    |
+//! | `config`                     | publishes the configuration `init` got, `key=value` pairs joined by `,` in its order |
 //!
 //! Every output carries the header `delivery-attempt`, and `tag` when the configuration sets
 //! one. Configuration: `output_prefix` (default `out`), `tag`, `fixed`; `refuse` set to anything
@@ -36,6 +37,8 @@ use std::time::Duration;
 use weir_guest::{Config, Handler, Message, Outcome};
 
 struct Scripted {
+    /// The configuration, as `config` publishes it.
+    config: String,
     prefix: String,
     tag: String,
     fixed: bool,
@@ -50,6 +53,10 @@ impl Handler for Scripted {
             panic!("trap in init requested by the configuration");
         }
         Ok(Self {
+            config: (config.iter())
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(","),
             prefix: config.get_or("output_prefix", "out").to_owned(),
             tag: config.get_or("tag", "").to_owned(),
             fixed: config.get("fixed").is_some(),
@@ -126,6 +133,13 @@ impl Handler for Scripted {
                     }
                 }
                 Outcome::Ack
+            }
+            "config" => {
+                let subject = format!("{}.{}", self.prefix, msg.subject);
+                match weir_guest::publish(&subject, self.config.as_bytes()) {
+                    Ok(()) => Outcome::Ack,
+                    Err(_) => Outcome::retry(),
+                }
             }
             "forbidden" => match weir_guest::publish("forbidden.subject", &msg.payload) {
                 Ok(()) => Outcome::Ack,

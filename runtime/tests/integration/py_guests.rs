@@ -1,0 +1,185 @@
+//! Python guests through the real host: the Python orders example (examples/py-orders), built
+//! with componentize-py as `make py-guests` builds it, agrees with the Rust orders example on
+//! every vector and refuses the same configuration; deployed with the `weir` binary, a node
+//! runs it end to end: acks, retries, dead letters, each customer's orders in order.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use weir::host::{HandlerFailure, HandlerVersion};
+
+use crate::go_guests::{VECTORS, comparable, compile, message, rust_orders, start};
+use crate::lifecycle::ok;
+use crate::support::{Env, OUTPUT};
+
+static PY_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
+
+fn py_orders() -> &'static HandlerVersion {
+    PY_ORDERS.get_or_init(|| {
+        let path = py_guest("py-orders");
+        compile(&std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path:?}: {e}")))
+    })
+}
+
+/// Where the Python example `name` is built, built again with componentize-py if it is missing
+/// or older than its sources (as `make py-guests` does).
+pub(crate) fn py_guest(name: &str) -> PathBuf {
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root
+        .join("target/guests/py")
+        .join(name)
+        .with_extension("wasm");
+    let example = root.join("examples").join(name);
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let sources = std::fs::read_dir(root.join("guest-sdk/python/weir"))
+        .expect("guest-sdk/python/weir")
+        .map(|entry| entry.expect("an entry").path())
+        .chain([example.join("app.py"), root.join("wit/handler.wit")]);
+    let newest = sources
+        .filter_map(|path| modified(&path))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    if modified(&out).is_some_and(|built| built >= newest) {
+        return out;
+    }
+    let componentize_py = root.join(".venv/bin/componentize-py");
+    std::fs::create_dir_all(out.parent().expect("a parent")).expect("target/guests/py");
+    let status = std::process::Command::new(&componentize_py)
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "handler",
+            "componentize",
+            "-p",
+            "guest-sdk/python",
+            "-p",
+        ])
+        .arg(&example)
+        .arg("app")
+        .arg("-o")
+        .arg(&out)
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (install it with scripts/bootstrap.sh): {e}",
+                componentize_py.display()
+            )
+        });
+    assert!(status.success(), "building examples/{name} failed");
+    out
+}
+
+#[tokio::test]
+async fn the_python_and_rust_orders_examples_agree_on_every_vector() {
+    let config = [("region", "ap-south"), ("pending_delay", "750")];
+    let mut rust = start(rust_orders(), &config)
+        .await
+        .expect("Rust orders starts");
+    let mut python = start(py_orders(), &config)
+        .await
+        .expect("Python orders starts");
+    for (payload, delivery) in VECTORS {
+        let msg = message(*payload, *delivery);
+        let expected = comparable(rust.handle(&msg).await);
+        let actual = comparable(python.handle(&msg).await);
+        assert_eq!(actual, expected, "payload {payload} delivery {delivery}");
+    }
+}
+
+#[tokio::test]
+async fn the_python_and_rust_orders_examples_refuse_the_same_configuration() {
+    let config = [("pending_delay", "soon")];
+    let Err(HandlerFailure::InitRefused(rust)) = start(rust_orders(), &config).await else {
+        panic!("Rust orders accepted pending_delay=soon");
+    };
+    let Err(HandlerFailure::InitRefused(python)) = start(py_orders(), &config).await else {
+        panic!("Python orders accepted pending_delay=soon");
+    };
+    assert_eq!(python, rust);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_deploy_takes_the_python_example_and_a_node_runs_it_in_order() -> anyhow::Result<()> {
+    let env = Env::with_streams(2).await?;
+    let node = env.node().await?;
+    let component = py_guest("py-orders");
+    let deployed = ok(
+        &env,
+        &[
+            "deploy",
+            &component.to_string_lossy(),
+            "--tenant",
+            "acme",
+            "--name",
+            "py-orders",
+            "--stream",
+            crate::support::INPUT,
+            "--output",
+            "out.>",
+            "--config",
+            "output_prefix=out",
+            "--config",
+            "pending_delay=50",
+            "--backoff",
+            "100ms",
+        ],
+    )
+    .await;
+    assert!(
+        deployed.contains("deployed acme/py-orders version"),
+        "{deployed}"
+    );
+
+    // Three customers' orders; c2's second waits for its payment and holds back its third.
+    let mut malformed = Vec::new();
+    for seq in 1..=3 {
+        for customer in ["c1", "c2", "c3"] {
+            let payment = if customer == "c2" && seq == 2 {
+                "pending"
+            } else {
+                "paid"
+            };
+            let order = format!(
+                r#"{{"order_id":"{customer}-{seq}","customer":"{customer}","seq":{seq},"items":[{{"sku":"A","qty":{seq},"price_cents":100}}],"payment":"{payment}"}}"#
+            );
+            env.publish(&format!("in.{customer}.created"), &order)
+                .await?;
+        }
+    }
+    malformed.push(env.publish("in.c3.created", "{not json").await?);
+
+    let outputs = env.wait_messages(OUTPUT, 9).await;
+    for customer in ["c1", "c2", "c3"] {
+        let seqs: Vec<serde_json::Value> = outputs
+            .iter()
+            .filter(|m| m.subject.as_str() == format!("out.{customer}"))
+            .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).expect("JSON"))
+            .map(|order| order["seq"].clone())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3], "{customer}'s outputs");
+    }
+    let pending = outputs
+        .iter()
+        .find(|m| m.subject.as_str() == "out.c2" && m.payload.windows(5).any(|w| w == b"c2-2\""))
+        .expect("c2's pending order");
+    assert!(
+        String::from_utf8_lossy(&pending.payload).ends_with(r#""delivery_attempt":3}"#),
+        "the pending order is published on its third delivery"
+    );
+    let dead = env.wait_dead_letters(1).await;
+    assert_eq!(dead[0].stream_seq, malformed[0]);
+    assert!(
+        dead[0]
+            .term_reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with("malformed order:")),
+        "{:?}",
+        dead[0]
+    );
+    node.shutdown().await
+}
