@@ -82,8 +82,8 @@ impl Host {
     /// Builds the engine, with pooled instance allocation where the process can reserve the
     /// pool and on demand where it cannot (a limit on address space, say), and starts the
     /// thread that advances its epoch; the thread ends when the engine and everything
-    /// compiled with it have been dropped.
-    /// Compiled components are kept where [`CompileCache::Default`] says.
+    /// compiled with it have been dropped. Compiled components are kept where
+    /// [`CompileCache::Default`] says.
     pub fn new() -> anyhow::Result<Self> {
         Self::with_cache(&CompileCache::Default)
     }
