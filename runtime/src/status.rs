@@ -182,7 +182,9 @@ pub async fn read(
         let dead_letters = dead_letters.get(&key).copied().unwrap_or(0);
         let mut state_refusals = BTreeMap::<String, u64>::new();
         for (quota, count) in reports.iter().flat_map(|r| &r.state_refusals) {
-            *state_refusals.entry(quota.clone()).or_default() += count;
+            // Summed from records in `weir_status`: never trusted not to overflow.
+            let counted = state_refusals.entry(quota.clone()).or_default();
+            *counted = counted.saturating_add(*count);
         }
         let spec = match listed.spec {
             Ok(spec) => spec,

@@ -801,7 +801,8 @@ impl Registry {
             }
             Change::StateRefused(refusals) => {
                 for (quota, count) in refusals.by_quota() {
-                    *running.state_refusals.entry(quota).or_default() += u64::from(count);
+                    let counted = running.state_refusals.entry(quota).or_default();
+                    *counted = counted.saturating_add(u64::from(count));
                 }
             }
         }

@@ -12,7 +12,7 @@ use weir::control::DeploymentId;
 use weir::deploy::DeployRequest;
 use weir::host::{
     CallLimits, Handled, HandlerFailure, HandlerInstance, HandlerVersion, Header, Host,
-    InstanceContext, Message, Outcome, componentize,
+    InstanceContext, Message, Outcome, Output, componentize,
 };
 use weir::outputs::OutputRules;
 use weir::spec::{LimitsSpec, RetrySpec};
@@ -69,7 +69,7 @@ impl GoGuest {
     }
 }
 
-pub(crate) fn rust_orders() -> &'static HandlerVersion {
+fn rust_orders() -> &'static HandlerVersion {
     RUST_ORDERS.get_or_init(|| compile(&guest("orders")))
 }
 
@@ -114,7 +114,7 @@ fn build_go(dir: &str) -> Vec<u8> {
     std::fs::read(&out).unwrap_or_else(|e| panic!("cannot read {}: {e}", out.display()))
 }
 
-pub(crate) async fn start(
+async fn start(
     version: &HandlerVersion,
     config: &[(&str, &str)],
 ) -> Result<HandlerInstance, HandlerFailure> {
@@ -131,7 +131,7 @@ pub(crate) async fn start(
     HandlerInstance::start(version, context).await
 }
 
-pub(crate) fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Message {
+fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Message {
     Message {
         subject: "orders.c42.created".into(),
         payload: payload.into(),
@@ -146,7 +146,7 @@ pub(crate) fn message(payload: impl Into<Vec<u8>>, delivery_attempt: u32) -> Mes
 
 /// A call's result in a form two handlers can be compared by: serde_json's and Go's texts for a
 /// malformed order differ after "malformed order:", so only that much of such a reason counts.
-pub(crate) fn comparable(result: Result<Handled, HandlerFailure>) -> String {
+fn comparable(result: Result<Handled, HandlerFailure>) -> String {
     match result {
         Ok(handled) => {
             let outcome = match handled.outcome {
@@ -176,7 +176,7 @@ pub(crate) fn comparable(result: Result<Handled, HandlerFailure>) -> String {
 }
 
 /// Message in, outcome and outputs out: the same table for both examples.
-pub(crate) const VECTORS: &[(&str, u32)] = &[
+const VECTORS: &[(&str, u32)] = &[
     (
         r#"{"order_id":"o-1","customer":"c42","seq":7,"items":[{"sku":"A","qty":2,"price_cents":1500},{"sku":"B","qty":1,"price_cents":999}]}"#,
         1,
@@ -248,35 +248,62 @@ pub(crate) const VECTORS: &[(&str, u32)] = &[
     ),
 ];
 
-#[tokio::test]
-async fn the_go_and_rust_orders_examples_agree_on_every_vector() {
+/// Runs every vector through the Rust orders example and `other`, written in `language`, and
+/// asserts that they agree.
+pub(crate) async fn agrees_with_rust_orders(other: &HandlerVersion, language: &str) {
     let config = [("region", "ap-south"), ("pending_delay", "750")];
     let mut rust = start(rust_orders(), &config)
         .await
         .expect("Rust orders starts");
-    let mut go = start(GO_ORDERS.version(), &config)
+    let mut other = start(other, &config)
         .await
-        .expect("Go orders starts");
+        .unwrap_or_else(|e| panic!("{language} orders does not start: {e}"));
     for (payload, delivery) in VECTORS {
         let msg = message(*payload, *delivery);
         let expected = comparable(rust.handle(&msg).await);
-        let actual = comparable(go.handle(&msg).await);
+        let actual = comparable(other.handle(&msg).await);
         assert_eq!(actual, expected, "payload {payload} delivery {delivery}");
     }
 }
 
-#[tokio::test]
-async fn the_go_and_rust_orders_examples_refuse_the_same_configuration() {
+/// How the Rust orders example and `other`, written in `language`, refuse
+/// `pending_delay=soon`: the same way, asserted, and returned.
+pub(crate) async fn refuses_like_rust_orders(other: &HandlerVersion, language: &str) -> String {
     let config = [("pending_delay", "soon")];
     let Err(HandlerFailure::InitRefused(rust)) = start(rust_orders(), &config).await else {
         panic!("Rust orders accepted pending_delay=soon");
     };
-    let Err(HandlerFailure::InitRefused(go)) = start(GO_ORDERS.version(), &config).await else {
-        panic!("Go orders accepted pending_delay=soon");
+    let Err(HandlerFailure::InitRefused(refusal)) = start(other, &config).await else {
+        panic!("{language} orders accepted pending_delay=soon");
     };
-    assert_eq!(go, rust);
+    assert_eq!(refusal, rust);
+    refusal
+}
+
+/// Hands `msg` to `instance`, which must ack it with one output, and returns that output.
+async fn the_one_output(instance: &mut HandlerInstance, msg: &Message) -> Output {
+    let handled = instance
+        .handle(msg)
+        .await
+        .expect("the Go handler takes the message");
+    assert!(
+        matches!(handled.outcome, Outcome::Ack),
+        "{:?}",
+        handled.outcome
+    );
+    assert_eq!(handled.outputs.len(), 1);
+    handled.outputs.into_iter().next().expect("one output")
+}
+
+#[tokio::test]
+async fn the_go_and_rust_orders_examples_agree_on_every_vector() {
+    agrees_with_rust_orders(GO_ORDERS.version(), "Go").await;
+}
+
+#[tokio::test]
+async fn the_go_and_rust_orders_examples_refuse_the_same_configuration() {
     assert_eq!(
-        go,
+        refuses_like_rust_orders(GO_ORDERS.version(), "Go").await,
         "pending_delay must be a number of milliseconds: invalid digit found in string"
     );
 }
@@ -301,17 +328,10 @@ async fn a_go_handler_takes_a_1_mib_payload_with_100_non_ascii_headers() {
         .collect();
     // Twice through the same instance: the second call's arguments reuse the first's memory.
     for _ in 0..2 {
-        let handled = go
-            .handle(&msg)
-            .await
-            .expect("the Go handler takes the message");
-        assert!(
-            matches!(handled.outcome, Outcome::Ack),
-            "{:?}",
-            handled.outcome
+        assert_eq!(
+            the_one_output(&mut go, &msg).await.subject,
+            "enriched.ünïcödé"
         );
-        assert_eq!(handled.outputs.len(), 1);
-        assert_eq!(handled.outputs[0].subject, "enriched.ünïcödé");
     }
 }
 
@@ -334,16 +354,7 @@ async fn a_go_handler_takes_a_1_mib_message_of_nothing_but_one_byte_headers() {
         .collect();
     let wire = 10 + 4 * count + 2 + order.len();
     assert!(wire <= 1 << 20, "{wire} bytes on the wire");
-    let handled = go
-        .handle(&msg)
-        .await
-        .expect("the Go handler takes the message");
-    assert!(
-        matches!(handled.outcome, Outcome::Ack),
-        "{:?}",
-        handled.outcome
-    );
-    assert_eq!(handled.outputs.len(), 1);
+    the_one_output(&mut go, &msg).await;
 }
 
 #[tokio::test]

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
-use weir::host::{HandlerFailure, HandlerVersion};
+use weir::host::HandlerVersion;
 
-use crate::go_guests::{VECTORS, comparable, compile, message, rust_orders, start};
+use crate::go_guests::{agrees_with_rust_orders, compile, refuses_like_rust_orders};
 use crate::lifecycle::ok;
 use crate::support::{Env, OUTPUT};
 
@@ -76,31 +76,12 @@ pub(crate) fn py_guest(name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn the_python_and_rust_orders_examples_agree_on_every_vector() {
-    let config = [("region", "ap-south"), ("pending_delay", "750")];
-    let mut rust = start(rust_orders(), &config)
-        .await
-        .expect("Rust orders starts");
-    let mut python = start(py_orders(), &config)
-        .await
-        .expect("Python orders starts");
-    for (payload, delivery) in VECTORS {
-        let msg = message(*payload, *delivery);
-        let expected = comparable(rust.handle(&msg).await);
-        let actual = comparable(python.handle(&msg).await);
-        assert_eq!(actual, expected, "payload {payload} delivery {delivery}");
-    }
+    agrees_with_rust_orders(py_orders(), "Python").await;
 }
 
 #[tokio::test]
 async fn the_python_and_rust_orders_examples_refuse_the_same_configuration() {
-    let config = [("pending_delay", "soon")];
-    let Err(HandlerFailure::InitRefused(rust)) = start(rust_orders(), &config).await else {
-        panic!("Rust orders accepted pending_delay=soon");
-    };
-    let Err(HandlerFailure::InitRefused(python)) = start(py_orders(), &config).await else {
-        panic!("Python orders accepted pending_delay=soon");
-    };
-    assert_eq!(python, rust);
+    refuses_like_rust_orders(py_orders(), "Python").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
