@@ -7,7 +7,7 @@ GUEST_BUILD := CARGO_TARGET_DIR=$(GUEST_TARGET_DIR) $(CARGO) build --release --t
 GO := $(CURDIR)/.venv/bin/go
 GO_ENV := GOPROXY=off GOTOOLCHAIN=local
 
-.PHONY: demo test bootstrap guests go-guests py-guests build check
+.PHONY: demo test bootstrap guests go-guests py-guests js-guests build check
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -23,6 +23,7 @@ go-guests: bootstrap
 	cd examples/go-orders && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test ./...
 	cd examples/go-totals && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test ./...
 	cd tests/guests/go-scripted && GOOS=wasip1 GOARCH=wasm $(GO_ENV) $(GO) vet ./...
+	cd tests/guests/go-conformance && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test ./...
 	cd examples/go-orders && GOOS=wasip1 GOARCH=wasm $(GO_ENV) $(GO) build -buildmode=c-shared \
 		-o $(GUEST_TARGET_DIR)/go/go-orders.wasm .
 	cd examples/go-totals && GOOS=wasip1 GOARCH=wasm $(GO_ENV) $(GO) build -buildmode=c-shared \
@@ -37,11 +38,25 @@ PY_SDK := $(wildcard guest-sdk/python/weir/*.py)
 py-guests: bootstrap $(GUEST_TARGET_DIR)/py/py-orders.wasm
 	PYTHONPATH=guest-sdk/python $(PY) -m unittest discover -s guest-sdk/python/tests
 	cd examples/py-orders && PYTHONPATH=../../guest-sdk/python $(PY) -m unittest test_app
+	cd tests/guests/py-conformance && PYTHONPATH=../../../guest-sdk/python $(PY) -m unittest test_app
 
 $(GUEST_TARGET_DIR)/py/%.wasm: examples/%/app.py $(PY_SDK) wit/handler.wit | bootstrap
 	mkdir -p $(@D)
 	$(COMPONENTIZE_PY) -d wit -w handler componentize -p guest-sdk/python -p examples/$* \
 		app -o $@
+
+# JavaScript handlers: the SDK, the example and the conformance guest tested on Node.js, the
+# SDK's TypeScript declarations checked, then the example bundled and built into a component
+# with componentize-js (only when its sources change).
+JS_SDK := $(wildcard guest-sdk/js/*.js guest-sdk/js/*.mjs guest-sdk/js/*.ts)
+
+js-guests: bootstrap $(GUEST_TARGET_DIR)/js/js-orders.wasm
+	node --import ./guest-sdk/js/testing/register.js --test guest-sdk/js/test/ examples/js-orders/ \
+		tests/guests/js-conformance/
+	node_modules/.bin/tsc -p guest-sdk/js/tsconfig.json
+
+$(GUEST_TARGET_DIR)/js/js-orders.wasm: $(wildcard examples/js-orders/*.js) $(JS_SDK) wit/handler.wit | bootstrap
+	node guest-sdk/js/build.mjs examples/js-orders/app.js $@
 
 build: bootstrap
 	$(CARGO) build --release -p weir-runtime
@@ -51,7 +66,7 @@ demo: guests build
 	./target/release/weir demo
 
 ## Every test: unit tests, then the integration suite against a real nats-server.
-test: guests go-guests py-guests
+test: guests go-guests py-guests js-guests
 	$(CARGO) test --workspace --all-targets
 
 check:

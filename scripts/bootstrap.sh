@@ -80,10 +80,14 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 [ -x "$CHROMIUM" ] || { echo "bootstrap: no Chromium at $CHROMIUM" >&2; exit 1; }
 
+# From the npm registry into node_modules, at the versions package-lock.json pins:
+# componentize-js and jco build JavaScript handlers into components (componentize-js 0.23.0
+# needs preview2-shim at run time but does not depend on it), playwright-core drives Chromium.
+NPM_PACKAGES=(@bytecodealliance/componentize-js @bytecodealliance/jco @bytecodealliance/preview2-shim playwright-core)
 command -v npm >/dev/null 2>&1 || { echo "bootstrap: npm is not installed; install Node.js 20 first" >&2; exit 1; }
-if ! npm ls --silent playwright-core >/dev/null 2>&1; then
-  step "installing playwright-core from the npm registry into node_modules"
+if ! npm ls --silent "${NPM_PACKAGES[@]}" >/dev/null 2>&1; then
+  step "installing ${NPM_PACKAGES[*]} from the npm registry into node_modules"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version), $("$VENV/bin/componentize-py" --version), $("$CHROMIUM" --version 2>/dev/null | head -1), playwright-core $(node -p 'require("playwright-core/package.json").version')"
+step "ready: $("$VENV/bin/nats-server" --version), $(rustc --version), $("$VENV/bin/go" version), $("$VENV/bin/componentize-py" --version), $("$CHROMIUM" --version 2>/dev/null | head -1), playwright-core $(node -p 'require("playwright-core/package.json").version'), componentize-js $(node_modules/.bin/componentize-js --version)"

@@ -91,6 +91,26 @@ func TestBadOrdersAreRejectedAsTheRustExampleRejectsThem(t *testing.T) {
 		{"payment not a string", `{"order_id":"o-15","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":5}`, "malformed order:"},
 		{"a field given twice", `{"order_id":"o-17","order_id":"o-17b","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}]}`, "malformed order: duplicate field `order_id`"},
 		{"array too long", `["o-18","c1",1,[["A",1,2]],null,5]`, "malformed order:"},
+		// A key of Order or Item is read as a string, whether the field is known or not, and
+		// serde_json checks every string it reads: UTF-8, surrogate escapes in pairs.
+		{"lone surrogate in an unknown key", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}],"\ud800":1}`, "malformed order:"},
+		{"lone trailing surrogate in an unknown key", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}],"\udc00":1}`, "malformed order:"},
+		{"lone surrogate in an unknown key of an item", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1,"\ud800":1}]}`, "malformed order:"},
+		{"invalid UTF-8 in an unknown key", "{\"order_id\":\"o\",\"customer\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":1,\"price_cents\":1}],\"\xff\":1}", "malformed order:"},
+		{"lone surrogate in order_id", `{"order_id":"\ud800","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}]}`, "malformed order:"},
+		{"leading surrogate without a trailing one", `{"order_id":"\ud83d\u0041","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}]}`, "malformed order:"},
+		{"lone surrogate in customer", `{"order_id":"o","customer":"\udc00","items":[{"sku":"A","qty":1,"price_cents":1}]}`, "malformed order:"},
+		{"lone surrogate in a sku", `{"order_id":"o","customer":"c","items":[{"sku":"\ud800","qty":1,"price_cents":1}]}`, "malformed order:"},
+		{"lone surrogate in payment", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":"\ud800"}`, "malformed order:"},
+		// serde_json reads -0 as a floating-point number, which no integer field takes.
+		{"qty -0", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":-0,"price_cents":1}]}`, "malformed order:"},
+		{"price_cents -0", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":-0}]}`, "malformed order:"},
+		{"seq -0", `{"order_id":"o","customer":"c","seq":-0,"items":[{"sku":"A","qty":1,"price_cents":1}]}`, "malformed order:"},
+		{"qty with an exponent", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1e0,"price_cents":1}]}`, "malformed order:"},
+		{"a raw control character in a skipped string", "{\"order_id\":\"o\",\"customer\":\"c\",\"items\":[{\"sku\":\"A\",\"qty\":1,\"price_cents\":1}],\"x\":\"\x01\"}", "malformed order:"},
+		{"a trailing comma in a skipped array", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}],"x":[1,]}`, "malformed order:"},
+		{"a lone minus in a skipped value", `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}],"x":-}`, "malformed order:"},
+		{"a repeated unknown field does not hide that there are no items", `{"order_id":"o","customer":"c","items":[],"x":1,"x":2}`, "order o has no items"},
 	}
 	h := newTestOrders(t)
 	for _, c := range cases {
@@ -102,6 +122,37 @@ func TestBadOrdersAreRejectedAsTheRustExampleRejectsThem(t *testing.T) {
 			}
 			if !strings.HasPrefix(reason, c.reason) {
 				t.Errorf("reason %q, want it to start with %q", reason, c.reason)
+			}
+		})
+	}
+}
+
+func TestAnUnknownFieldIsSkippedAsSerdeJSONSkipsIt(t *testing.T) {
+	order := func(extra string) string {
+		return `{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}]` + extra + `}`
+	}
+	cases := []struct{ name, payload string }{
+		{"given twice", order(`,"x":1,"x":2`)},
+		{"with a key repeated inside", order(`,"x":{"a":1,"a":[{"b":1,"b":2}]}`)},
+		{"given twice in an item", `{"order_id":"o","customer":"c","items":[{"sku":"A","z":1,"qty":1,"price_cents":1,"z":2}]}`},
+		{"given twice in an item given as an array", `["o","c",0,[{"sku":"A","qty":1,"price_cents":1,"z":1,"z":2}]]`},
+		{"with invalid UTF-8 in a string", order(",\"x\":\"\xff\xfe\xed\xa0\x80\"")},
+		{"with invalid UTF-8 in a key inside", order(",\"x\":{\"\xff\":1}")},
+		{"with a lone surrogate escape in a string", order(`,"x":["\ud800","\udc00x"]`)},
+		{"with a lone surrogate escape in a key inside", order(`,"x":{"\ud800":1}`)},
+		{"nested 100000 deep", order(`,"x":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000))},
+		{"with a number of 5000 digits", order(`,"x":` + strings.Repeat("9", 5000) + `e-` + strings.Repeat("9", 5000))},
+		{"of every kind", order(` , "a" : [ null , true , false , -0 , 1.5E+3 , "" , { } , [ ] ] ,` + "\t\n\r" + `"b":{"c":-1e-9}`)},
+	}
+	h := newTestOrders(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			outcome, out := h.decide(message(c.payload, 1))
+			if !outcome.IsAck() || out == nil {
+				t.Fatalf("outcome %v, publication %v; want ack with a publication", outcome, out)
+			}
+			if want := `{"order_id":"o","customer":"c","seq":0,"total_cents":1,`; !strings.HasPrefix(string(out.payload), want) {
+				t.Errorf("payload %s, want it to start with %s", out.payload, want)
 			}
 		})
 	}
@@ -149,6 +200,10 @@ func TestPendingDelayIsReadLikeTheRustExampleReadsIt(t *testing.T) {
 		{"1_0", 0, "pending_delay must be a number of milliseconds: invalid digit found in string"},
 		{"18446744073709551615", time.Duration(1<<63 - 1), ""},
 		{"18446744073709551616", 0, "pending_delay must be a number of milliseconds: number too large to fit in target type"},
+		// Read left to right, as Rust reads it: too large before the bad digit is reached.
+		{"99999999999999999999x", 0, "pending_delay must be a number of milliseconds: number too large to fit in target type"},
+		{"1844674407370955161x", 0, "pending_delay must be a number of milliseconds: invalid digit found in string"},
+		{"9223372036854", 9223372036854 * time.Millisecond, ""},
 	} {
 		o, err := newOrders(weir.NewConfig([2]string{"pending_delay", c.delay}))
 		if c.err != "" {

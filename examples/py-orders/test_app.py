@@ -45,6 +45,61 @@ class OrdersTest(unittest.TestCase):
             self.assertTrue(outcome.reason.startswith(reason), outcome.reason)
         self.assertEqual(weir.testing.published(), [])
 
+    def test_unknown_fields_are_skipped_as_serde_json_skips_them(self):
+        def order(extra):
+            return b'{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1}]' + extra + b"}"
+
+        for payload in [
+            order(b',"x":1,"x":2'),  # given twice
+            order(b',"x":{"a":1,"a":[{"b":1,"b":2}]}'),  # a key repeated inside
+            b'{"order_id":"o","customer":"c","items":[{"sku":"A","z":1,"qty":1,"price_cents":1,"z":2}]}',
+            b'["o","c",0,[{"sku":"A","qty":1,"price_cents":1,"z":1,"z":2}]]',
+            order(b',"x":"\xff\xfe\xed\xa0\x80"'),  # invalid UTF-8 in a string
+            order(b',"x":{"\xff":1}'),  # and in a key inside
+            order(b',"x":["\\ud800","\\udc00x"]'),  # lone surrogate escapes
+            order(b',"x":{"\\ud800":1}'),
+            order(b',"x":' + b"[" * 100_000 + b"]" * 100_000),  # far deeper than json goes
+            order(b',"x":' + b"9" * 5000 + b"e-" + b"9" * 5000),  # more digits than int() takes
+            order(b' , "a" : [ null , true , false , -0 , 1.5E+3 , "" , { } , [ ] ] ,\t\n\r"b":{"c":-1e-9}'),
+        ]:
+            weir.testing.reset()
+            self.assertEqual(self.orders.handle(weir.Message("s", payload)), weir.ack(), payload[:80])
+            [(_, published, _)] = weir.testing.published()
+            self.assertTrue(published.startswith(b'{"order_id":"o","customer":"c","seq":0,"total_cents":1,'))
+
+    def test_what_serde_json_refuses_is_malformed(self):
+        items = b'"items":[{"sku":"A","qty":1,"price_cents":1}]'
+        for payload in [
+            # A key of Order or Item is read as a string, whether the field is known or not,
+            # and serde_json checks every string it reads: UTF-8, surrogate escapes in pairs.
+            b'{"order_id":"o","customer":"c",' + items + b',"\\ud800":1}',
+            b'{"order_id":"o","customer":"c",' + items + b',"\\udc00":1}',
+            b'{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":1,"\\ud800":1}]}',
+            b'{"order_id":"o","customer":"c",' + items + b',"\xff":1}',
+            b'{"order_id":"\\ud800","customer":"c",' + items + b"}",
+            b'{"order_id":"\\ud83d\\u0041","customer":"c",' + items + b"}",
+            b'{"order_id":"o","customer":"\\udc00",' + items + b"}",
+            b'{"order_id":"o","customer":"c","items":[{"sku":"\\ud800","qty":1,"price_cents":1}]}',
+            b'{"order_id":"o","customer":"c",' + items + b',"payment":"\\ud800"}',
+            # serde_json reads -0 as a floating-point number, which no integer field takes.
+            b'{"order_id":"o","customer":"c","items":[{"sku":"A","qty":-0,"price_cents":1}]}',
+            b'{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1,"price_cents":-0}]}',
+            b'{"order_id":"o","customer":"c","seq":-0,' + items + b"}",
+            b'{"order_id":"o","customer":"c","items":[{"sku":"A","qty":1e0,"price_cents":1}]}',
+            # A skipped value must still be JSON.
+            b'{"order_id":"o","customer":"c",' + items + b',"x":"\x01"}',
+            b'{"order_id":"o","customer":"c",' + items + b',"x":[1,]}',
+            b'{"order_id":"o","customer":"c",' + items + b',"x":-}',
+            b'{"order_id":"o","customer":"c",' + items + b',"x":NaN}',
+        ]:
+            outcome = self.orders.handle(weir.Message("s", payload))
+            self.assertEqual(outcome.kind, "reject", payload)
+            self.assertTrue(outcome.reason.startswith("malformed order:"), outcome.reason)
+        # A field given twice that is not the order's is no reason to refuse it.
+        outcome = self.orders.handle(weir.Message("s", b'{"order_id":"o","customer":"c","items":[],"x":1,"x":2}'))
+        self.assertEqual(outcome, weir.reject("order o has no items"))
+        self.assertEqual(weir.testing.published(), [])
+
     def test_a_pending_payment_is_retried_until_the_third_delivery(self):
         pending = order(payment="pending")
         for attempt in (1, 2):
@@ -59,6 +114,34 @@ class OrdersTest(unittest.TestCase):
             str(refused.exception),
             "pending_delay must be a number of milliseconds: invalid digit found in string",
         )
+
+    def test_a_pending_delay_is_read_as_rust_reads_it(self):
+        pending = order(payment="pending")
+        for millis, delay_ns in [
+            ("+5", 5_000_000),
+            # Exact nanoseconds, where seconds as a float would be off...
+            ("18446744073709", 18446744073709_000_000),
+            # ...and u64::MAX past it, as the Rust example's Duration saturates.
+            ("18446744073710", 2**64 - 1),
+            ("18446744073709551615", 2**64 - 1),
+            ("0" * 5000 + "7", 7_000_000),
+        ]:
+            orders = Orders(weir.Config([("pending_delay", millis)]))
+            outcome = orders.handle(weir.Message("s", pending))
+            self.assertEqual(outcome, weir.Outcome("retry", delay_ns=delay_ns), millis)
+        for millis, error in [
+            ("", "cannot parse integer from empty string"),
+            ("+", "invalid digit found in string"),
+            ("-1", "invalid digit found in string"),
+            ("18446744073709551616", "number too large to fit in target type"),
+            # Read left to right: too large before the bad digit is reached.
+            ("99999999999999999999x", "number too large to fit in target type"),
+            ("1844674407370955161x", "invalid digit found in string"),
+            ("1" * 5000, "number too large to fit in target type"),
+        ]:
+            with self.assertRaises(ValueError) as refused:
+                Orders(weir.Config([("pending_delay", millis)]))
+            self.assertEqual(str(refused.exception), f"pending_delay must be a number of milliseconds: {error}")
 
 
 if __name__ == "__main__":

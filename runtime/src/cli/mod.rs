@@ -4,6 +4,7 @@ mod bench;
 mod console;
 mod demo;
 mod dlq;
+pub mod init;
 mod lifecycle;
 mod logs;
 mod state;
@@ -119,6 +120,8 @@ pub enum Command {
     State(state::StateCommand),
     /// Serve the web console: nodes, deployments, dead letters and logs, live
     Console(console::ConsoleArgs),
+    /// Write a new handler project (Rust, Go, Python or JavaScript) with its unit test
+    Init(init::InitArgs),
     /// Run weir end to end on an embedded nats-server
     Demo(demo::DemoArgs),
     /// Measure weir against a plain JetStream consumer on the same data
@@ -402,6 +405,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
         }
         Command::Console(args) => console::run(&cli.nats, args).await,
+        Command::Init(args) => init::run(args),
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(&cli.nats, args).await,
     }

@@ -2,7 +2,7 @@
 //! instance per owned partition.
 //!
 //! ```text
-//! Host (per node)          engine with epoch interruption, linker with WASI + weir:handler/host
+//! Host (per node)          engine with epoch interruption, linker with WASI (HTTP denied) + weir:handler
 //!  └─ HandlerVersion       compiled component + InstancePre, checked against the world once
 //!      └─ HandlerInstance  Store<HostState> + instance, one per partition, replaced after a failure
 //! ```
@@ -20,6 +20,7 @@ mod componentize;
 mod console;
 mod engine;
 mod fairness;
+mod http;
 mod instance;
 mod limits;
 mod state;

@@ -30,7 +30,7 @@ fn limits() -> CallLimits {
 
 /// A Go guest, built with mainline Go, made a component as `weir deploy` makes one, and
 /// compiled: once per test run, since compiling a Go component takes a while.
-struct GoGuest {
+pub(crate) struct GoGuest {
     /// Where its source is, from the repository root.
     dir: &'static str,
     core: OnceLock<Vec<u8>>,
@@ -52,6 +52,11 @@ static GO_TOTALS: GoGuest = GoGuest {
     core: OnceLock::new(),
     compiled: OnceLock::new(),
 };
+pub(crate) static GO_CONFORMANCE: GoGuest = GoGuest {
+    dir: "tests/guests/go-conformance",
+    core: OnceLock::new(),
+    compiled: OnceLock::new(),
+};
 static RUST_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
 
 impl GoGuest {
@@ -60,7 +65,7 @@ impl GoGuest {
         self.core.get_or_init(|| build_go(self.dir))
     }
 
-    fn version(&self) -> &HandlerVersion {
+    pub(crate) fn version(&self) -> &HandlerVersion {
         self.compiled.get_or_init(|| {
             let component = componentize(self.core().to_vec())
                 .unwrap_or_else(|e| panic!("{} does not become a component: {e}", self.dir));
@@ -238,6 +243,64 @@ const VECTORS: &[(&str, u32)] = &[
     (r#"["o-16","c1",1,[["A",1,2]],null]"#, 1),
     (
         r#"{"order_id":"o-17","order_id":"o-17b","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    // serde refuses only a known field given twice: an unknown one, or a key repeated inside a
+    // skipped value or inside an item, is no reason to refuse the order (nor to call an order
+    // without items malformed).
+    (
+        r#"{"order_id":"o-19","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"x":1,"x":2}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-20","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"x":{"a":1,"a":[{"b":1,"b":2}]}}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-21","customer":"c1","items":[{"sku":"A","z":1,"qty":1,"price_cents":1,"z":2}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-22","customer":"c1","items":[],"x":1,"x":2}"#,
+        1,
+    ),
+    // A key of the order or an item is read as a string, known field or not, and serde_json
+    // refuses a lone surrogate escape in any string it reads (not in one it skips).
+    (
+        r#"{"order_id":"o-23","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"\ud800":1}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-24","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1,"\udc00":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-25\ud83d\u0041","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-26","customer":"c\udc00","items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-27","customer":"c1","items":[{"sku":"\ud800","qty":1,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-28","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":"\ud800"}"#,
+        1,
+    ),
+    // serde_json reads -0 as a floating-point number, which no integer field takes.
+    (
+        r#"{"order_id":"o-29","customer":"c1","items":[{"sku":"A","qty":-0,"price_cents":1}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-30","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":-0}]}"#,
+        1,
+    ),
+    (
+        r#"{"order_id":"o-31","customer":"c1","seq":-0,"items":[{"sku":"A","qty":1,"price_cents":1}]}"#,
         1,
     ),
     // An output subject the host refuses: publish fails inside the call, with an error string

@@ -5,44 +5,40 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
 
 use weir::host::HandlerVersion;
 
 use crate::go_guests::{agrees_with_rust_orders, compile, refuses_like_rust_orders};
 use crate::lifecycle::ok;
-use crate::support::{Env, OUTPUT};
+use crate::support::{Env, OUTPUT, root, stale};
 
 static PY_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
 
 fn py_orders() -> &'static HandlerVersion {
     PY_ORDERS.get_or_init(|| {
-        let path = py_guest("py-orders");
+        let path = py_guest("examples/py-orders");
         compile(&std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path:?}: {e}")))
     })
 }
 
-/// Where the Python example `name` is built, built again with componentize-py if it is missing
-/// or older than its sources (as `make py-guests` does).
-pub(crate) fn py_guest(name: &str) -> PathBuf {
+/// Where the Python guest in `dir` (its module `app`) is built, built again with componentize-py
+/// if it is missing or older than its sources (as `make py-guests` does).
+pub(crate) fn py_guest(dir: &str) -> PathBuf {
     static BUILDING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root();
+    let name = Path::new(dir).file_name().expect("a directory name");
     let out = root
         .join("target/guests/py")
         .join(name)
         .with_extension("wasm");
-    let example = root.join("examples").join(name);
-    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
-    let sources = std::fs::read_dir(root.join("guest-sdk/python/weir"))
-        .expect("guest-sdk/python/weir")
-        .map(|entry| entry.expect("an entry").path())
-        .chain([example.join("app.py"), root.join("wit/handler.wit")]);
-    let newest = sources
-        .filter_map(|path| modified(&path))
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    if modified(&out).is_some_and(|built| built >= newest) {
+    let guest = root.join(dir);
+    let sources = [
+        root.join("guest-sdk/python/weir"),
+        guest.join("app.py"),
+        root.join("wit/handler.wit"),
+    ];
+    if !stale(&out, &sources) {
         return out;
     }
     let componentize_py = root.join(".venv/bin/componentize-py");
@@ -58,7 +54,7 @@ pub(crate) fn py_guest(name: &str) -> PathBuf {
             "guest-sdk/python",
             "-p",
         ])
-        .arg(&example)
+        .arg(&guest)
         .arg("app")
         .arg("-o")
         .arg(&out)
@@ -70,7 +66,7 @@ pub(crate) fn py_guest(name: &str) -> PathBuf {
                 componentize_py.display()
             )
         });
-    assert!(status.success(), "building examples/{name} failed");
+    assert!(status.success(), "building {dir} failed");
     out
 }
 
@@ -86,9 +82,18 @@ async fn the_python_and_rust_orders_examples_refuse_the_same_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weir_deploy_takes_the_python_example_and_a_node_runs_it_in_order() -> anyhow::Result<()> {
+    a_node_runs_the_orders_example_in_order(&py_guest("examples/py-orders"), "py-orders").await
+}
+
+/// Deploys `component`, a port of the orders example, as `name` with the `weir` binary, and
+/// checks what a node makes of three customers' orders: acks, a retried pending payment that
+/// holds back its customer's later order, a dead letter, each customer's outputs in order.
+pub(crate) async fn a_node_runs_the_orders_example_in_order(
+    component: &Path,
+    name: &str,
+) -> anyhow::Result<()> {
     let env = Env::with_streams(2).await?;
     let node = env.node().await?;
-    let component = py_guest("py-orders");
     let deployed = ok(
         &env,
         &[
@@ -97,7 +102,7 @@ async fn weir_deploy_takes_the_python_example_and_a_node_runs_it_in_order() -> a
             "--tenant",
             "acme",
             "--name",
-            "py-orders",
+            name,
             "--stream",
             crate::support::INPUT,
             "--output",
@@ -112,7 +117,7 @@ async fn weir_deploy_takes_the_python_example_and_a_node_runs_it_in_order() -> a
     )
     .await;
     assert!(
-        deployed.contains("deployed acme/py-orders version"),
+        deployed.contains(&format!("deployed acme/{name} version")),
         "{deployed}"
     );
 

@@ -258,6 +258,29 @@ where
     }
 }
 
+/// The repository's root directory.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Whether `out` is missing or older than any of the files in `sources` and the files directly
+/// in the directories among them.
+pub fn stale(out: &Path, sources: &[PathBuf]) -> bool {
+    let modified = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    let files = sources
+        .iter()
+        .flat_map(|source| match std::fs::read_dir(source) {
+            Ok(entries) => entries.filter_map(|e| Some(e.ok()?.path())).collect(),
+            Err(_) => vec![source.clone()],
+        });
+    let newest = files.filter_map(|path| modified(&path)).max();
+    match (modified(out), newest) {
+        (Some(built), Some(newest)) => built < newest,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
 /// The bytes of a test or example guest.
 pub fn guest(name: &str) -> Vec<u8> {
     let path = guest_path(name);
