@@ -49,10 +49,12 @@ $(GUEST_TARGET_DIR)/py/%.wasm: examples/%/app.py $(PY_SDK) wit/handler.wit | boo
 # SDK's TypeScript declarations checked, then the example bundled and built into a component
 # with componentize-js (only when its sources change).
 JS_SDK := $(wildcard guest-sdk/js/*.js guest-sdk/js/*.mjs guest-sdk/js/*.ts)
+# Files, not directories: Node 21 and later read a directory given to --test as a pattern.
+JS_TESTS := $(wildcard guest-sdk/js/test/*.test.js examples/js-orders/*.test.js \
+	tests/guests/js-conformance/*.test.js)
 
 js-guests: bootstrap $(GUEST_TARGET_DIR)/js/js-orders.wasm
-	node --import ./guest-sdk/js/testing/register.js --test guest-sdk/js/test/ examples/js-orders/ \
-		tests/guests/js-conformance/
+	node --import ./guest-sdk/js/testing/register.js --test $(JS_TESTS)
 	node_modules/.bin/tsc -p guest-sdk/js/tsconfig.json
 
 $(GUEST_TARGET_DIR)/js/js-orders.wasm: $(wildcard examples/js-orders/*.js) $(JS_SDK) wit/handler.wit | bootstrap

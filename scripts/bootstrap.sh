@@ -81,9 +81,10 @@ fi
 [ -x "$CHROMIUM" ] || { echo "bootstrap: no Chromium at $CHROMIUM" >&2; exit 1; }
 
 # From the npm registry into node_modules, at the versions package-lock.json pins:
-# componentize-js and jco build JavaScript handlers into components (componentize-js 0.23.0
-# needs preview2-shim at run time but does not depend on it), playwright-core drives Chromium.
-NPM_PACKAGES=(@bytecodealliance/componentize-js @bytecodealliance/jco @bytecodealliance/preview2-shim playwright-core)
+# rolldown bundles a JavaScript handler and componentize-js makes it a component (0.23.0 needs
+# preview2-shim at run time but does not depend on it); jco reads components (`jco wit`);
+# typescript checks the SDK's declarations; playwright-core drives Chromium.
+NPM_PACKAGES=(@bytecodealliance/componentize-js @bytecodealliance/preview2-shim rolldown @bytecodealliance/jco typescript playwright-core)
 command -v npm >/dev/null 2>&1 || { echo "bootstrap: npm is not installed; install Node.js 20 first" >&2; exit 1; }
 if ! npm ls --silent "${NPM_PACKAGES[@]}" >/dev/null 2>&1; then
   step "installing ${NPM_PACKAGES[*]} from the npm registry into node_modules"

@@ -17,15 +17,15 @@
  *                   weir denies every request anyway
  *   --keep-bundle   keep the bundled module and say where
  *
- * Needs Node.js 20, rolldown and @bytecodealliance/componentize-js, found next to this file
- * (the repository's node_modules) or from the current directory.
+ * Needs Node.js 20.19 or later, rolldown, @bytecodealliance/componentize-js and
+ * @bytecodealliance/preview2-shim, in the node_modules of this file's directory or one above it
+ * (the repository's, or a project's).
  */
 
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 const DEFAULT_WIT = resolve(SDK_DIR, '../../wit');
@@ -69,18 +69,18 @@ function parseArgs(argv) {
   return opts;
 }
 
-/** Imports a build tool from next to this file, else from the current directory. */
+/**
+ * Imports a build tool from the node_modules of this file's directory or one above it (the
+ * repository's, or a project's that `weir init` wrote), saying what was missing if it cannot.
+ */
 async function tool(name, hint) {
   try {
     return await import(name);
-  } catch (first) {
-    if (first?.code !== 'ERR_MODULE_NOT_FOUND') throw first;
-    try {
-      const path = createRequire(join(process.cwd(), 'noop.js')).resolve(name);
-      return await import(pathToFileURL(path).href);
-    } catch {
-      throw new BuildError(`cannot find ${name}: ${hint}`);
-    }
+  } catch (error) {
+    if (error?.code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    // The tool itself, or something it imports (componentize-js 0.23.0 imports
+    // @bytecodealliance/preview2-shim without depending on it).
+    throw new BuildError(`cannot load ${name} (${String(error.message).split('\n')[0]}): ${hint}`);
   }
 }
 

@@ -1,8 +1,9 @@
 //! `weir init`: a new handler project in Rust, Go, Python or JavaScript that builds with one
 //! command and passes its own unit test. A project carries a copy of its language's SDK
 //! (`weir-sdk/<language>`) and of the WIT world (`wit/`), both as this `weir` has them, so it
-//! builds offline and against the world its nodes speak.
+//! builds without weir's repository and against the world its nodes speak.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -178,9 +179,16 @@ fn fill(template: &str, name: &str) -> String {
 
 /// Writes the project, and says what was written and what to run next.
 pub fn run(args: InitArgs) -> anyhow::Result<()> {
+    // `weir init .` names the project after the directory it is run in.
+    let dir = std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let named = if dir.ends_with(".") {
+        dir.parent()
+    } else {
+        Some(dir.as_path())
+    };
     let name = match &args.name {
         Some(name) => name.clone(),
-        None => (args.dir.file_name())
+        None => (named.and_then(Path::file_name))
             .and_then(|name| name.to_str())
             .with_context(|| {
                 format!(
@@ -190,7 +198,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             })?
             .to_owned(),
     };
-    validate_name("project", &name)
+    validate_project_name(&name)
         .context("a project is named like the handler it deploys as (or give --name)")?;
     refuse_unless_new(&args.dir)?;
     let template = args.lang.template();
@@ -200,7 +208,13 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, contents)
+        // Never over a file that appeared since the directory was found empty.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(contents.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let dir = args.dir.display();
@@ -216,6 +230,21 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         "  weir deploy {} --tenant <tenant> --name {name} --stream <stream> --output 'out.>'",
         template.component(&name)
     )?;
+    Ok(())
+}
+
+/// A handler's name (see [`validate_name`]) that every language's build takes: starting with a
+/// letter (a Rust crate name may not start with a digit), and not the SDK's own crate name.
+fn validate_project_name(name: &str) -> anyhow::Result<()> {
+    validate_name("project", name)?;
+    anyhow::ensure!(
+        name.starts_with(|c: char| c.is_ascii_lowercase()),
+        "project name {name:?} must start with a letter"
+    );
+    anyhow::ensure!(
+        name != "weir-guest",
+        "weir-guest is the Rust SDK's name: a project needs another"
+    );
     Ok(())
 }
 
@@ -314,5 +343,10 @@ mod tests {
             ..args(&dir.path().join("other"))
         });
         assert!(format!("{:#}", unnamed.unwrap_err()).contains("--name"));
+        let digit = run(InitArgs {
+            name: Some("2024-orders".into()),
+            ..args(&dir.path().join("digit"))
+        });
+        assert!(format!("{:#}", digit.unwrap_err()).contains("must start with a letter"));
     }
 }

@@ -413,12 +413,23 @@ async fn open_kv(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<
         Err(error) => error,
     };
     // Made meanwhile by another node, or there all along and the first look went unanswered
-    // (a busy cluster): creating it again is then refused as a different configuration.
-    js.get_key_value(&bucket)
-        .await
-        .or(Err(error))
-        .with_context(|| format!("failed to create KV bucket {bucket}{MADE_BY_OPERATORS}"))
+    // (a busy cluster): creating it again is then refused as a different configuration, and
+    // the next look may go unanswered too, so look a few times.
+    for attempt in 1..=LOOKS_AFTER_CREATE {
+        if let Ok(store) = js.get_key_value(&bucket).await {
+            return Ok(store);
+        }
+        if attempt < LOOKS_AFTER_CREATE {
+            tokio::time::sleep(LOOK_AGAIN_AFTER).await;
+        }
+    }
+    Err(error).with_context(|| format!("failed to create KV bucket {bucket}{MADE_BY_OPERATORS}"))
 }
+
+/// How many times [`open_kv`] looks for a bucket it could not create, and how long it waits
+/// between looks.
+const LOOKS_AFTER_CREATE: u32 = 5;
+const LOOK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Said when weir fails to create one of its buckets, which a tenant's user may not do.
 pub(crate) const MADE_BY_OPERATORS: &str = " (if this user may not create it, an operator must \

@@ -128,9 +128,6 @@ impl Host {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .context("failed to link WASI preview 2")?;
-        // componentize-js imports wasi:http by default; every request is denied (`http`).
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .context("failed to link wasi:http")?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .context("failed to link weir:handler@0.2.0")?;
         v0_1::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)

@@ -1,97 +1,72 @@
-//! `wasi:http` for guests whose toolchain imports it by default (componentize-js does): every
-//! interface is there, and every outgoing request fails with `HTTP-request-denied` before a
-//! byte leaves the node. A handler's only way out is `publish`.
-//!
-//! What a guest builds with these interfaces (header fields, request bodies) lives in host
-//! memory, outside the instance's memory limit, so it is kept small: fields of at most
-//! [`MAX_FIELDS_BYTES`], bodies that buffer at most [`MAX_BODY_CHUNK`], and no more than
-//! [`super::state::MAX_RESOURCES`] resources of any kind per instance.
+//! `wasi:http` for guests whose toolchain imports it by default (componentize-js does unless
+//! told not to): each `wasi:http` interface a component imports is defined for that component
+//! alone, with functions that fail the call and resources that hold nothing. A component that
+//! imports `wasi:http` and never uses it runs unchanged; one that makes a request traps, before
+//! a byte leaves the node or the host keeps anything the guest built. A handler's only way out
+//! is `publish`.
 
-use http::{Request, Response};
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi_http::{
-    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-};
+use wasmtime::Engine;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, ResourceType};
+use wasmtime_wasi_io::poll::DynPollable;
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream, Error as IoError};
 
-/// The most a guest's set of header fields may take (in memory, not on the wire).
-pub(crate) const MAX_FIELDS_BYTES: usize = 8 << 10;
+use super::state::HostState;
 
-/// The most a request body buffers: the one write that waits for a request never sent.
-pub(crate) const MAX_BODY_CHUNK: usize = 1 << 10;
+/// The interfaces this module stands in for.
+const PREFIX: &str = "wasi:http/";
 
-/// The hooks that deny every request a guest sends.
-#[derive(Debug, Default)]
-pub(crate) struct DenyEveryRequest;
+/// The host type of every `wasi:http` resource: there is never a value of it.
+struct NoHttp;
 
-type Done = Box<dyn Future<Output = Result<(), Error>> + Send>;
-type Sent = Box<dyn Future<Output = Result<(Response<WasiBody>, Done), Error>> + Send>;
-
-impl WasiHttpHooks for DenyEveryRequest {
-    fn send_request(
-        &mut self,
-        _request: Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _response_done: Done,
-    ) -> Sent {
-        Box::new(async { Err(Error::HttpRequestDenied) })
-    }
-
-    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
-        1
-    }
-
-    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
-        MAX_BODY_CHUNK
+/// The host type of a resource a `wasi:http` interface exports: `wasi:io`'s own for the ones
+/// it takes from `wasi:io`, else one that never has a value.
+fn resource_type(name: &str) -> ResourceType {
+    match name {
+        "input-stream" => ResourceType::host::<DynInputStream>(),
+        "output-stream" => ResourceType::host::<DynOutputStream>(),
+        "pollable" => ResourceType::host::<DynPollable>(),
+        "io-error" => ResourceType::host::<IoError>(),
+        _ => ResourceType::host::<NoHttp>(),
     }
 }
 
-/// What a guest's `wasi:http` calls work on.
-#[derive(Debug)]
-pub(crate) struct Http {
-    ctx: WasiHttpCtx,
-    hooks: DenyEveryRequest,
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        let mut ctx = WasiHttpCtx::new();
-        ctx.set_field_size_limit(MAX_FIELDS_BYTES);
-        Self {
-            ctx,
-            hooks: DenyEveryRequest,
+/// `linker` with every `wasi:http` interface `component` imports defined as refusing, or
+/// `None` if it imports none.
+pub(crate) fn refusing(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> wasmtime::Result<Option<Linker<HostState>>> {
+    let ty = component.component_type();
+    let mut imports = ty
+        .imports(engine)
+        .filter(|(name, _)| name.starts_with(PREFIX));
+    let Some(first) = imports.next() else {
+        return Ok(None);
+    };
+    let mut linker = linker.clone();
+    for (interface, item) in std::iter::once(first).chain(imports) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            wasmtime::bail!("{interface} is imported as something other than an interface");
+        };
+        let mut defined = linker.instance(interface)?;
+        for (name, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let function = format!("{interface}#{name}");
+                    defined.func_new(name, move |_, _, _, _| {
+                        wasmtime::bail!(
+                            "{function}: weir handlers may not use HTTP; publish instead"
+                        )
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    defined.resource(name, resource_type(name), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
         }
     }
-}
-
-impl Http {
-    /// The view `wasi:http` works through, on the instance's resource table.
-    pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
-        WasiHttpCtxView {
-            ctx: &mut self.ctx,
-            table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test here.
-mod tests {
-    use http_body_util::{BodyExt as _, Empty};
-    use wasmtime_wasi_http::WasiHttpHooks as _;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn every_request_is_denied() {
-        let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
-        let request = Request::get("http://127.0.0.1:1/").body(body).unwrap();
-        let sent = DenyEveryRequest.send_request(request, None, Box::new(async { Ok(()) }));
-        let denied = Box::into_pin(sent).await;
-        assert!(matches!(denied, Err(Error::HttpRequestDenied)));
-        assert_eq!(
-            DenyEveryRequest.p2_outgoing_body_chunk_size(),
-            MAX_BODY_CHUNK
-        );
-    }
+    Ok(Some(linker))
 }

@@ -2,7 +2,7 @@
 //! instance per owned partition.
 //!
 //! ```text
-//! Host (per node)          engine with epoch interruption, linker with WASI (HTTP denied) + weir:handler
+//! Host (per node)          engine with epoch interruption, linker with WASI + weir:handler (wasi:http refused)
 //!  └─ HandlerVersion       compiled component + InstancePre, checked against the world once
 //!      └─ HandlerInstance  Store<HostState> + instance, one per partition, replaced after a failure
 //! ```

@@ -6,25 +6,22 @@ use bytes::Bytes;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::v0_1;
 use super::bindings::weir::handler::{host, state, types};
 use super::console::Console;
 use super::fairness::CpuMeter;
-use super::http::Http;
 use super::instance::{InstanceContext, Output, log_guest_line};
 use super::limits::{CallLimits, MemoryLimiter};
 use crate::state::{PartitionState, Refusals, Refused, Writes};
 
-/// The most resources (streams, pollables, HTTP fields…) an instance may hold at once. They
-/// live in host memory, outside the instance's memory limit; a handler needs a handful.
+/// The most WASI resources (streams, pollables…) an instance may hold at once. They live in
+/// host memory, outside the instance's memory limit; a handler needs a handful.
 pub(crate) const MAX_RESOURCES: usize = 1024;
 
 /// The host side of one instance. Owned by its `Store`; reset at the start of every call.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    http: Http,
     table: ResourceTable,
     pub(crate) memory: MemoryLimiter,
     pub(crate) console: Console,
@@ -72,9 +69,9 @@ impl HostState {
         partition: Option<u32>,
     ) -> Self {
         let console = Console::default();
-        // No preopened directories, no environment, no arguments and no network (every HTTP
-        // request is denied): the guest gets clocks, random, and a stdout/stderr that land in
-        // the node's log.
+        // No preopened directories, no environment, no arguments and no network (wasi:http, where
+        // imported, refuses every call: `http`): the guest gets clocks, random, and a
+        // stdout/stderr that land in the node's log.
         let wasi = WasiCtx::builder()
             .stdout(console.stdout())
             .stderr(console.stderr())
@@ -87,7 +84,6 @@ impl HostState {
         table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi,
-            http: Http::default(),
             table,
             memory: MemoryLimiter::new(limits.max_memory_bytes, context.budget.memory.clone()),
             console,
@@ -202,12 +198,6 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
-    }
-}
-
-impl WasiHttpView for HostState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        self.http.view(&mut self.table)
     }
 }
 

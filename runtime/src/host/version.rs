@@ -76,7 +76,11 @@ impl HandlerVersion {
         }
         // Only ever compiled from Wasm bytes: precompiled native code is never loaded.
         let component = Component::new(engine, bytes).map_err(ComponentError::Invalid)?;
-        let instance_pre = linker
+        let with_http = super::http::refusing(engine, linker, &component)
+            .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
+        let instance_pre = with_http
+            .as_ref()
+            .unwrap_or(linker)
             .instantiate_pre(&component)
             .map_err(|e| ComponentError::WorldMismatch(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre)

@@ -147,13 +147,15 @@ fn vectors() -> Vectors {
 
 /// The instance partition of the `handle` table; the `init` table's instances take 0, 1, ….
 const HANDLE_PARTITION: u32 = 1_000_000;
-/// The stream sequence of the line that ends the run.
-const LAST_SEQ: u64 = u64::MAX;
+/// The stream sequence of the line that ends the run: no vector's.
+const LAST_SEQ: u64 = u64::MAX - 1;
 
-fn context(
+/// What the suite's instances run under: outputs to `out.>`, at most 10 a call, lines to `logs`
+/// if given.
+pub(crate) fn context(
     config: &[(String, String)],
     budget: &Arc<TenantBudget>,
-    logs: &LogSink,
+    logs: Option<&LogSink>,
 ) -> Arc<InstanceContext> {
     Arc::new(InstanceContext {
         limits: CallLimits {
@@ -164,7 +166,7 @@ fn context(
         },
         outputs: OutputRules::allowing(&["out.>".into()]),
         budget: budget.clone(),
-        logs: Some(logs.clone()),
+        logs: logs.cloned(),
         config: config.to_vec(),
     })
 }
@@ -225,7 +227,7 @@ async fn conforms(language: &str, version: &HandlerVersion) {
     for (partition, vector) in (0u32..).zip(&vectors.init) {
         let started = HandlerInstance::start_on(
             version,
-            context(&vector.config, &budget, &sink),
+            context(&vector.config, &budget, Some(&sink)),
             None,
             Some(partition),
         )
@@ -250,7 +252,7 @@ async fn conforms(language: &str, version: &HandlerVersion) {
     let start = || {
         HandlerInstance::start_on(
             version,
-            context(&table.config, &budget, &sink),
+            context(&table.config, &budget, Some(&sink)),
             None,
             Some(HANDLE_PARTITION),
         )
@@ -306,6 +308,12 @@ async fn conforms(language: &str, version: &HandlerVersion) {
         assert!(
             previous.is_none(),
             "two vectors have stream_seq {}",
+            m.stream_seq
+        );
+        assert!(
+            ![0, LAST_SEQ].contains(&m.stream_seq),
+            "\"{}\": stream_seq {} is the suite's own",
+            vector.name,
             m.stream_seq
         );
         names.insert(

@@ -329,18 +329,53 @@ pub(crate) async fn agrees_with_rust_orders(other: &HandlerVersion, language: &s
     }
 }
 
-/// How the Rust orders example and `other`, written in `language`, refuse
-/// `pending_delay=soon`: the same way, asserted, and returned.
+/// `pending_delay` values that the orders examples must refuse with the same text, or take as
+/// the same delay. (None past 9,223,372,036,854 ms: Go's `time.Duration` ends there.)
+const PENDING_DELAYS: &[&str] = &[
+    "soon",
+    "",
+    "+",
+    "-5",
+    "+5",
+    "-0",
+    "007",
+    " 5",
+    "0.5",
+    "1e3",
+    "1_000",
+    "99999999999999999999x",
+    "1844674407370955161x",
+    "18446744073709551616",
+    "1234567890123",
+];
+
+/// How the Rust orders example and `other`, written in `language`, take each of
+/// [`PENDING_DELAYS`]: the same refusal, or the same retry of a pending order; asserted. Returns
+/// the refusal of `pending_delay=soon`.
 pub(crate) async fn refuses_like_rust_orders(other: &HandlerVersion, language: &str) -> String {
-    let config = [("pending_delay", "soon")];
-    let Err(HandlerFailure::InitRefused(rust)) = start(rust_orders(), &config).await else {
-        panic!("Rust orders accepted pending_delay=soon");
-    };
-    let Err(HandlerFailure::InitRefused(refusal)) = start(other, &config).await else {
-        panic!("{language} orders accepted pending_delay=soon");
-    };
-    assert_eq!(refusal, rust);
-    refusal
+    let pending = message(
+        r#"{"order_id":"o-p","customer":"c1","items":[{"sku":"A","qty":1,"price_cents":1}],"payment":"pending"}"#,
+        1,
+    );
+    let mut soon = None;
+    for value in PENDING_DELAYS {
+        let config = [("pending_delay", *value)];
+        let taken = async |version| match start(version, &config).await {
+            Ok(mut instance) => Ok(comparable(instance.handle(&pending).await)),
+            Err(HandlerFailure::InitRefused(refusal)) => Err(refusal),
+            Err(other) => panic!("pending_delay={value:?}: {other}"),
+        };
+        let rust = taken(rust_orders()).await;
+        assert_eq!(
+            taken(other).await,
+            rust,
+            "{language} orders, pending_delay={value:?}"
+        );
+        if *value == "soon" {
+            soon = rust.err();
+        }
+    }
+    soon.expect("Rust orders refuses pending_delay=soon")
 }
 
 /// Hands `msg` to `instance`, which must ack it with one output, and returns that output.

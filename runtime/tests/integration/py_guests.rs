@@ -1,7 +1,9 @@
 //! Python guests through the real host: the Python orders example (examples/py-orders), built
 //! with componentize-py as `make py-guests` builds it, agrees with the Rust orders example on
 //! every vector and refuses the same configuration; deployed with the `weir` binary, a node
-//! runs it end to end: acks, retries, dead letters, each customer's orders in order.
+//! runs it end to end: acks, retries, dead letters, each customer's orders in order. The stateful
+//! test guest in Python (tests/guests/py-stateful) keeps state through a node as the Rust one
+//! does.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -168,4 +170,18 @@ pub(crate) async fn a_node_runs_the_orders_example_in_order(
         dead[0]
     );
     node.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_reads_its_own_writes_and_only_acked_calls_change_its_state()
+-> anyhow::Result<()> {
+    let component = std::fs::read(py_guest("tests/guests/py-stateful"))?;
+    crate::state::reads_its_own_writes_and_only_acked_calls_change_its_state(component).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_is_told_which_quota_refused_a_write() -> anyhow::Result<()> {
+    let component = std::fs::read(py_guest("tests/guests/py-stateful"))?;
+    crate::state::writes_over_the_quotas_are_refused_with_the_quota_that_refused_them(component)
+        .await
 }

@@ -19,8 +19,13 @@ const PARTITIONS: u32 = 2;
 /// The stateful guest on `IN`, publishing to `out.>`, giving a message up after two
 /// deliveries 100ms apart.
 fn stateful(handler: &str) -> DeployRequest {
+    stateful_in(handler, guest("stateful"))
+}
+
+/// [`stateful`], with `component`: the stateful guest in another language.
+fn stateful_in(handler: &str, component: Vec<u8>) -> DeployRequest {
     DeployRequest {
-        component: guest("stateful"),
+        component,
         retry: RetrySpec {
             max_deliver: 2,
             backoff: vec![Duration::from_millis(100)],
@@ -41,6 +46,14 @@ async fn replies(env: &Env, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn a_call_reads_its_own_writes_and_only_acked_calls_change_the_state() -> anyhow::Result<()> {
+    reads_its_own_writes_and_only_acked_calls_change_its_state(guest("stateful")).await
+}
+
+/// `component`, the stateful guest in some language, reads its own writes, and only its acked
+/// calls change its state.
+pub(crate) async fn reads_its_own_writes_and_only_acked_calls_change_its_state(
+    component: Vec<u8>,
+) -> anyhow::Result<()> {
     let env = Env::with_streams(PARTITIONS).await?;
     let node = env.node().await?;
     env.deploy_on(
@@ -51,7 +64,7 @@ async fn a_call_reads_its_own_writes_and_only_acked_calls_change_the_state() -> 
                 max_memory_bytes: 32 << 20,
                 ..LimitsSpec::default()
             },
-            ..stateful("sums")
+            ..stateful_in("sums", component)
         },
     )
     .await?;
@@ -93,6 +106,14 @@ async fn a_call_reads_its_own_writes_and_only_acked_calls_change_the_state() -> 
 #[tokio::test]
 async fn writes_over_the_tenants_quotas_are_refused_with_the_quota_that_refused_them()
 -> anyhow::Result<()> {
+    writes_over_the_quotas_are_refused_with_the_quota_that_refused_them(guest("stateful")).await
+}
+
+/// `component`, the stateful guest in some language, is told which of the tenant's quotas
+/// refused each write it was refused, in the same words, and `weir status` counts them.
+pub(crate) async fn writes_over_the_quotas_are_refused_with_the_quota_that_refused_them(
+    component: Vec<u8>,
+) -> anyhow::Result<()> {
     let env = Env::with_streams(PARTITIONS).await?;
     let tenants = TenantsConfig::parse(
         r#"
@@ -111,7 +132,8 @@ async fn writes_over_the_tenants_quotas_are_refused_with_the_quota_that_refused_
         },
     )
     .await?;
-    env.deploy_on(&node, stateful("quotas")).await?;
+    env.deploy_on(&node, stateful_in("quotas", component))
+        .await?;
     let subject = format!("in.{}.ev", key_in(1, PARTITIONS, 0));
     for payload in [
         "put-big big 2048",

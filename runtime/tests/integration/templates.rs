@@ -105,6 +105,8 @@ async fn a_new_project_builds_and_runs(lang: Lang, tenant_dir: &str) -> anyhow::
     let dead = env.wait_dead_letters(1).await;
     assert_eq!(dead[0].stream_seq, empty);
     assert_eq!(dead[0].term_reason.as_deref(), Some("empty message"));
+    // The empty message, handled, published nothing.
+    assert_eq!(crate::support::read(&env.js, OUTPUT).await.len(), 1);
     node.shutdown().await
 }
 
