@@ -81,6 +81,29 @@ fn message(payload: &[u8]) -> Message {
     }
 }
 
+/// How long `iters` calls of `instance` with `message` take, one after the other.
+async fn time_calls(instance: &mut HandlerInstance, message: &Message, iters: u64) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iters {
+        let handled = instance.handle(message).await;
+        assert!(handled.is_ok(), "{handled:?}");
+    }
+    started.elapsed()
+}
+
+/// How long `iters` new instances of `prepared` take to start, `init` included.
+async fn time_starts(prepared: &Prepared, iters: u64) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        let started = Instant::now();
+        let instance = HandlerInstance::start(&prepared.version, prepared.context.clone()).await;
+        spent += started.elapsed();
+        // Dropping the instance returns its slot to the pool: not timed.
+        assert!(instance.is_ok(), "{instance:?}");
+    }
+    spent
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,16 +125,7 @@ fn host_call(c: &mut Criterion) {
             .block_on(HandlerInstance::start(&prepared.version, prepared.context))
             .unwrap_or_else(|failure| panic!("{name} does not start: {failure}"));
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        let handled = instance.handle(&message).await;
-                        assert!(handled.is_ok(), "{handled:?}");
-                    }
-                    started.elapsed()
-                })
-            })
+            b.iter_custom(|iters| rt.block_on(time_calls(&mut instance, &message, iters)))
         });
     }
     group.finish();
@@ -128,21 +142,7 @@ fn instantiation(c: &mut Criterion) {
             .unwrap_or_else(|error| panic!("no {name} host: {error}"));
         let prepared = prepare(&host, "noop", &[]);
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        let started = Instant::now();
-                        let instance =
-                            HandlerInstance::start(&prepared.version, prepared.context.clone())
-                                .await;
-                        spent += started.elapsed();
-                        // Dropping the instance returns its slot to the pool: not timed.
-                        assert!(instance.is_ok(), "{instance:?}");
-                    }
-                    spent
-                })
-            })
+            b.iter_custom(|iters| rt.block_on(time_starts(&prepared, iters)))
         });
     }
     group.finish();
@@ -168,20 +168,7 @@ fn languages(c: &mut Criterion) {
     for (language, bytes) in examples {
         let prepared = prepare_component(&host, language, &bytes, &["enriched.>"]);
         group.bench_function(format!("{language}/instantiation"), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let mut spent = Duration::ZERO;
-                    for _ in 0..iters {
-                        let started = Instant::now();
-                        let instance =
-                            HandlerInstance::start(&prepared.version, prepared.context.clone())
-                                .await;
-                        spent += started.elapsed();
-                        assert!(instance.is_ok(), "{instance:?}");
-                    }
-                    spent
-                })
-            })
+            b.iter_custom(|iters| rt.block_on(time_starts(&prepared, iters)))
         });
         let mut instance = rt
             .block_on(HandlerInstance::start(&prepared.version, prepared.context))
@@ -195,16 +182,7 @@ fn languages(c: &mut Criterion) {
             bytes.len()
         );
         group.bench_function(format!("{language}/call"), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        let handled = instance.handle(&message).await;
-                        assert!(handled.is_ok(), "{handled:?}");
-                    }
-                    started.elapsed()
-                })
-            })
+            b.iter_custom(|iters| rt.block_on(time_calls(&mut instance, &message, iters)))
         });
     }
     group.finish();

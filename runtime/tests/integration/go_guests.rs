@@ -378,6 +378,20 @@ pub(crate) async fn refuses_like_rust_orders(other: &HandlerVersion, language: &
     soon.expect("Rust orders refuses pending_delay=soon")
 }
 
+/// Waits for the one dead letter, the input message `seq`, rejected as a malformed order.
+pub(crate) async fn the_malformed_order_is_a_dead_letter(env: &Env, seq: u64) {
+    let dead = env.wait_dead_letters(1).await;
+    assert_eq!(dead[0].stream_seq, seq);
+    assert!(
+        dead[0]
+            .term_reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with("malformed order:")),
+        "{:?}",
+        dead[0]
+    );
+}
+
 /// Hands `msg` to `instance`, which must ack it with one output, and returns that output.
 async fn the_one_output(instance: &mut HandlerInstance, msg: &Message) -> Output {
     let handled = instance
@@ -604,16 +618,7 @@ async fn weir_deploy_takes_the_go_core_module_and_a_node_runs_it() -> anyhow::Re
         by_subject("out.c2").ends_with(r#""delivery_attempt":3}"#),
         "the pending order is published on its third delivery"
     );
-    let dead = env.wait_dead_letters(1).await;
-    assert_eq!(dead[0].stream_seq, malformed);
-    assert!(
-        dead[0]
-            .term_reason
-            .as_deref()
-            .is_some_and(|reason| reason.starts_with("malformed order:")),
-        "{:?}",
-        dead[0]
-    );
+    the_malformed_order_is_a_dead_letter(&env, malformed).await;
     node.shutdown().await
 }
 

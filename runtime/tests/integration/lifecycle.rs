@@ -43,6 +43,21 @@ pub async fn ok(env: &Env, args: &[&str]) -> String {
     text(&output.stdout)
 }
 
+/// Deploys the file `component` with `weir deploy` as acme's handler `name` on the input stream,
+/// allowed to publish to `out.>`, with `options` besides; the binary must say it deployed it.
+pub async fn deploy_file(env: &Env, component: &std::path::Path, name: &str, options: &[&str]) {
+    let component = component.to_string_lossy();
+    let args = [
+        "deploy", &component, "--tenant", "acme", "--name", name, "--stream", INPUT, "--output",
+        "out.>",
+    ];
+    let deployed = ok(env, &[&args[..], options].concat()).await;
+    assert!(
+        deployed.contains(&format!("deployed acme/{name} version")),
+        "{deployed}"
+    );
+}
+
 /// Runs `weir ARGS --nats-url URL`, which must fail saying `expected`.
 async fn refused(env: &Env, args: &[&str], expected: &str) {
     let output = run(env, args).await;

@@ -10,8 +10,11 @@ use std::sync::{Mutex, OnceLock};
 
 use weir::host::HandlerVersion;
 
-use crate::go_guests::{agrees_with_rust_orders, compile, refuses_like_rust_orders};
-use crate::lifecycle::ok;
+use crate::go_guests::{
+    agrees_with_rust_orders, compile, refuses_like_rust_orders,
+    the_malformed_order_is_a_dead_letter,
+};
+use crate::lifecycle::deploy_file;
 use crate::support::{Env, OUTPUT, root, stale};
 
 static PY_ORDERS: OnceLock<HandlerVersion> = OnceLock::new();
@@ -96,19 +99,11 @@ pub(crate) async fn a_node_runs_the_orders_example_in_order(
 ) -> anyhow::Result<()> {
     let env = Env::with_streams(2).await?;
     let node = env.node().await?;
-    let deployed = ok(
+    deploy_file(
         &env,
+        component,
+        name,
         &[
-            "deploy",
-            &component.to_string_lossy(),
-            "--tenant",
-            "acme",
-            "--name",
-            name,
-            "--stream",
-            crate::support::INPUT,
-            "--output",
-            "out.>",
             "--config",
             "output_prefix=out",
             "--config",
@@ -118,10 +113,6 @@ pub(crate) async fn a_node_runs_the_orders_example_in_order(
         ],
     )
     .await;
-    assert!(
-        deployed.contains(&format!("deployed acme/{name} version")),
-        "{deployed}"
-    );
 
     // Three customers' orders; c2's second waits for its payment and holds back its third.
     let mut malformed = Vec::new();
@@ -159,16 +150,7 @@ pub(crate) async fn a_node_runs_the_orders_example_in_order(
         String::from_utf8_lossy(&pending.payload).ends_with(r#""delivery_attempt":3}"#),
         "the pending order is published on its third delivery"
     );
-    let dead = env.wait_dead_letters(1).await;
-    assert_eq!(dead[0].stream_seq, malformed[0]);
-    assert!(
-        dead[0]
-            .term_reason
-            .as_deref()
-            .is_some_and(|reason| reason.starts_with("malformed order:")),
-        "{:?}",
-        dead[0]
-    );
+    the_malformed_order_is_a_dead_letter(&env, malformed[0]).await;
     node.shutdown().await
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use weir::cli::init::Lang;
 
-use crate::lifecycle::ok;
+use crate::lifecycle::deploy_file;
 use crate::support::{Env, OUTPUT, root};
 
 /// Runs `command` with `sh` in `dir`, with the project's tools (`.venv/bin`, `node_modules`) on
@@ -77,26 +77,7 @@ async fn a_new_project_builds_and_runs(lang: Lang, tenant_dir: &str) -> anyhow::
 
     let env = Env::with_streams(2).await?;
     let node = env.node().await?;
-    let deployed = ok(
-        &env,
-        &[
-            "deploy",
-            &component.to_string_lossy(),
-            "--tenant",
-            "acme",
-            "--name",
-            "shout",
-            "--stream",
-            crate::support::INPUT,
-            "--output",
-            "out.>",
-        ],
-    )
-    .await;
-    assert!(
-        deployed.contains("deployed acme/shout version"),
-        "{deployed}"
-    );
+    deploy_file(&env, &component, "shout", &[]).await;
     env.publish("in.k1.greeting", "hello, weir").await?;
     let empty = env.publish("in.k2.greeting", "").await?;
     let outputs = env.wait_messages(OUTPUT, 1).await;
