@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The noisy-neighbour measurement: how fast a well-behaved tenant's handler gets through N
-# messages alone, then while another tenant's handler runs an endless loop on every partition
-# of its own stream, on one node and a private nats-server on loopback. Prints both rates and
-# their ratio. With NODES=2 a second node shares the work, and the script also counts what would
-# be false failovers: membership lapses, and pins released as if a node had crashed (none should
-# be, since both nodes run throughout). Needs `make guests build` first.
-# Usage: N=20000 NODES=2 scripts/noisy-neighbour.sh
+# The noisy-neighbour measurement. By default it is `weir bench --neighbour spin`: a calm
+# tenant's throughput on a node without --config, with a --config of two tenants, and beside a
+# tenant whose handler runs an endless loop on every partition of its own stream, REPEAT times,
+# with each tenant's guest CPU. Needs `make guests build` first.
+# Usage: N=30000 REPEAT=5 scripts/noisy-neighbour.sh
+#
+# With NODES=2 it runs two nodes of its own beside a private nats-server instead, and also counts
+# what would be false failovers: membership lapses, and pins released as if a node had crashed
+# (none should be, since both nodes run throughout).
+# Usage: NODES=2 N=10000 scripts/noisy-neighbour.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+NODES=${NODES:-1}
+if [ "$NODES" -eq 1 ]; then
+  exec "${WEIR:-./target/release/weir}" bench --modes wasm --handlers "${HANDLERS:-noop,orders}" \
+    --neighbour spin --messages "${N:-30000}" --partitions "${PARTITIONS:-16}" \
+    --repeat "${REPEAT:-5}"
+fi
 N=${N:-10000}
 PARTITIONS=${PARTITIONS:-16}
 PORT=${PORT:-4334}
@@ -54,7 +63,6 @@ until (: >/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; do sleep 0.1; done
 w stream create IN --subjects 'in.*.>' --partitions "$PARTITIONS" >/dev/null
 w stream create OUT --subjects 'out.>' >/dev/null
 w stream create HIN --subjects 'hin.*.>' --partitions "$PARTITIONS" >/dev/null
-NODES=${NODES:-1}
 for i in $(seq 1 "$NODES"); do
   "$WEIR" --nats-url "$URL" node --http off --node-id "noisy-neighbour-$i" --config "$DIR/weir.toml" \
     2>"$DIR/node-$i.log" &

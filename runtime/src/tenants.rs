@@ -10,6 +10,7 @@
 //! max_outputs_per_call = 1000
 //! max_output_bytes_per_call = "8MiB"
 //! log_lines_per_second = 100
+//! cpu_weight = 1                   # share of the node's guest CPU against other tenants'
 //! max_window_bytes = "64MiB"      # messages one partition pulls ahead of its handler
 //! max_state_value_bytes = "256KiB" # handler state (`weir:handler/state`), per partition:
 //! max_state_keys = 100000          #   one value, the keys, and keys and values together;
@@ -41,7 +42,7 @@ use tokio::sync::Semaphore;
 use crate::config::{parse_duration, parse_size};
 use crate::connection::{self, Credentials};
 use crate::control::validate_name;
-use crate::host::{BudgetQuota, Host, TenantBudget};
+use crate::host::{BudgetQuota, DEFAULT_CPU_WEIGHT, Host, TenantBudget};
 use crate::outputs::{self, Reserved};
 use crate::spec::LimitsSpec;
 use crate::state::{MAX_WRITES_PER_CALL, StateQuotas};
@@ -64,6 +65,9 @@ pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 1_000;
 /// See [`DEFAULT_MAX_MEMORY_PER_INSTANCE`].
 pub const DEFAULT_MAX_WINDOW_BYTES: u64 = 64 << 20;
 
+/// The highest `cpu_weight`: a tenant may be given at most this many times another's share.
+pub const MAX_CPU_WEIGHT: u32 = 1000;
+
 /// What one tenant may use on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quotas {
@@ -81,6 +85,9 @@ pub struct Quotas {
     pub max_output_bytes_per_call: u64,
     /// Guest log lines per second over all the tenant's instances on the node.
     pub log_lines_per_second: u32,
+    /// The tenant's share of the node's guest CPU when tenants want more than there is: a
+    /// tenant of weight 2 gets twice the CPU of one of weight 1 (see `host::fairness`).
+    pub cpu_weight: u32,
     /// Bytes of messages one partition of the tenant's may have pulled ahead of its handler
     /// (its window, in bytes; a window never holds less than one message).
     pub max_window_bytes: u64,
@@ -102,6 +109,7 @@ impl Default for Quotas {
             max_outputs_per_call: DEFAULT_MAX_OUTPUTS_PER_CALL,
             max_output_bytes_per_call: DEFAULT_MAX_OUTPUT_BYTES_PER_CALL,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
+            cpu_weight: DEFAULT_CPU_WEIGHT,
             max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
             state: StateQuotas::default(),
             input_streams: None,
@@ -117,6 +125,7 @@ impl Quotas {
             max_memory_total_bytes: self.max_memory_total,
             cpu_time_per_message: self.cpu_time_per_message,
             log_lines_per_second: self.log_lines_per_second,
+            cpu_weight: self.cpu_weight,
         }
     }
 
@@ -250,6 +259,7 @@ struct Section {
     max_outputs_per_call: Option<u32>,
     max_output_bytes_per_call: Option<SizeText>,
     log_lines_per_second: Option<u32>,
+    cpu_weight: Option<u32>,
     max_window_bytes: Option<SizeText>,
     max_state_value_bytes: Option<SizeText>,
     max_state_keys: Option<u64>,
@@ -302,6 +312,13 @@ impl Section {
         }
         if let Some(n) = self.log_lines_per_second {
             quotas.log_lines_per_second = n;
+        }
+        if let Some(weight) = self.cpu_weight {
+            anyhow::ensure!(
+                (1..=MAX_CPU_WEIGHT).contains(&weight),
+                "cpu_weight: from 1 to {MAX_CPU_WEIGHT}, not {weight}"
+            );
+            quotas.cpu_weight = weight;
         }
         if let Some(size) = &self.max_window_bytes {
             quotas.max_window_bytes = size.bytes("max_window_bytes")?;
@@ -562,6 +579,10 @@ mod tests {
             (
                 "[defaults]\nmax_instances = 0",
                 "max_instances must be more than 0",
+            ),
+            (
+                "[tenants.acme]\ncpu_weight = 0",
+                "cpu_weight: from 1 to 1000, not 0",
             ),
             ("[tenants.Acme]\n", "invalid tenant name"),
             (

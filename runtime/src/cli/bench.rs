@@ -17,6 +17,14 @@
 //!   committed before each ack) beside the same component told to leave state alone
 //!   (`counter-stateless`).
 //!
+//! With `--neighbour spin`, each component runs three times: on a node without `--config`, on
+//! one with a `--config` of two tenants (the measured one and a neighbour), and on that node
+//! beside the neighbour's handler spinning in an endless loop on every partition of a stream of
+//! its own (the `scripted` test guest, told `spin`). The first two say what configuring tenants
+//! costs, the last two what a hostile neighbour costs; each tenant's guest CPU is read from the
+//! node's `weir_tenant_cpu_seconds_total` over the run, to show that the neighbour is slowed,
+//! not starved. `--repeat` runs everything several times, for medians and worst cases.
+//!
 //! Throughput, CPU time and peak RSS are taken from the first ack to the last, so that setting
 //! up consumers and compiling components is left out of every mode alike. Latency, from a
 //! message's publication (its stream timestamp) to its ack, is taken afterwards on the same
@@ -56,24 +64,42 @@ use crate::metrics::SharedCounters;
 use crate::node::{self, NodeConfig, NodeHandle};
 use crate::partition::{self, StreamRequest};
 use crate::spec::{DEFAULT_WINDOW, DeploymentSpec, LimitsSpec, MAX_WINDOW, RetrySpec};
+use crate::tenants::TenantsConfig;
 use crate::traffic::{Payload, Traffic};
 use crate::{note, say};
 
 /// Reads `http://<addr>/metrics` every `every`, as a Prometheus server would, until aborted.
 async fn scrape(addr: std::net::SocketAddr, every: Duration) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-            continue;
-        };
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).await.is_ok() {
-            let mut response = Vec::new();
-            let _ = stream.read_to_end(&mut response).await;
-        }
+        let _ = metrics_text(addr).await;
     }
+}
+
+/// The response to `GET http://<addr>/metrics`, headers and all.
+async fn metrics_text(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach the node's metrics at {addr}"))?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// Each tenant's `weir_tenant_cpu_seconds_total` in a metrics page.
+fn tenant_cpu(metrics: &str) -> BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("weir_tenant_cpu_seconds_total{tenant=\""))
+        .filter_map(|rest| {
+            let (tenant, value) = rest.split_once("\"} ")?;
+            Some((tenant.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// A run that acks nothing for this long has stalled: the bench stops and says which.
@@ -126,6 +152,56 @@ pub struct BenchArgs {
     /// costs (compare with a run without)
     #[arg(long, value_parser = crate::config::parse_duration)]
     pub scrape_every: Option<Duration>,
+    /// Also run each component beside a hostile neighbour, and on a node with a `--config` of
+    /// two tenants (see above)
+    #[arg(long)]
+    pub neighbour: Option<Neighbour>,
+    /// Runs of everything, one after the other; ratios are of the medians
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+}
+
+/// The neighbour of `--neighbour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Neighbour {
+    /// A tenant whose handler runs an endless loop on every partition of its stream
+    Spin,
+}
+
+/// The tenant whose handler every node run measures.
+const MEASURED: &str = "bench";
+/// The tenant who shares the node in `--neighbour` runs.
+const NEIGHBOUR: &str = "noisy";
+/// What it runs: `scripted.wasm` under `--components`.
+const NEIGHBOUR_COMPONENT: &str = "scripted";
+/// A spinning call ends at this deadline, and starts again after [`NEIGHBOUR_BACKOFF`]: long
+/// enough to hold its guest thread throughout, short enough that a draining node soon lets go.
+const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
+/// See [`NEIGHBOUR_TIMEOUT`].
+const NEIGHBOUR_BACKOFF: Duration = Duration::from_millis(100);
+/// Guest CPU the neighbour must have spent before a run beside it starts: it is spinning.
+const NEIGHBOUR_SPINNING: Duration = Duration::from_millis(500);
+
+/// Whom the measured tenant shares its node with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tenancy {
+    /// A node without `--config`: every tenant on the built-in quotas.
+    Unconfigured,
+    /// A node with a `--config` of two tenants; the other runs nothing.
+    Configured,
+    /// The same node, the other tenant spinning on every partition of its stream.
+    BesideSpin,
+}
+
+impl Tenancy {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Unconfigured => "none",
+            Self::Configured => "two",
+            Self::BesideSpin => "spin",
+        }
+    }
 }
 
 /// How a run consumes its stream.
@@ -181,6 +257,10 @@ pub struct RunResult {
     pub mode: Mode,
     /// The handler: `-` for raw, `noop` or `orders`.
     pub handler: &'static str,
+    /// The node's tenants, for a wasm run.
+    pub tenancy: Option<Tenancy>,
+    /// Which of the `--repeat` runs this is, from 1.
+    pub repetition: u32,
     /// Partitions of the run's stream.
     pub partitions: u32,
     /// Messages of the backlog.
@@ -199,6 +279,18 @@ pub struct RunResult {
     pub cpu_seconds: f64,
     /// Peak resident memory of this process from the first ack to the end of the run.
     pub peak_rss_bytes: u64,
+    /// For a run on a node with a `--config`: the guest CPU each tenant's calls spent per
+    /// second of the run (in cores), as the node's metrics count it.
+    pub guest_cores: Option<GuestCores>,
+}
+
+/// Guest CPU per second of a run, in cores.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GuestCores {
+    /// The measured tenant's.
+    pub measured: f64,
+    /// The neighbour's.
+    pub neighbour: f64,
 }
 
 impl Mode {
@@ -218,7 +310,7 @@ enum Run {
     Raw,
     RawSerial,
     Native,
-    Wasm(WasmHandler),
+    Wasm(WasmHandler, Tenancy),
 }
 
 impl Run {
@@ -227,7 +319,7 @@ impl Run {
             Self::Raw => Mode::Raw,
             Self::RawSerial => Mode::RawSerial,
             Self::Native => Mode::Native,
-            Self::Wasm(_) => Mode::Wasm,
+            Self::Wasm(..) => Mode::Wasm,
         }
     }
 
@@ -235,25 +327,45 @@ impl Run {
         match self {
             Self::Raw | Self::RawSerial => "-",
             Self::Native => "noop",
-            Self::Wasm(handler) => handler.name(),
+            Self::Wasm(handler, _) => handler.name(),
+        }
+    }
+
+    fn is_orders(self) -> bool {
+        matches!(self, Self::Wasm(WasmHandler::Orders, _))
+    }
+
+    fn tenancy(self) -> Option<Tenancy> {
+        match self {
+            Self::Wasm(_, tenancy) => Some(tenancy),
+            _ => None,
         }
     }
 
     /// What the run is called in names and messages: its mode, or its component.
     fn name(self) -> &'static str {
         match self {
-            Self::Wasm(handler) => handler.name(),
+            Self::Wasm(handler, _) => handler.name(),
             _ => self.mode().name(),
         }
     }
 
     /// A name for the run's stream and deployment.
     fn tag(self, partitions: u32) -> String {
-        format!("{}{partitions}", self.name().replace('-', ""))
+        let tenancy = match self.tenancy() {
+            None | Some(Tenancy::Unconfigured) => "",
+            Some(tenancy) => tenancy.name(),
+        };
+        format!("{}{partitions}{tenancy}", self.name().replace('-', ""))
     }
 
     fn label(self, partitions: u32) -> String {
-        format!("{} p{partitions}", self.name())
+        match self.tenancy() {
+            Some(tenancy @ (Tenancy::Configured | Tenancy::BesideSpin)) => {
+                format!("{} p{partitions} {}", self.name(), tenancy.name())
+            }
+            _ => format!("{} p{partitions}", self.name()),
+        }
     }
 }
 
@@ -272,24 +384,32 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
         !args.partitions.is_empty() && args.partitions.iter().all(|p| (1..=1024).contains(p)),
         "--partitions takes counts from 1 to 1024"
     );
+    anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
     let runs = runs(&args);
+    let mut wanted: BTreeSet<&'static str> = runs
+        .iter()
+        .filter_map(|run| match run {
+            Run::Wasm(handler, _) => Some(handler.component()),
+            _ => None,
+        })
+        .collect();
+    if runs
+        .iter()
+        .any(|run| run.tenancy() == Some(Tenancy::BesideSpin))
+    {
+        wanted.insert(NEIGHBOUR_COMPONENT);
+    }
     let mut components = BTreeMap::new();
-    for handler in runs.iter().filter_map(|run| match run {
-        Run::Wasm(handler) => Some(*handler),
-        _ => None,
-    }) {
-        let path = args
-            .components
-            .join(format!("{}.wasm", handler.component()));
+    for component in wanted {
+        let path = args.components.join(format!("{component}.wasm"));
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
-                "cannot read the {} component at {} (build it with `make guests`, or point \
-                 --components at it)",
-                handler.component(),
+                "cannot read the {component} component at {} (build it with `make guests`, or \
+                 point --components at it)",
                 path.display()
             )
         })?;
-        components.insert(handler.component(), bytes);
+        components.insert(component, bytes);
     }
 
     let (client, _server) = match &nats.nats_url {
@@ -308,21 +428,24 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
         components,
     };
     let mut results = Vec::new();
-    for &partitions in &args.partitions {
-        for &run in &runs {
-            let result = bench
-                .measure(run, partitions)
-                .await
-                .with_context(|| format!("the {} run failed", run.label(partitions)))?;
-            if !args.json {
-                note!(
-                    "{:>14}: {:.0} msg/s, p99 {} µs",
-                    run.label(partitions),
-                    result.msgs_per_sec,
-                    result.p99_us
-                );
+    for repetition in 1..=args.repeat {
+        for &partitions in &args.partitions {
+            for &run in &runs {
+                let mut result = bench
+                    .measure(run, partitions)
+                    .await
+                    .with_context(|| format!("the {} run failed", run.label(partitions)))?;
+                result.repetition = repetition;
+                if !args.json {
+                    note!(
+                        "{:>20}: {:.0} msg/s, p99 {} µs",
+                        run.label(partitions),
+                        result.msgs_per_sec,
+                        result.p99_us
+                    );
+                }
+                results.push(result);
             }
-            results.push(result);
         }
     }
 
@@ -335,7 +458,8 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The runs `args` asks for, in order: every mode, the wasm mode once per handler.
+/// The runs `args` asks for, in order: every mode, the wasm mode once per handler (three times
+/// with `--neighbour`).
 fn runs(args: &BenchArgs) -> Vec<Run> {
     let mut runs = Vec::new();
     for &mode in &args.modes {
@@ -343,7 +467,15 @@ fn runs(args: &BenchArgs) -> Vec<Run> {
             Mode::Raw => runs.push(Run::Raw),
             Mode::RawSerial => runs.push(Run::RawSerial),
             Mode::Native => runs.push(Run::Native),
-            Mode::Wasm => runs.extend(args.handlers.iter().map(|&handler| Run::Wasm(handler))),
+            Mode::Wasm => {
+                for &handler in &args.handlers {
+                    runs.push(Run::Wasm(handler, Tenancy::Unconfigured));
+                    if args.neighbour == Some(Neighbour::Spin) {
+                        runs.push(Run::Wasm(handler, Tenancy::Configured));
+                        runs.push(Run::Wasm(handler, Tenancy::BesideSpin));
+                    }
+                }
+            }
         }
     }
     runs
@@ -354,10 +486,11 @@ fn runs(args: &BenchArgs) -> Vec<Run> {
 pub fn table(results: &[RunResult]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:>10} {:<10} {:<7} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>6} {:>9}\n",
+        "{:>10} {:<10} {:<7} {:<7} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>6} {:>9}\n",
         "PARTITIONS",
         "MODE",
         "HANDLER",
+        "TENANTS",
         "MESSAGES",
         "PAYLOAD",
         "MSGS/S",
@@ -370,10 +503,11 @@ pub fn table(results: &[RunResult]) -> String {
     for run in results {
         let _ = writeln!(
             out,
-            "{:>10} {:<10} {:<7} {:>8} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>5} MiB",
+            "{:>10} {:<10} {:<7} {:<7} {:>8} {:>7} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>5} MiB",
             run.partitions,
             run.mode.name(),
             run.handler,
+            run.tenancy.map_or("-", Tenancy::name),
             run.messages,
             run.payload_bytes,
             run.msgs_per_sec,
@@ -384,20 +518,22 @@ pub fn table(results: &[RunResult]) -> String {
             run.peak_rss_bytes >> 20
         );
     }
-    for partitions in results
+    let medians = medians(results);
+    for partitions in medians
         .iter()
         .map(|run| run.partitions)
         .collect::<BTreeSet<_>>()
     {
         let at = |mode| {
-            results
+            medians
                 .iter()
                 .find(|run| run.partitions == partitions && run.mode == mode)
         };
         let (raw, serial) = (at(Mode::Raw), at(Mode::RawSerial));
-        let ratios: Vec<String> = results
+        let ratios: Vec<String> = medians
             .iter()
             .filter(|run| run.partitions == partitions && run.mode != Mode::Raw)
+            .filter(|run| matches!(run.tenancy, None | Some(Tenancy::Unconfigured)))
             .filter_map(|run| {
                 let name = match run.mode {
                     Mode::Wasm => format!("wasm({})", run.handler),
@@ -423,10 +559,11 @@ pub fn table(results: &[RunResult]) -> String {
             let _ = writeln!(out, "{partitions} partition(s): {}", ratios.join(", "));
         }
         let wasm = |handler: WasmHandler| {
-            results.iter().find(|run| {
+            medians.iter().find(|run| {
                 run.partitions == partitions
                     && run.mode == Mode::Wasm
                     && run.handler == handler.name()
+                    && run.tenancy == Some(Tenancy::Unconfigured)
             })
         };
         if let (Some(state), Some(stateless)) = (
@@ -439,8 +576,129 @@ pub fn table(results: &[RunResult]) -> String {
                 state_cost(state, stateless)
             );
         }
+        for handler in results
+            .iter()
+            .filter(|run| run.partitions == partitions && run.mode == Mode::Wasm)
+            .map(|run| run.handler)
+            .collect::<BTreeSet<_>>()
+        {
+            if let Some(cost) = neighbour_cost(results, partitions, handler) {
+                let _ = writeln!(out, "{partitions} partition(s), {handler}: {cost}");
+            }
+        }
     }
     out
+}
+
+/// One result per run (partitions, mode, handler, tenancy), in the order they first appear,
+/// with the median throughput of its repetitions.
+fn medians(results: &[RunResult]) -> Vec<RunResult> {
+    let mut medians: Vec<RunResult> = Vec::new();
+    for run in results {
+        let same = |other: &RunResult| {
+            (other.partitions, other.mode, other.handler, other.tenancy)
+                == (run.partitions, run.mode, run.handler, run.tenancy)
+        };
+        if medians.iter().any(same) {
+            continue;
+        }
+        let mut median = run.clone();
+        median.msgs_per_sec = median_of(results.iter().filter(|r| same(r)).map(|r| r.msgs_per_sec));
+        medians.push(median);
+    }
+    medians
+}
+
+/// The median of `values` (the mean of the middle two of an even count); 0 for none.
+fn median_of(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// What configuring tenants, and then a spinning neighbour, cost `handler`'s throughput at
+/// `partitions`, over the repetitions that ran all three: each repetition's ratios, their
+/// median and the worst, and the guest CPU each tenant got beside the neighbour.
+fn neighbour_cost(results: &[RunResult], partitions: u32, handler: &str) -> Option<String> {
+    let of = |tenancy: Tenancy, repetition: u32| {
+        results.iter().find(|run| {
+            run.partitions == partitions
+                && run.mode == Mode::Wasm
+                && run.handler == handler
+                && run.tenancy == Some(tenancy)
+                && run.repetition == repetition
+        })
+    };
+    let mut configured = Vec::new();
+    let mut beside = Vec::new();
+    let mut cores = Vec::new();
+    for repetition in results
+        .iter()
+        .map(|run| run.repetition)
+        .collect::<BTreeSet<_>>()
+    {
+        if let (Some(none), Some(two), Some(spin)) = (
+            of(Tenancy::Unconfigured, repetition),
+            of(Tenancy::Configured, repetition),
+            of(Tenancy::BesideSpin, repetition),
+        ) {
+            configured.push(two.msgs_per_sec / none.msgs_per_sec);
+            beside.push(spin.msgs_per_sec / two.msgs_per_sec);
+            cores.extend(spin.guest_cores);
+        }
+    }
+    if configured.is_empty() {
+        return None;
+    }
+    let summary = |ratios: &[f64], target: f64| {
+        let worst = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        format!(
+            "{} (median {:.2}, worst {worst:.2}, target {target:.2})",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            median_of(ratios.iter().copied()),
+        )
+    };
+    let mut line = format!(
+        "two tenants/none {}; beside a spinning tenant/alone {}",
+        summary(&configured, 0.9),
+        summary(&beside, 0.8)
+    );
+    if !cores.is_empty() {
+        line.push_str(&format!(
+            "; guest CPU beside it: {handler} {:.2} core(s), the spinning tenant {:.2} (medians)",
+            median_of(cores.iter().map(|c| c.measured)),
+            median_of(cores.iter().map(|c| c.neighbour)),
+        ));
+    }
+    Some(line)
+}
+
+/// The `--config` of a node the measured tenant shares with its neighbour: each may read its
+/// own stream only, and run every partition of it.
+fn two_tenants(
+    partitions: u32,
+    stream: &str,
+    output_prefix: &str,
+    neighbour_stream: &str,
+) -> String {
+    format!(
+        "[tenants.{MEASURED}]\n\
+         input_streams = [\"{stream}\"]\n\
+         output_subjects = [\"{output_prefix}.>\"]\n\
+         max_instances = {partitions}\n\
+         \n\
+         [tenants.{NEIGHBOUR}]\n\
+         input_streams = [\"{neighbour_stream}\"]\n\
+         max_instances = {partitions}\n"
+    )
 }
 
 /// What state costs: the counter's throughput as a share of the same component without
@@ -477,7 +735,24 @@ enum Consumers {
         deployment: DeploymentId,
         /// Scrapes the node's metrics at `--scrape-every`, if given.
         scraper: Option<tokio::task::JoinHandle<()>>,
+        /// The other tenant, on a node with a `--config`.
+        neighbourhood: Option<Neighbourhood>,
     },
+}
+
+/// The other tenant of a node with a `--config` of two.
+struct Neighbourhood {
+    /// The node's metrics, where each tenant's guest CPU is read.
+    metrics: std::net::SocketAddr,
+    /// The neighbour's spinning deployment and its stream, if it runs one.
+    spinning: Option<(DeploymentId, String)>,
+}
+
+impl Neighbourhood {
+    /// Guest CPU each tenant's calls have spent on the node so far, in seconds.
+    async fn cpu(&self) -> anyhow::Result<BTreeMap<String, f64>> {
+        Ok(tenant_cpu(&metrics_text(self.metrics).await?))
+    }
 }
 
 impl Consumers {
@@ -508,7 +783,7 @@ impl Bench<'_> {
             },
         )
         .await?;
-        if run == Run::Wasm(WasmHandler::Orders) {
+        if run.is_orders() {
             self.js
                 .create_stream(stream::Config {
                     name: format!("{stream}_OUT"),
@@ -544,7 +819,7 @@ impl Bench<'_> {
             .delete_stream(&stream)
             .await
             .with_context(|| format!("failed to delete stream {stream}"))?;
-        if run == Run::Wasm(WasmHandler::Orders) {
+        if run.is_orders() {
             self.js
                 .delete_stream(format!("{stream}_OUT"))
                 .await
@@ -554,6 +829,8 @@ impl Bench<'_> {
         Ok(RunResult {
             mode: run.mode(),
             handler: run.handler(),
+            tenancy: run.tenancy(),
+            repetition: 1,
             partitions,
             messages: self.args.messages,
             payload_bytes: self.args.payload_bytes,
@@ -563,12 +840,13 @@ impl Bench<'_> {
             p999_us: latency.value_at_quantile(0.999),
             cpu_seconds: throughput.cpu_seconds,
             peak_rss_bytes: throughput.peak_rss_bytes,
+            guest_cores: throughput.guest_cores,
         })
     }
 
     /// The run's messages: a fixed payload, or for the orders handler, orders.
     fn traffic(&self, run: Run, tag: &str) -> Traffic {
-        let payload = if run == Run::Wasm(WasmHandler::Orders) {
+        let payload = if run.is_orders() {
             let order = r#"{"order_id":"o{n}","customer":"{key}","seq":{seq},"items":[{"sku":"sku-1","qty":2,"price_cents":1250},{"sku":"sku-2","qty":1,"price_cents":399}],"note":""}"#;
             let padding = "x".repeat(self.args.payload_bytes.saturating_sub(order.len()));
             Payload::Template(order.replace(r#""note":"""#, &format!(r#""note":"{padding}""#)))
@@ -584,7 +862,8 @@ impl Bench<'_> {
         }
     }
 
-    /// Starts the run's consumers: pull consumers, or a node with the run's deployment.
+    /// Starts the run's consumers: pull consumers, or a node with the run's deployment (and,
+    /// beside a spinning neighbour, the neighbour's first).
     async fn start(
         &self,
         run: Run,
@@ -593,7 +872,7 @@ impl Bench<'_> {
         tag: &str,
         output_prefix: &str,
     ) -> anyhow::Result<Consumers> {
-        let component = match run {
+        let (component, tenancy) = match run {
             Run::Raw | Run::RawSerial => {
                 let counters = SharedCounters::default();
                 let window = match run {
@@ -603,67 +882,175 @@ impl Bench<'_> {
                 let tasks = raw_consumers(&self.js, stream, partitions, window, &counters);
                 return Ok(Consumers::Raw { tasks, counters });
             }
-            Run::Native => None,
-            Run::Wasm(handler) => Some(handler),
+            Run::Native => (None, Tenancy::Unconfigured),
+            Run::Wasm(handler, tenancy) => (Some(handler), tenancy),
+        };
+        let neighbour_stream = format!("BENCH_{}_{}", NEIGHBOUR.to_uppercase(), tag.to_uppercase());
+        let configured = tenancy != Tenancy::Unconfigured;
+        let tenants = if configured {
+            TenantsConfig::parse(&two_tenants(
+                partitions,
+                stream,
+                output_prefix,
+                &neighbour_stream,
+            ))?
+        } else {
+            TenantsConfig::default()
         };
         let node = node::start(
             self.client.clone(),
             NodeConfig {
                 builtin_handlers: true,
                 dlq_mover: false,
-                http: self
-                    .args
-                    .scrape_every
-                    .map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+                tenants,
+                http: (self.args.scrape_every.is_some() || configured)
+                    .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 ..NodeConfig::default()
             },
         )
         .await?;
-        let deployment = DeploymentId::new("bench", tag)?;
-        let deployed = match component {
-            None => self.deploy_builtin(&deployment, stream, partitions).await,
-            Some(handler) => {
-                let mut request = DeployRequest {
-                    id: deployment.clone(),
-                    component: self.components[handler.component()].clone(),
-                    stream: stream.to_owned(),
-                    window: self.args.window,
-                    limits: LimitsSpec::default(),
-                    retry: RetrySpec::default(),
-                    config: BTreeMap::new(),
-                    outputs: vec![],
-                    from: None,
-                    deployed_by: None,
-                    reset_state: false,
-                };
-                if handler == WasmHandler::Orders {
-                    request
-                        .config
-                        .insert("output_prefix".into(), output_prefix.into());
-                    request.outputs.push(format!("{output_prefix}.>"));
-                }
-                if handler == WasmHandler::CounterStateless {
-                    request.config.insert("state".into(), "off".into());
-                }
-                deploy::deploy(&self.js, &self.host, request)
-                    .await
-                    .map(|_| ())
-            }
-        };
         let scraper = match (self.args.scrape_every, node.http_addr()) {
             (Some(every), Some(addr)) => Some(tokio::spawn(scrape(addr, every))),
             _ => None,
         };
+        let spinning = match tenancy {
+            Tenancy::BesideSpin => Some((DeploymentId::new(NEIGHBOUR, tag)?, neighbour_stream)),
+            _ => None,
+        };
+        let neighbourhood = node
+            .http_addr()
+            .filter(|_| configured)
+            .map(|metrics| Neighbourhood { metrics, spinning });
+        let deployment = DeploymentId::new(MEASURED, tag)?;
         let consumers = Consumers::Node {
             node: Box::new(node),
-            deployment,
+            deployment: deployment.clone(),
             scraper,
+            neighbourhood,
         };
+        let deployed = async {
+            if let Consumers::Node {
+                neighbourhood: Some(neighbourhood),
+                ..
+            } = &consumers
+            {
+                self.start_spinning(neighbourhood, partitions).await?;
+            }
+            match component {
+                None => self.deploy_builtin(&deployment, stream, partitions).await,
+                Some(handler) => {
+                    self.deploy(handler, &deployment, stream, output_prefix)
+                        .await
+                }
+            }
+        }
+        .await;
         if let Err(error) = deployed {
             self.stop(consumers).await?;
             return Err(error);
         }
         Ok(consumers)
+    }
+
+    /// Deploys `handler` as `id`, as `weir deploy` would.
+    async fn deploy(
+        &self,
+        handler: WasmHandler,
+        id: &DeploymentId,
+        stream: &str,
+        output_prefix: &str,
+    ) -> anyhow::Result<()> {
+        let mut request = DeployRequest {
+            id: id.clone(),
+            component: self.components[handler.component()].clone(),
+            stream: stream.to_owned(),
+            window: self.args.window,
+            limits: LimitsSpec::default(),
+            retry: RetrySpec::default(),
+            config: BTreeMap::new(),
+            outputs: vec![],
+            from: None,
+            deployed_by: None,
+            reset_state: false,
+        };
+        if handler == WasmHandler::Orders {
+            request
+                .config
+                .insert("output_prefix".into(), output_prefix.into());
+            request.outputs.push(format!("{output_prefix}.>"));
+        }
+        if handler == WasmHandler::CounterStateless {
+            request.config.insert("state".into(), "off".into());
+        }
+        deploy::deploy(&self.js, &self.host, request).await?;
+        Ok(())
+    }
+
+    /// Deploys the neighbour's spinning handler on a stream of its own, gives every partition a
+    /// message to spin on, and waits until the node's metrics show it spinning.
+    async fn start_spinning(
+        &self,
+        neighbourhood: &Neighbourhood,
+        partitions: u32,
+    ) -> anyhow::Result<()> {
+        let Some((id, stream)) = &neighbourhood.spinning else {
+            return Ok(());
+        };
+        partition::create_stream(
+            &self.js,
+            &StreamRequest {
+                name: stream.clone(),
+                subjects: format!("bench.{}.*.>", stream.to_lowercase()),
+                partitions,
+                key_tokens: vec![],
+                replicas: 1,
+            },
+        )
+        .await?;
+        let request = DeployRequest {
+            id: id.clone(),
+            component: self.components[NEIGHBOUR_COMPONENT].clone(),
+            stream: stream.clone(),
+            window: 1,
+            limits: LimitsSpec {
+                handler_timeout: NEIGHBOUR_TIMEOUT,
+                ..LimitsSpec::default()
+            },
+            retry: RetrySpec {
+                max_deliver: 10_000,
+                ack_wait: NEIGHBOUR_TIMEOUT * 4,
+                backoff: vec![NEIGHBOUR_BACKOFF],
+            },
+            config: BTreeMap::new(),
+            outputs: vec![],
+            from: None,
+            deployed_by: None,
+            reset_state: false,
+        };
+        deploy::deploy(&self.js, &self.host, request).await?;
+        // Enough keys that every partition gets one.
+        let spin = Traffic {
+            subject: format!("bench.{}.{{key}}.ev", stream.to_lowercase()),
+            payload: Payload::Fixed(Bytes::from_static(b"spin")),
+            count: u64::from(partitions) * 16,
+            keys: u64::from(partitions) * 16,
+            headers: vec![],
+        };
+        spin.publish(&self.js, |_| {}).await?;
+        let since = Instant::now();
+        loop {
+            let spent = neighbourhood.cpu().await?.get(NEIGHBOUR).copied();
+            if spent.is_some_and(|spent| spent >= NEIGHBOUR_SPINNING.as_secs_f64()) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                since.elapsed() < STALL_TIMEOUT,
+                "the spinning neighbour spent {:.3}s of guest CPU in {STALL_TIMEOUT:?}: it \
+                 never got going",
+                spent.unwrap_or(0.0)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stores a deployment of the built-in no-op handler, as `weir deploy` would a component's.
@@ -708,19 +1095,29 @@ impl Bench<'_> {
                 node,
                 deployment,
                 scraper,
+                neighbourhood,
             } => {
                 if let Some(scraper) = scraper {
                     scraper.abort();
                 }
                 node.shutdown().await?;
-                ControlPlane::open(&self.js)
-                    .await?
+                let control = ControlPlane::open(&self.js).await?;
+                control
                     .deployments
                     .purge(deployment.key())
                     .await
                     .with_context(|| format!("failed to withdraw deployment {deployment}"))?;
                 if let Some(state) = crate::lifecycle::kept_state(&self.js, &deployment).await? {
                     state.purge(&deployment).await?;
+                }
+                if let Some((spinning, stream)) = neighbourhood.and_then(|n| n.spinning) {
+                    control
+                        .deployments
+                        .purge(spinning.key())
+                        .await
+                        .with_context(|| format!("failed to withdraw deployment {spinning}"))?;
+                    // Gone already if the neighbour never started.
+                    let _ = self.js.delete_stream(&stream).await;
                 }
             }
         }
@@ -733,18 +1130,30 @@ impl Bench<'_> {
         let bar = progress_bar(messages, "consuming");
         bar.set_message(running.label.clone());
         running.wait_for_acks(1, &bar).await?;
+        let guest_cpu_at_start = running.guest_cpu().await?;
         let (started, cpu_at_start) = (Instant::now(), cpu_time());
         let acked_at_start = running.counters.snapshot().acked;
         reset_peak_rss();
         running.wait_for_acks(messages, &bar).await?;
         let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu_at_start);
+        let guest_cpu = running.guest_cpu().await?;
         bar.finish_and_clear();
         // The messages acked by the time the clock started are left out.
         let timed = (messages - acked_at_start.min(messages)).max(1);
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let cores = |tenant: &str, at: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>| {
+            (at.get(tenant).unwrap_or(&0.0) - before.get(tenant).unwrap_or(&0.0)) / seconds
+        };
         Ok(Throughput {
-            msgs_per_sec: timed as f64 / elapsed.as_secs_f64().max(1e-9),
+            msgs_per_sec: timed as f64 / seconds,
             cpu_seconds: cpu.as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
+            guest_cores: guest_cpu_at_start
+                .zip(guest_cpu)
+                .map(|(before, after)| GuestCores {
+                    measured: cores(MEASURED, &after, &before),
+                    neighbour: cores(NEIGHBOUR, &after, &before),
+                }),
         })
     }
 
@@ -784,6 +1193,7 @@ struct Throughput {
     msgs_per_sec: f64,
     cpu_seconds: f64,
     peak_rss_bytes: u64,
+    guest_cores: Option<GuestCores>,
 }
 
 /// A run's consumers, and what they have acked.
@@ -795,6 +1205,17 @@ struct Running {
 }
 
 impl Running {
+    /// Guest CPU each tenant has spent so far, on a node with a `--config`.
+    async fn guest_cpu(&self) -> anyhow::Result<Option<BTreeMap<String, f64>>> {
+        match &self.consumers {
+            Consumers::Node {
+                neighbourhood: Some(neighbourhood),
+                ..
+            } => Ok(Some(neighbourhood.cpu().await?)),
+            _ => Ok(None),
+        }
+    }
+
     /// Waits until `target` messages have been acked, showing the count on `bar`. Fails if a
     /// raw consumer fails, or acks stop for [`STALL_TIMEOUT`].
     async fn wait_for_acks(&mut self, target: u64, bar: &ProgressBar) -> anyhow::Result<()> {
@@ -984,6 +1405,8 @@ mod tests {
         RunResult {
             mode,
             handler,
+            tenancy: (mode == Mode::Wasm).then_some(Tenancy::Unconfigured),
+            repetition: 1,
             partitions: 16,
             messages: 1000,
             payload_bytes: 128,
@@ -993,6 +1416,7 @@ mod tests {
             p999_us: 2000,
             cpu_seconds: 1.5,
             peak_rss_bytes: 64 << 20,
+            guest_cores: None,
         }
     }
 
@@ -1029,9 +1453,55 @@ mod tests {
             latency_rate: 1,
             json: false,
             scrape_every: None,
+            neighbour: None,
+            repeat: 1,
         };
         let handlers: Vec<_> = runs(&args).iter().map(|run| run.handler()).collect();
         assert_eq!(handlers, ["-", "noop", "orders"]);
+    }
+
+    #[test]
+    fn each_tenants_cpu_is_read_from_a_metrics_page() {
+        let page = "HTTP/1.1 200 OK\r\n\r\n# TYPE weir_tenant_cpu_seconds counter\n\
+                    weir_tenant_cpu_seconds_total{tenant=\"bench\"} 0.25\n\
+                    weir_tenant_cpu_wait_seconds_total{tenant=\"bench\"} 9\n\
+                    weir_tenant_cpu_seconds_total{tenant=\"noisy\"} 1.5\n";
+        let cpu = tenant_cpu(page);
+        assert_eq!(
+            cpu,
+            BTreeMap::from([("bench".to_owned(), 0.25), ("noisy".to_owned(), 1.5)])
+        );
+    }
+
+    #[test]
+    fn the_neighbour_line_gives_each_runs_ratios_their_median_and_the_worst() {
+        let mut results = Vec::new();
+        for (repetition, none, two, spin) in [(1, 100.0, 90.0, 45.0), (2, 100.0, 100.0, 90.0)] {
+            for (tenancy, msgs_per_sec) in [
+                (Tenancy::Unconfigured, none),
+                (Tenancy::Configured, two),
+                (Tenancy::BesideSpin, spin),
+            ] {
+                let mut run = result(Mode::Wasm, "noop", msgs_per_sec);
+                run.tenancy = Some(tenancy);
+                run.repetition = repetition;
+                run.guest_cores = (tenancy == Tenancy::BesideSpin).then_some(GuestCores {
+                    measured: 0.1,
+                    neighbour: 0.5,
+                });
+                results.push(run);
+            }
+        }
+        let table = table(&results);
+        assert!(
+            table.contains(
+                "16 partition(s), noop: two tenants/none 0.90 1.00 (median 0.95, worst 0.90, \
+                 target 0.90); beside a spinning tenant/alone 0.50 0.90 (median 0.70, worst \
+                 0.50, target 0.80); guest CPU beside it: noop 0.10 core(s), the spinning \
+                 tenant 0.50 (medians)"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

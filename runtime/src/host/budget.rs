@@ -1,5 +1,5 @@
 //! What every instance of one tenant on a node shares: a memory quota over all of them, a rate
-//! of log lines, a CPU time per message, and a place in the round of the node's turns.
+//! of log lines, a CPU time per message, and a share of the node's guest CPU.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::fairness::{CpuScheduler, Turn};
+use super::fairness::{Claim, CpuScheduler};
 
 /// The quotas a [`TenantBudget`] enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub struct BudgetQuota {
     /// Log lines (the `log` import, stdout and stderr) per second over all the tenant's
     /// instances, with a burst of the same size.
     pub log_lines_per_second: u32,
+    /// The tenant's share of the node's guest CPU against the other tenants' when all want
+    /// more than they get: a tenant of weight 2 gets twice what one of weight 1 does.
+    pub cpu_weight: u32,
 }
 
 /// One tenant's share of a node; see the module documentation.
@@ -33,32 +36,32 @@ pub struct TenantBudget {
     memory_wanted: watch::Sender<()>,
     pub(crate) log: Mutex<LogBudget>,
     pub(crate) scheduler: Arc<CpuScheduler>,
-    /// CPU time the tenant's calls have spent on this node, in nanoseconds.
-    cpu_spent: AtomicU64,
 }
 
 impl TenantBudget {
     pub(crate) fn new(tenant: &str, quota: BudgetQuota, scheduler: Arc<CpuScheduler>) -> Self {
+        let tenant: Arc<str> = Arc::from(tenant);
+        scheduler.set_weight(&tenant, quota.cpu_weight);
         Self {
-            tenant: Arc::from(tenant),
+            tenant,
             memory: Arc::new(MemoryPool::new(quota.max_memory_total_bytes)),
             memory_wanted: watch::Sender::new(()),
             log: Mutex::new(LogBudget::new(quota.log_lines_per_second)),
             quota,
             scheduler,
-            cpu_spent: AtomicU64::new(0),
         }
     }
 
-    /// Counts the CPU time of one call (instantiation, `init` or `handle`).
-    pub(crate) fn spent_cpu(&self, spent: std::time::Duration) {
-        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
-        self.cpu_spent.fetch_add(nanos, Ordering::Relaxed);
+    /// Guest CPU time the tenant's calls (instantiation, `init`, `handle`) have spent on this
+    /// node so far, counting every poll that has ended.
+    pub fn cpu_spent(&self) -> Duration {
+        self.scheduler.usage(&self.tenant).0
     }
 
-    /// CPU time the tenant's calls have spent on this node so far.
-    pub fn cpu_spent(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.cpu_spent.load(Ordering::Relaxed))
+    /// Time the tenant's calls have waited for a guest thread on this node so far, summed
+    /// over the calls.
+    pub fn cpu_waited(&self) -> Duration {
+        self.scheduler.usage(&self.tenant).1
     }
 
     /// The tenant's name.
@@ -81,10 +84,10 @@ impl TenantBudget {
         self.memory_wanted.subscribe()
     }
 
-    /// A turn on one of the node's cores, if one is free: taken before a call starts, for the
-    /// call's first poll.
-    pub fn turn_now(&self) -> Option<Turn> {
-        self.scheduler.turn_now(&self.tenant)
+    /// A call's first turn on the guest threads, claimed before the call starts: a free one,
+    /// for the call's first poll, or a place in the tenant's queue.
+    pub fn claim(&self) -> Claim {
+        self.scheduler.claim(&self.tenant)
     }
 
     /// Guest log lines dropped over the tenant's rate since the node started.

@@ -14,8 +14,8 @@ use super::fairness::{CpuScheduler, GuestThreads};
 use super::state::HostState;
 use super::version::{ComponentError, HandlerVersion};
 
-/// How often the epoch advances. A spinning guest yields to the async runtime this often (and
-/// sooner when another task waits for a core), and its CPU time is checked this often.
+/// How often the epoch advances: how often a running guest's CPU time is checked, and it is
+/// asked whether to give its turn back (also whenever a call of another tenant queues for one).
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The engine and the linker shared by every handler on a node: WASI preview 2 plus

@@ -10,7 +10,7 @@ use super::bindings::Handler;
 use super::bindings::weir::handler::types::{Header, Level, Message, Outcome};
 use super::budget::TenantBudget;
 use super::console::Channel;
-use super::fairness::{Fair, Turn};
+use super::fairness::{Claim, Fair};
 use super::limits::{CallLimits, MemoryRefusal};
 use super::state::{CallState, HostState};
 use super::version::HandlerVersion;
@@ -146,24 +146,26 @@ impl HandlerInstance {
         Self::start_on(version, context, None, None).await
     }
 
-    /// [`HandlerInstance::start`], beginning on `turn` if given (see [`TenantBudget::turn`]),
-    /// for `partition`, whose lines it publishes (see [`InstanceContext::logs`]).
+    /// [`HandlerInstance::start`], beginning with `first` if given (see
+    /// [`TenantBudget::claim`]), for `partition`, whose lines it publishes (see
+    /// [`InstanceContext::logs`]).
     pub async fn start_on(
         version: &HandlerVersion,
         context: Arc<InstanceContext>,
-        turn: Option<Turn>,
+        first: Option<Claim>,
         partition: Option<u32>,
     ) -> Result<Self, HandlerFailure> {
         let limits = context.limits.clone();
         let state = HostState::new(context, &limits, partition);
         let mut store = Store::new(version.pre.engine(), state);
         store.limiter(|state| &mut state.memory);
-        // At every epoch tick: stop a call past its CPU time, else yield to the async runtime,
-        // which gives the call's core back (see `Fair`). The deadline is a timer around the
-        // call, so it also covers a guest waiting inside a host call.
+        // At every epoch check: stop a call past its CPU time, else yield to the async runtime,
+        // which gives the call's turn back (see `Fair`), if the scheduler says so. The deadline
+        // is a timer around the call, so it also covers a guest waiting inside a host call.
         store.epoch_deadline_callback(|mut store| {
             let state = store.data_mut();
-            let limit = state.context.budget.quota.cpu_time_per_message;
+            let budget = &state.context.budget;
+            let limit = budget.quota.cpu_time_per_message;
             if state.cpu.spent() > limit {
                 state.call.out_of_cpu = true;
                 wasmtime::bail!(
@@ -171,13 +173,20 @@ impl HandlerInstance {
                     humantime::format_duration(limit)
                 );
             }
-            Ok(UpdateDeadline::Yield(1))
+            if budget
+                .scheduler
+                .should_yield(&budget.tenant, state.cpu.slice())
+            {
+                Ok(UpdateDeadline::Yield(1))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
         });
         store.set_epoch_deadline(1);
 
         let parts = store_parts(&store);
         let instantiate = version.pre.instantiate_async(&mut store);
-        let instantiated = bounded(&limits, &parts, turn, instantiate).await;
+        let instantiated = bounded(&limits, &parts, first, instantiate).await;
         let bindings = settle(&mut store, limits.handler_timeout, instantiated)?;
         let mut instance = Self { store, bindings };
 
@@ -196,12 +205,12 @@ impl HandlerInstance {
         self.handle_on(message, None, None).await
     }
 
-    /// [`HandlerInstance::handle`], beginning on `turn` if given (see [`TenantBudget::turn`]),
-    /// with the partition's `state` if it keeps any.
+    /// [`HandlerInstance::handle`], beginning with `first` if given (see
+    /// [`TenantBudget::claim`]), with the partition's `state` if it keeps any.
     pub(crate) async fn handle_on(
         &mut self,
         message: &Message,
-        turn: Option<Turn>,
+        first: Option<Claim>,
         state: Option<Arc<crate::state::PartitionState>>,
     ) -> Result<Handled, HandlerFailure> {
         self.store.data_mut().call = CallState {
@@ -214,7 +223,7 @@ impl HandlerInstance {
         // A full slice to begin with, not what was left of the previous call's.
         self.store.set_epoch_deadline(1);
         let call = self.bindings.call_handle(&mut self.store, message);
-        let called = bounded(&limits, &parts, turn, call).await;
+        let called = bounded(&limits, &parts, first, call).await;
         let outcome = settle(&mut self.store, limits.handler_timeout, called)?;
         let call = std::mem::take(&mut self.store.data_mut().call);
         if let Some(refusal) = call.refusal {
@@ -249,12 +258,12 @@ fn store_parts(store: &Store<HostState>) -> StoreParts {
     }
 }
 
-/// Runs a call on the tenant's turns, the first of them `first` if given, metered, under the
+/// Runs a call on the tenant's turns, beginning with `first` if given, metered, under the
 /// deadline.
 async fn bounded<T>(
     limits: &CallLimits,
     parts: &StoreParts,
-    first: Option<Turn>,
+    first: Option<Claim>,
     call: impl std::future::Future<Output = T>,
 ) -> Result<T, tokio::time::error::Elapsed> {
     parts.cpu.reset();
@@ -265,9 +274,7 @@ async fn bounded<T>(
         parts.cpu.clone(),
         first,
     );
-    let result = tokio::time::timeout(limits.handler_timeout, fair).await;
-    parts.budget.spent_cpu(parts.cpu.spent());
-    result
+    tokio::time::timeout(limits.handler_timeout, fair).await
 }
 
 /// Turns the end of a bounded call into a result, after logging what the guest printed.

@@ -9,9 +9,9 @@
 //!
 //! Every call runs under a deadline, a memory limit and its tenant's CPU time per message. All
 //! instances of one tenant share a [`TenantBudget`]: a memory quota over all of them, a log
-//! rate, and a place in the round in which the node's cores are shared between tenants (see
-//! `fairness`): a guest that spins gives its core back at every epoch tick, and at once when
-//! another task waits for one.
+//! rate, and a weighted share of the node's guest threads (see `fairness`): a guest that spins
+//! gives its thread at once to a call of a tenant that has had less CPU time, and to others
+//! a slice at a time.
 
 mod bindings;
 mod budget;
@@ -31,7 +31,7 @@ pub use budget::{BudgetQuota, TenantBudget};
 pub use compile_cache::CompileCache;
 pub use componentize::componentize;
 pub use engine::{Allocation, Host, POOLED_INSTANCES};
-pub use fairness::{GuestThreads, Turn};
+pub use fairness::{Claim, DEFAULT_CPU_WEIGHT, GuestThreads, Place, Turn};
 pub use instance::{Handled, HandlerFailure, HandlerInstance, InstanceContext, Output};
 pub use limits::CallLimits;
 pub use version::{ComponentError, HandlerVersion, WORLD};

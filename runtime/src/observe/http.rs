@@ -65,6 +65,7 @@ async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
         .map(|tenant| TenantReadings {
             memory_bytes: tenant.budget.memory_in_use(),
             cpu: tenant.budget.cpu_spent(),
+            cpu_waited: tenant.budget.cpu_waited(),
             partitions: (tenant.quotas.max_instances as usize)
                 .saturating_sub(tenant.instances.available_permits()),
             name: tenant.name.clone(),

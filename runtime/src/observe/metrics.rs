@@ -206,6 +206,7 @@ pub struct Metrics {
     tenant_memory: Family<TenantLabels, Gauge>,
     tenant_partitions: Family<TenantLabels, Gauge>,
     tenant_cpu: Family<TenantLabels, Counter<f64, AtomicU64>>,
+    tenant_cpu_wait: Family<TenantLabels, Counter<f64, AtomicU64>>,
     member_active: Gauge,
     nats_connected: Gauge,
     nats_connects: Counter,
@@ -343,6 +344,12 @@ impl Metrics {
                 r,
                 "tenant_cpu",
                 "CPU time the tenant's calls (instantiation, init, handle) spent on this node",
+                Some(Unit::Seconds),
+            ),
+            tenant_cpu_wait: add(
+                r,
+                "tenant_cpu_wait",
+                "Time the tenant's calls waited for a guest thread on this node, summed over calls",
                 Some(Unit::Seconds),
             ),
             member_active: add(
@@ -526,10 +533,15 @@ impl Metrics {
             self.tenant_partitions
                 .get_or_create(&labels)
                 .set(partitions);
-            let cpu = self.tenant_cpu.get_or_create(&labels);
-            let more = tenant.cpu.as_secs_f64() - cpu.get();
-            if more > 0.0 {
-                cpu.inc_by(more);
+            for (counter, total) in [
+                (&self.tenant_cpu, tenant.cpu),
+                (&self.tenant_cpu_wait, tenant.cpu_waited),
+            ] {
+                let counter = counter.get_or_create(&labels);
+                let more = total.as_secs_f64() - counter.get();
+                if more > 0.0 {
+                    counter.inc_by(more);
+                }
             }
         }
     }
@@ -551,6 +563,7 @@ pub(crate) struct TenantReadings {
     pub(crate) memory_bytes: u64,
     pub(crate) partitions: usize,
     pub(crate) cpu: Duration,
+    pub(crate) cpu_waited: Duration,
 }
 
 /// One partition's series, held by its worker; dropping it removes them.
@@ -786,6 +799,7 @@ mod tests {
                 memory_bytes: 1 << 20,
                 partitions: 3,
                 cpu: Duration::from_millis(1500),
+                cpu_waited: Duration::from_millis(250),
             }],
         };
         metrics.set_node(readings.clone());
@@ -795,6 +809,10 @@ mod tests {
             ("weir_nats_connects_total", "2"),
             ("weir_member_active", "1"),
             (r#"weir_tenant_cpu_seconds_total{tenant="acme"}"#, "1.5"),
+            (
+                r#"weir_tenant_cpu_wait_seconds_total{tenant="acme"}"#,
+                "0.25",
+            ),
             (r#"weir_tenant_memory_bytes{tenant="acme"}"#, "1048576"),
             (r#"weir_tenant_partitions{tenant="acme"}"#, "3"),
         ] {

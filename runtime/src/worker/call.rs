@@ -11,7 +11,7 @@ use super::window::Delivery;
 use crate::deployment::{HandlerCode, SharedDeployment};
 use crate::failures;
 use crate::host::{
-    GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome,
+    Claim, GuestThreads, Handled, HandlerFailure, HandlerInstance, Header, Message, Outcome, Turn,
 };
 use crate::partition;
 use crate::state::PartitionState;
@@ -62,10 +62,9 @@ impl std::fmt::Display for CallFailure {
 }
 
 /// Starts an instance if there is none, then hands it the message: in place for the call's
-/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]); or
-/// wholly on the guest threads when no turn is free now, so that the call waits for its turn
-/// there, not in the partition's task (see `host::fairness`). A built-in handler answers in
-/// place.
+/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]). When
+/// no turn is free, the call waits for its turn in a task of its own, not in the partition's
+/// (see `host::fairness`). A built-in handler answers in place.
 ///
 /// A handler that keeps `state` is called once its partition's state is read; a message whose
 /// changes the state holds already (a redelivery of one that was applied, but whose ack was
@@ -105,30 +104,38 @@ pub(crate) async fn call_handler(
         (HandlerCode::Wasm(_), Some(instance)) => Ok(instance),
         (HandlerCode::Wasm(version), None) => Err(version.clone()),
     };
-    // The call's first turn is taken here, before it runs: see `host::fairness`.
-    let turn = deployment.context.budget.turn_now();
-    let in_place = turn.is_some();
+    // The call's first turn is claimed here, before it runs: see `host::fairness`.
+    let first = deployment.context.budget.claim();
     let context = deployment.context.clone();
-    let call = async move {
-        let (mut instance, turn) = match warm {
-            Ok(instance) => (instance, turn),
-            Err(version) => {
-                match HandlerInstance::start_on(&version, context, turn, Some(input.partition))
-                    .await
-                {
-                    Ok(instance) => (instance, None),
-                    Err(failure) => return (None, Err(CallFailure::Start(failure))),
+    let call = move |first: Option<Turn>| {
+        async move {
+            let first = first.map(Claim::Turn);
+            let (mut instance, first) = match warm {
+                Ok(instance) => (instance, first),
+                Err(version) => {
+                    let partition = Some(input.partition);
+                    match HandlerInstance::start_on(&version, context, first, partition).await {
+                        Ok(instance) => (instance, None),
+                        Err(failure) => return (None, Err(CallFailure::Start(failure))),
+                    }
                 }
+            };
+            let result = instance.handle_on(&input, first, state).await;
+            (Some(instance), result.map_err(CallFailure::Handle))
+        }
+        .instrument(tracing::Span::current())
+    };
+    let call = match first {
+        Claim::Turn(turn) => guests.run(call(Some(turn))).await,
+        // The place was taken now, so that the guests holding the turns yield at once; the
+        // call waits for its turn in a task of its own, which runs as soon as it is handed one.
+        Claim::Place(place) => {
+            let waiting = async move { guests.run(call(place.turn().await)).await };
+            match tokio::spawn(waiting.in_current_span()).await {
+                Ok(ran) => ran,
+                Err(error) => Err(error),
             }
-        };
-        let result = instance.handle_on(&input, turn, state).await;
-        (Some(instance), result.map_err(CallFailure::Handle))
-    }
-    .instrument(tracing::Span::current());
-    let call = if in_place {
-        guests.run(call).await
-    } else {
-        guests.spawn(call).await
+        }
     };
     match call {
         Ok((instance, Ok(handled))) => (instance, Ok(handled)),

@@ -22,7 +22,7 @@ use weir::partition::{self, StreamRequest};
 use weir::spec::{LimitsSpec, RetrySpec};
 use weir::tenants::TenantsConfig;
 
-use crate::support::{Env, INPUT, OUTPUT, guest, header, key_in, scripted, wait_for};
+use crate::support::{Env, INPUT, OUTPUT, get, guest, header, key_in, sample, scripted, wait_for};
 
 /// The attacker's CPU time per message.
 const CPU_TIME: Duration = Duration::from_secs(1);
@@ -34,6 +34,7 @@ fn budget(host: &Host, max_memory_total_bytes: u64) -> Arc<TenantBudget> {
             max_memory_total_bytes,
             cpu_time_per_message: CPU_TIME,
             log_lines_per_second: 20,
+            cpu_weight: 1,
         },
     )
 }
@@ -173,6 +174,7 @@ async fn a_log_flood_is_cut_to_the_tenants_rate_and_counted() {
             max_memory_total_bytes: 1 << 30,
             cpu_time_per_message: Duration::from_secs(30),
             log_lines_per_second: 20,
+            cpu_weight: 1,
         },
     );
     let mut instance = start(&compile(&host), &budget, &[]).await.expect("starts");
@@ -265,6 +267,22 @@ const NODE_CONFIG: &str = r#"
     output_subjects = ["hout.>"]
 "#;
 
+/// The hostile tenant's input stream, `HIN`, in `partitions` partitions.
+async fn hostile_input(env: &Env, partitions: u32) -> anyhow::Result<()> {
+    partition::create_stream(
+        &env.js,
+        &StreamRequest {
+            name: "HIN".into(),
+            subjects: "hin.*.>".into(),
+            partitions,
+            key_tokens: vec![],
+            replicas: 1,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// A node on `env` under [`NODE_CONFIG`].
 async fn tenanted_node(env: &Env) -> anyhow::Result<node::NodeHandle> {
     let config = NodeConfig {
@@ -278,17 +296,7 @@ async fn tenanted_node(env: &Env) -> anyhow::Result<node::NodeHandle> {
 async fn every_attack_ends_as_documented_while_a_neighbour_keeps_processing() -> anyhow::Result<()>
 {
     let env = Env::with_streams(PARTITIONS).await?;
-    partition::create_stream(
-        &env.js,
-        &StreamRequest {
-            name: "HIN".into(),
-            subjects: "hin.*.>".into(),
-            partitions: PARTITIONS,
-            key_tokens: vec![],
-            replicas: 1,
-        },
-    )
-    .await?;
+    hostile_input(&env, PARTITIONS).await?;
     env.js
         .create_stream(stream::Config {
             name: "HOUT".into(),
@@ -449,5 +457,103 @@ async fn a_configuration_that_traps_or_is_refused_in_init_is_refused_at_deploy()
             "{key}: {error}"
         );
     }
+    Ok(())
+}
+
+/// The fairness test's calm messages: enough that, were each to wait for the spinning guest to
+/// reach its next epoch tick (10 ms), the spinner would pass its CPU time per message (a third
+/// of 3,000 ticks) first.
+const FAIR_CALM_MESSAGES: usize = 3_000;
+
+/// See [`FAIR_CALM_MESSAGES`].
+const FAIR_SPIN_CPU_TIME: &str = "10s";
+
+#[tokio::test]
+async fn a_calm_tenant_is_served_while_a_spinning_tenant_holds_every_guest_thread()
+-> anyhow::Result<()> {
+    // As many spinning partitions as the node has guest threads (every core but one), so that
+    // each spinning call has a thread to itself whenever the calm tenant has nothing to run.
+    let guest_threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1);
+    let spinners = u32::try_from(guest_threads)?;
+    let env = Env::with_streams(PARTITIONS).await?;
+    hostile_input(&env, spinners).await?;
+    let config = format!(
+        r#"
+        [tenants.calm]
+        input_streams = ["{INPUT}"]
+        output_subjects = ["out.>"]
+
+        [tenants.spinner]
+        input_streams = ["HIN"]
+        cpu_time_per_message = "{FAIR_SPIN_CPU_TIME}"
+        "#
+    );
+    let node = node::start(
+        env.client.clone(),
+        NodeConfig {
+            tenants: TenantsConfig::parse(&config)?,
+            http: Some(([127, 0, 0, 1], 0).into()),
+            ..NodeConfig::default()
+        },
+    )
+    .await?;
+    let spinner = DeployRequest {
+        id: DeploymentId::new("spinner", "spin")?,
+        stream: "HIN".into(),
+        retry: RetrySpec {
+            max_deliver: 1,
+            ..RetrySpec::default()
+        },
+        ..scripted("spin")
+    };
+    env.deploy_on(&node, spinner).await?;
+    for partition in 0..spinners {
+        let key = key_in(partition, spinners, 0);
+        env.publish(&format!("hin.{key}.spin"), "spin").await?;
+    }
+    let spinner_cpu = "weir_tenant_cpu_seconds_total{tenant=\"spinner\"}";
+    let scrape = || async { get(&node, "/metrics").await.map(|(_, body)| body) };
+    wait_for("the spinning tenant to be spinning", || async {
+        let spent = sample(&scrape().await?, spinner_cpu)?;
+        (spent >= 0.2 * f64::from(spinners)).then_some(())
+    })
+    .await;
+
+    let calm = DeployRequest {
+        id: DeploymentId::new("calm", "echo")?,
+        ..scripted("echo")
+    };
+    env.deploy_on(&node, calm).await?;
+    let spent_before = sample(&scrape().await.unwrap_or_default(), spinner_cpu);
+    for n in 0..FAIR_CALM_MESSAGES {
+        env.publish(&format!("in.c{}.ev", n % 64), &format!("calm {n}"))
+            .await?;
+    }
+
+    // Every calm message is handled, on its first delivery...
+    let outputs = env.wait_messages(OUTPUT, FAIR_CALM_MESSAGES).await;
+    assert_eq!(outputs.len(), FAIR_CALM_MESSAGES);
+    for output in &outputs {
+        assert_eq!(header(output, "delivery-attempt"), Some("1"));
+    }
+    // ...before any spinning call has had its CPU time per message: the spinner yields its
+    // thread to each calm call at once, not at its next tick.
+    let failed = node.counters().snapshot().failed;
+    assert_eq!(
+        failed, 0,
+        "a spinning call reached its CPU limit of {FAIR_SPIN_CPU_TIME} before the calm tenant's \
+         {FAIR_CALM_MESSAGES} messages were handled"
+    );
+    // And the spinner was slowed, not starved: it went on computing meanwhile.
+    let spent_after = sample(&scrape().await.unwrap_or_default(), spinner_cpu);
+    assert!(
+        spent_after > spent_before,
+        "the spinner's CPU time went from {spent_before:?} to {spent_after:?} s"
+    );
+    // The spinning calls would hold a draining node until their CPU limit: the test ends here.
+    drop(node);
     Ok(())
 }

@@ -4,26 +4,14 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use weir::node::{self, NodeConfig, NodeHandle};
 use weir::spec::LimitsSpec;
 
-use crate::support::{Env, OUTPUT, key_in, node_status, scripted, scripted_giving_up, wait_for};
+use crate::support::{
+    Env, OUTPUT, get, key_in, node_status, sample, scripted, scripted_giving_up, wait_for,
+};
 
 const PARTITIONS: u32 = 2;
-
-/// `GET path` from `node`'s endpoints: the status code and the body.
-async fn get(node: &NodeHandle, path: &str) -> Option<(u16, String)> {
-    let addr = node.http_addr()?;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
 
 /// A node `id` serving its endpoints on a free port, once `/readyz` says it is ready.
 async fn ready_node(env: &Env, id: &str) -> anyhow::Result<NodeHandle> {
@@ -38,14 +26,6 @@ async fn ready_node(env: &Env, id: &str) -> anyhow::Result<NodeHandle> {
     })
     .await;
     Ok(node)
-}
-
-/// The value of the sample `series` (name and labels as exposed) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.split_whitespace().next()?.parse().ok()
-    })
 }
 
 fn partition_series(name: &str, partition: u32, extra: &str) -> String {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::StreamMessage, stream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use weir::control::{ControlPlane, DeploymentId};
 use weir::deploy::{self, DeployRequest, Deployed};
 use weir::dlq::records::{self, DeadLetter};
@@ -320,4 +321,25 @@ pub fn guest_path(name: &str) -> PathBuf {
         *built = true;
     }
     target.join(format!("wasm32-wasip2/release/{name}.wasm"))
+}
+
+/// `GET path` from `node`'s endpoints: the status code and the body.
+pub async fn get(node: &NodeHandle, path: &str) -> Option<(u16, String)> {
+    let addr = node.http_addr()?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// The value of the sample `series` (name and labels as exposed) in a scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
 }
