@@ -224,6 +224,11 @@ pub struct StreamCreateArgs {
     /// Stream replicas
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// How long an output stream remembers a message's id, dropping a second message with it
+    /// (output streams only): an output a node cut off or paused for longer than this sends
+    /// late can be stored twice [default: the server's, 2m] (see the README's "Reliability")
+    #[arg(long, value_parser = parse_duration)]
+    pub duplicate_window: Option<Duration>,
 }
 
 /// `weir deploy` options; the defaults are those of [`crate::spec`].
@@ -506,19 +511,34 @@ async fn create_stream(js: &jetstream::Context, args: StreamCreateArgs) -> anyho
             args.key_tokens.is_empty(),
             "--key-tokens needs --partitions"
         );
+        anyhow::ensure!(
+            args.duplicate_window != Some(Duration::ZERO),
+            "--duplicate-window must be longer than 0s"
+        );
         crate::subject::validate_pattern(&args.subjects)
             .map_err(|e| anyhow::anyhow!("invalid --subjects {:?}: {e}", args.subjects))?;
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: args.name.clone(),
-            subjects: vec![args.subjects.clone()],
-            num_replicas: args.replicas,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("failed to create stream {}", args.name))?;
-        say!("created stream {} capturing {}", args.name, args.subjects)?;
+        let stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: args.name.clone(),
+                subjects: vec![args.subjects.clone()],
+                num_replicas: args.replicas,
+                duplicate_window: args.duplicate_window.unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("failed to create stream {}", args.name))?;
+        say!(
+            "created stream {} capturing {}; a message id is remembered for {}",
+            args.name,
+            args.subjects,
+            humantime::format_duration(stream.cached_info().config.duplicate_window)
+        )?;
         return Ok(());
     };
+    anyhow::ensure!(
+        args.duplicate_window.is_none(),
+        "--duplicate-window is for output streams (without --partitions)"
+    );
     let request = StreamRequest {
         name: args.name,
         subjects: args.subjects,

@@ -197,6 +197,7 @@ pub struct Metrics {
     call_duration: HistogramFamily,
     publish_to_ack: HistogramFamily,
     outputs: Family<PartitionLabels, Counter>,
+    fenced: Family<PartitionLabels, Counter>,
     window: Family<PartitionLabels, Gauge>,
     lag: Family<PartitionLabels, Gauge>,
     partitions: Family<StateLabels, Gauge>,
@@ -290,6 +291,13 @@ impl Metrics {
                 r,
                 "outputs_stored",
                 "Output messages stored for acked messages",
+                None,
+            ),
+            fenced: add(
+                r,
+                "partition_fenced",
+                "Times the partition's worker dropped the messages it held, no longer sure \
+                 after a pause or a cut that the partition was still its own",
                 None,
             ),
             window: add(
@@ -479,6 +487,7 @@ impl Metrics {
             self.call_duration.remove(&labels);
             self.publish_to_ack.remove(&labels);
             self.outputs.remove(&labels);
+            self.fenced.remove(&labels);
             self.window.remove(&labels);
             self.lag.remove(&labels);
             for outcome in Outcome::ALL {
@@ -624,6 +633,11 @@ impl PartitionMetrics {
         self.families.totals.acked_after(outputs, latency);
     }
 
+    /// The worker dropped what it held, unsure the partition was still its own.
+    pub(crate) fn fenced(&self) {
+        self.families.fenced.get_or_create(&self.labels).inc();
+    }
+
     /// The worker holds `messages` it has not settled.
     pub(crate) fn set_window(&self, messages: usize) {
         self.window.set(i64::try_from(messages).unwrap_or(i64::MAX));
@@ -696,6 +710,7 @@ mod tests {
         partition.set_window(5);
         partition.set_lag(7);
         partition.waits_for(Quota::instances);
+        partition.fenced();
         let text = metrics.encode();
         let labels = r#"tenant="acme",handler="orders",partition="3""#;
         for (series, expected) in [
@@ -712,6 +727,7 @@ mod tests {
                 "1",
             ),
             (format!("weir_outputs_stored_total{{{labels}}}"), "2"),
+            (format!("weir_partition_fenced_total{{{labels}}}"), "1"),
             (
                 format!("weir_handler_call_duration_seconds_count{{{labels}}}"),
                 "2",
@@ -778,9 +794,10 @@ mod tests {
     #[test]
     fn a_deployment_the_node_no_longer_runs_leaves_no_series() {
         let metrics = Metrics::new(SharedCounters::default());
-        metrics
-            .partition(&id(), 1)
-            .called(Outcome::ack, Duration::ZERO);
+        let partition = metrics.partition(&id(), 1);
+        partition.called(Outcome::ack, Duration::ZERO);
+        partition.fenced();
+        drop(partition);
         metrics.set_partitions(&id(), Some([(PartitionState::running, 2); 4]));
         metrics.forget(&id(), 2);
         let text = metrics.encode();

@@ -34,6 +34,11 @@
 //! hand and settles what it computed, then confirms its acks, resets the consumer to its ack
 //! floor (the rest of its window goes to the next holder, in order) and unpins.
 //!
+//! **Fencing.** A worker sends outputs, state changes, acks and terminations only while it
+//! knows the partition is still its own: once it has not heard from the server for half the pin
+//! timeout (a pause, a cut) or its connection was made again, it asks the server whose the pin
+//! is before it sends anything more, and drops what it holds if it cannot be sure ([`lease`]).
+//!
 //! **Pause.** While its deployment is paused, a worker finishes the message in hand (a call, or
 //! a retry's wait), then hands the handler nothing more: it keeps what it pulled, alive with
 //! `+WPI`, keeps its instance and its place, and says so to the registry; a resume goes on in
@@ -44,6 +49,7 @@
 
 mod call;
 mod consumer;
+mod lease;
 mod outputs;
 mod pin;
 mod settle;
@@ -54,7 +60,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -62,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::call::CallResult;
 use self::consumer::Pulling;
+use self::lease::{Lease, Ownership};
 use self::outputs::NotStored;
 use self::pin::{Pin, Pinned};
 use self::settle::{Attempted, Recorded};
@@ -104,6 +111,9 @@ pub(crate) struct PartitionWorker {
     /// The partition's state, once a version that keeps state has been called.
     state: Option<Arc<PartitionState>>,
     pin: Pin,
+    /// When the worker last heard from the server, which says whether it must ask before it
+    /// stores anything (see [`lease`]); one per subscription.
+    lease: Arc<Lease>,
     /// The first message after a new pin may be one a previous holder attempted.
     taken_over: bool,
     /// The consumer sequence the next delivery must have, while pinned.
@@ -296,6 +306,7 @@ impl PartitionWorker {
             instance_outdated: false,
             state: None,
             pin: Pin::default(),
+            lease: Lease::new(&js.client(), node.pin_timeout),
             taken_over: false,
             next_consumer_seq: None,
             window: Window::default(),
@@ -408,6 +419,7 @@ impl PartitionWorker {
     /// partition go.
     async fn pump(&mut self, mut pulling: Pulling) -> Next {
         self.pin.forget();
+        self.lease = Lease::new(&self.js.client(), self.pin_timeout);
         // Another node may have written the state since this worker last held the partition.
         if let Some(state) = &self.state {
             state.unload();
@@ -425,7 +437,7 @@ impl PartitionWorker {
         let mut reclaim_check = Some(Box::pin(tokio::time::sleep(RECLAIM_CHECK)));
         let mut progress = progress_interval(&self.deployment);
         loop {
-            self.start_work(&mut flight).await;
+            self.start_work(&mut flight, &pulling).await;
             self.metrics.set_window(
                 self.window.len() + usize::from(self.in_hand.is_some()) + self.settling.len(),
             );
@@ -540,7 +552,7 @@ impl PartitionWorker {
                     flight.store = None;
                     self.stored(result, &mut flight, &pulling).await;
                 }
-                Event::Progress => self.keep_alive().await,
+                Event::Progress => self.keep_alive(&pulling, &mut flight).await,
             }
         }
     }
@@ -554,6 +566,49 @@ impl PartitionWorker {
         if flight.retry.take().is_some() {
             self.in_hand = None;
         }
+    }
+
+    /// Whether the partition is still this worker's to store for: at once while its lease is
+    /// fresh, or else once the server says the consumer's pin is still its own. If it cannot
+    /// be sure, the worker lets go of everything it holds (see [`lease`]).
+    async fn still_owned(&mut self, consumer: &PullConsumer, flight: &mut Flight) -> bool {
+        if self.lease.fresh() {
+            return true;
+        }
+        match self.lease.confirm(&self.pin, consumer).await {
+            Ownership::Kept => {
+                tracing::debug!("the server says the partition is still this worker's");
+                true
+            }
+            Ownership::Unsure(why) => {
+                self.metrics.fenced();
+                self.let_go(
+                    flight,
+                    &format!(
+                        "not heard from the server for a while, and now not sure the partition \
+                         is still this worker's ({why}): storing nothing it holds"
+                    ),
+                );
+                false
+            }
+        }
+    }
+
+    /// Drops everything computed and held, stored or settled nothing more, and takes the
+    /// partition's messages back from the ack floor (see [`PartitionWorker::retake`]): what it
+    /// held is computed again, from the state as the bucket holds it, by whichever worker holds
+    /// the partition then.
+    fn let_go(&mut self, flight: &mut Flight, why: &str) {
+        self.settling.clear();
+        flight.call = None;
+        flight.retry = None;
+        flight.store = None;
+        self.in_hand = None;
+        self.instance = None;
+        if let Some(state) = &self.state {
+            state.unload();
+        }
+        self.retake(flight, why);
     }
 
     /// Takes every message above the ack floor back, in order: once the pipeline is empty, the
@@ -617,7 +672,7 @@ impl PartitionWorker {
 
     /// Starts whatever can start: the next message's call, and storing the outputs of the
     /// first message waiting to be settled (or settling it, if it is a termination).
-    async fn start_work(&mut self, flight: &mut Flight) {
+    async fn start_work(&mut self, flight: &mut Flight, pulling: &Pulling) {
         let pinned = self.pin.current().is_some();
         let paused = self.deployment.spec.paused;
         // Held once the message in hand is done: a call's, or a retry's wait.
@@ -659,6 +714,9 @@ impl PartitionWorker {
                 Then::Ack { .. } => flight.store = self.store(),
                 Then::Term { reason } => {
                     let reason = reason.clone();
+                    if !self.still_owned(&pulling.consumer, flight).await {
+                        break;
+                    }
                     if let Some(settling) = self.settling.pop_front() {
                         self.terminate(settling.delivery, reason).await;
                     }
@@ -760,7 +818,9 @@ impl PartitionWorker {
         if let Some(settled) = &self.last_settled
             && delivery.stream_seq <= settled.delivery.stream_seq
         {
-            self.settle_again(delivery).await;
+            if self.still_owned(&pulling.consumer, flight).await {
+                self.settle_again(delivery).await;
+            }
             return;
         }
         if let Some(in_hand) = &mut self.in_hand
@@ -1002,6 +1062,9 @@ impl PartitionWorker {
             Ok(settled) => {
                 flight.store_delay = STORE_RETRY_MIN;
                 for _ in 0..settled {
+                    if !self.still_owned(&pulling.consumer, flight).await {
+                        return;
+                    }
                     let Some(settling) = self.settling.pop_front() else {
                         return;
                     };
@@ -1025,17 +1088,12 @@ impl PartitionWorker {
             Err(NotStored::Fenced(error)) => {
                 self.metrics.failed(FailureKind::state);
                 flight.store_delay = STORE_RETRY_MIN;
-                // Nothing computed here since counts: it is all computed again, from the
-                // state as the bucket holds it, by whichever worker holds the partition.
-                self.settling.clear();
-                flight.call = None;
-                flight.retry = None;
-                self.in_hand = None;
-                self.instance = None;
-                if let Some(state) = &self.state {
-                    state.unload();
+                self.let_go(flight, &format!("{error:#}"));
+            }
+            Err(NotStored::Unconfirmed) => {
+                if self.still_owned(&pulling.consumer, flight).await {
+                    flight.store = self.store();
                 }
-                self.retake(flight, &format!("{error:#}"));
             }
             Err(NotStored::ForNow(error)) => {
                 self.store_again(error, FailureKind::outputs_not_stored, flight);
@@ -1114,11 +1172,23 @@ impl PartitionWorker {
         let Then::Ack { outputs } = &first.then else {
             return None;
         };
-        let committed = |error| match error {
+        let committed_error = |error| match error {
             CommitError::Conflict(_) => NotStored::Fenced(anyhow::Error::from(error)),
             CommitError::ForNow(error) => NotStored::Uncommitted(error),
         };
         let state = self.state.clone();
+        let lease = self.lease.clone();
+        let commit = move |state: Arc<PartitionState>, seqs: Vec<u64>| async move {
+            if !lease.fresh() {
+                return Err(NotStored::Unconfirmed);
+            }
+            let at = lease.now();
+            let committed = state.commit_through(&seqs).await;
+            if !matches!(committed, Err(CommitError::ForNow(_))) {
+                lease.heard(at);
+            }
+            committed.map_err(committed_error)
+        };
         if !outputs.is_empty() {
             let stream_seq = first.delivery.stream_seq;
             // Every earlier message's changes are committed by now: the state is at the
@@ -1129,14 +1199,12 @@ impl PartitionWorker {
                 self.deployment.clone(),
                 (stream_seq, revision),
                 outputs.clone(),
+                self.lease.clone(),
             );
             return Some(Box::pin(async move {
                 store.await?;
                 if let Some(state) = state {
-                    state
-                        .commit_through(&[stream_seq])
-                        .await
-                        .map_err(committed)?;
+                    commit(state, vec![stream_seq]).await?;
                 }
                 Ok(1)
             }));
@@ -1150,7 +1218,7 @@ impl PartitionWorker {
             .collect();
         Some(Box::pin(async move {
             match state {
-                Some(state) => state.commit_through(&group).await.map_err(committed),
+                Some(state) => commit(state, group).await,
                 None => Ok(group.len()),
             }
         }))
@@ -1158,9 +1226,11 @@ impl PartitionWorker {
 
     /// Terminates a message whose failure record is written.
     async fn terminate(&mut self, delivery: Delivery, reason: String) {
-        if let Err(error) = settle::term(&self.js, &delivery, &reason).await {
+        let at = self.lease.now();
+        match settle::term(&self.js, &delivery, &reason).await {
+            Ok(()) => self.lease.heard(at),
             // The server redelivers after AckWait, and the failure record is still there.
-            tracing::warn!("{error:#}");
+            Err(error) => tracing::warn!("{error:#}"),
         }
         self.last_settled = Some(Settled {
             delivery,
@@ -1171,7 +1241,12 @@ impl PartitionWorker {
 
     /// Tells the server every message this worker holds is still in progress, and confirms
     /// the acks sent since the last tick.
-    async fn keep_alive(&mut self) {
+    async fn keep_alive(&mut self, pulling: &Pulling, flight: &mut Flight) {
+        let unconfirmed = self.last_settled.as_ref().is_some_and(|s| !s.confirmed);
+        let holds = !self.window.is_empty() || self.in_hand.is_some() || !self.settling.is_empty();
+        if !(unconfirmed || holds) || !self.still_owned(&pulling.consumer, flight).await {
+            return;
+        }
         let held = self
             .window
             .iter()
@@ -1187,8 +1262,12 @@ impl PartitionWorker {
     /// every tick, and before the partition is let go).
     async fn confirm_acks(&mut self) {
         if let Some(settled) = self.last_settled.as_mut().filter(|s| !s.confirmed) {
+            let at = self.lease.now();
             match settle::confirmed_ack(&settled.delivery).await {
-                Ok(()) => settled.confirmed = true,
+                Ok(()) => {
+                    settled.confirmed = true;
+                    self.lease.heard(at);
+                }
                 Err(error) => tracing::warn!(
                     "{error:#}; the server delivers again whatever ack it missed, and it is \
                      acked again"

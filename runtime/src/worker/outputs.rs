@@ -12,6 +12,7 @@ use async_nats::jetstream::{
     context::{GetStreamByNameErrorKind, PublishErrorKind},
 };
 
+use super::lease::Lease;
 use crate::deployment::SharedDeployment;
 use crate::host::{Header, Output};
 
@@ -29,15 +30,20 @@ pub(crate) enum NotStored {
     /// The outputs are stored, but NATS cannot take the state changes now: tried again, like
     /// [`NotStored::ForNow`].
     Uncommitted(anyhow::Error),
+    /// Nothing more was sent: the worker has not heard from the server for too long to be sure
+    /// the partition is still its own, and asks first (see [`super::lease`]).
+    Unconfirmed,
 }
 
 /// Publishes every output of the message at `stream_seq`, computed from the partition's state
 /// at `state_revision` if the handler keeps any, and waits until the server has stored each one.
+/// Each output is sent only while `lease` is fresh.
 pub(crate) async fn store(
     js: jetstream::Context,
     deployment: SharedDeployment,
     (stream_seq, state_revision): (u64, Option<u64>),
     outputs: Arc<[Output]>,
+    lease: Arc<Lease>,
 ) -> Result<(), NotStored> {
     let stream = &deployment.spec.stream;
     let msg_id = |n| {
@@ -54,11 +60,15 @@ pub(crate) async fn store(
             headers.append(name.as_str(), value.as_str());
         }
         headers.insert("Nats-Msg-Id", msg_id(n));
+        if !lease.fresh() {
+            return Err(NotStored::Unconfirmed);
+        }
+        let at = lease.now();
         let sent = js
             .publish_with_headers(output.subject.clone(), headers, output.payload.clone())
             .await;
         match sent {
-            Ok(ack) => acks.push((n, ack)),
+            Ok(ack) => acks.push((n, at, ack)),
             Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
                 return Err(NotStored::Ever(format!(
                     "output {n} to {} is larger than the server takes: {error}",
@@ -72,9 +82,13 @@ pub(crate) async fn store(
             }
         }
     }
-    for (n, ack) in acks {
+    for (n, at, ack) in acks {
         let output = &outputs[n];
-        match ack.await {
+        let stored = ack.await;
+        if stored.is_ok() {
+            lease.heard(at);
+        }
+        match stored {
             Ok(ack) if ack.duplicate => {
                 check_duplicate(&js, &ack, output, n, &msg_id(n)).await?;
             }

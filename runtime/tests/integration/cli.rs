@@ -320,7 +320,38 @@ async fn the_binary_creates_deploys_publishes_lists_and_drains() -> anyhow::Resu
         created.contains("{{partition(4,1)}}.in.{{wildcard(1)}}.>"),
         "{created}"
     );
-    ok(&["stream", "create", OUTPUT, "--subjects", "out.>"]);
+    let created = ok(&[
+        "stream",
+        "create",
+        OUTPUT,
+        "--subjects",
+        "out.>",
+        "--duplicate-window",
+        "10m",
+    ]);
+    assert!(created.contains("remembered for 10m"), "{created}");
+    let output = env
+        .js
+        .get_stream(OUTPUT)
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    assert_eq!(output.duplicate_window, std::time::Duration::from_secs(600));
+    for (args, expected) in [
+        (
+            &["--duplicate-window", "0s"][..],
+            "--duplicate-window must be longer than 0s",
+        ),
+        (
+            &["--duplicate-window", "1m", "--partitions", "4"],
+            "--duplicate-window is for output streams (without --partitions)",
+        ),
+    ] {
+        let base = ["stream", "create", "OTHER", "--subjects", "other.*.>"];
+        fails_with(&[&base[..], args, &["--nats-url", &url]].concat(), expected);
+    }
 
     // The node and `weir deploy` keep compiled code in one place, as on one machine.
     let cache = dir.path().join("compiled");

@@ -1,5 +1,6 @@
 //! Many nodes, one cluster: placement over the live membership, graceful handoff on join and
-//! drain, crash failover, exclusive delivery while nodes disagree, and a NATS cluster.
+//! drain, crash failover, and exclusive delivery while nodes disagree. (Faults of NATS itself,
+//! and nodes paused or cut off, are in [`crate::faults`].)
 
 use std::time::Duration;
 
@@ -9,50 +10,17 @@ use weir::deploy::{self, DeployRequest};
 use weir::host::Host;
 use weir::node::{self, NodeConfig};
 use weir::ownership::placement;
-use weir::traffic::{Payload, Traffic};
 
 use crate::fleet::{
     NodeProcess, drained, history, judge, owners, resumption, settled, wait_stored,
 };
-use crate::support::{Env, INPUT, OUTPUT, create_streams, read, scripted, seqs_per_key, wait_for};
+use crate::support::{Env, OUTPUT, assert_outputs_follow_inputs, echoes, scripted, wait_for};
 
 const PARTITIONS: u32 = 16;
 
 async fn deploy(js: &jetstream::Context, request: DeployRequest) -> anyhow::Result<()> {
     deploy::deploy(js, &Host::new()?, request).await?;
     Ok(())
-}
-
-/// `count` messages `echo <key> <seq>` over `keys` keys, with stream sequences following on
-/// from what is stored.
-async fn publish(js: &jetstream::Context, count: u64, keys: u64) -> anyhow::Result<()> {
-    Traffic {
-        subject: "in.{key}.ev".into(),
-        payload: Payload::Template("echo {key} {seq}".into()),
-        count,
-        keys,
-        headers: vec![],
-    }
-    .publish(js, |_| {})
-    .await?;
-    Ok(())
-}
-
-/// Judges the output stream as users see it: every key's outputs exactly once, in the order
-/// of its messages in the input stream. (The input's order, not the publisher's: a publisher
-/// that publishes again after a server is lost may store a message after a later one.)
-async fn assert_outputs_follow_inputs(js: &jetstream::Context) {
-    let inputs = read(js, INPUT).await;
-    let outputs = read(js, OUTPUT).await;
-    assert_eq!(outputs.len(), inputs.len(), "outputs lost or repeated");
-    let (expected, seen) = (seqs_per_key(&inputs), seqs_per_key(&outputs));
-    for (key, expected) in &expected {
-        assert_eq!(
-            seen.get(key),
-            Some(expected),
-            "outputs of {key} out of order or incomplete"
-        );
-    }
 }
 
 fn members(ids: &[&str]) -> Vec<String> {
@@ -110,7 +78,7 @@ async fn a_join_and_a_drain_move_only_placed_partitions_and_lose_or_repeat_nothi
     let three = owners(&settled(&env.js, &["a", "b", "c"], 1).await, "flow");
 
     // A fourth node joins while the first batch is being handled.
-    publish(&env.js, BATCH, 64).await?;
+    echoes(&env.js, "echo", BATCH, 64).await;
     wait_stored(&env.js, OUTPUT, BATCH / 3).await;
     let d = NodeProcess::start("d", &url);
     let four = owners(&settled(&env.js, &["a", "b", "c", "d"], 1).await, "flow");
@@ -127,7 +95,7 @@ async fn a_join_and_a_drain_move_only_placed_partitions_and_lose_or_repeat_nothi
 
     // A node drains while the second batch is being handled.
     wait_stored(&env.js, OUTPUT, BATCH).await;
-    publish(&env.js, BATCH, 64).await?;
+    echoes(&env.js, "echo", BATCH, 64).await;
     wait_stored(&env.js, OUTPUT, BATCH + BATCH / 3).await;
     let (exit, drain_time) = b.terminate().await;
     assert!(
@@ -187,7 +155,7 @@ async fn kills_and_joins_during_fifty_thousand_messages_lose_nothing_and_keep_or
     let mut c = NodeProcess::start("c", &url);
     deploy(&env.js, scripted("chaos")).await?;
     let before = owners(&settled(&env.js, &["a", "b", "c"], 1).await, "chaos");
-    publish(&env.js, MESSAGES, 500).await?;
+    echoes(&env.js, "echo", MESSAGES, 500).await;
 
     wait_stored(&env.js, OUTPUT, MESSAGES / 5).await;
     a.kill9();
@@ -256,7 +224,7 @@ async fn two_nodes_that_both_claim_a_partition_never_both_deliver_it() -> anyhow
     .await?;
     deploy(&env.js, scripted("fenced")).await?;
 
-    publish(&env.js, MESSAGES, 8).await?;
+    echoes(&env.js, "echo", MESSAGES, 8).await;
     wait_stored(&env.js, OUTPUT, MESSAGES).await;
     let (one, two) = (first.counters().snapshot(), second.counters().snapshot());
     assert_eq!(one.acked + two.acked, MESSAGES, "each message handled once");
@@ -274,7 +242,7 @@ async fn two_nodes_that_both_claim_a_partition_never_both_deliver_it() -> anyhow
 
     // The pinned node drains: the standby one takes every later message.
     pinned.shutdown().await?;
-    publish(&env.js, MESSAGES, 8).await?;
+    echoes(&env.js, "echo", MESSAGES, 8).await;
     wait_stored(&env.js, OUTPUT, 2 * MESSAGES).await;
     wait_for("the standby node to take over", || {
         let acked = standby.counters().snapshot().acked;
@@ -282,43 +250,6 @@ async fn two_nodes_that_both_claim_a_partition_never_both_deliver_it() -> anyhow
     })
     .await;
     standby.shutdown().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_server_nats_cluster_loses_a_server_mid_run_and_nothing_is_lost_or_reordered()
--> anyhow::Result<()> {
-    const MESSAGES: u64 = 6_000;
-    let mut servers = weir::embedded::start_cluster(3)?;
-    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
-    let client = async_nats::ConnectOptions::new()
-        .connect(urls.clone())
-        .await?;
-    let js = jetstream::new(client);
-    wait_for("the NATS cluster to elect a JetStream leader", || async {
-        create_streams(&js, PARTITIONS, 3).await.ok()
-    })
-    .await;
-    let node = NodeProcess::start("only", &urls.join(","));
-    deploy(&js, scripted("replicated")).await?;
-    settled(&js, &["only"], 1).await;
-
-    // A server dies mid-run, and comes back later.
-    let third = MESSAGES / 3;
-    publish(&js, third, 64).await?;
-    wait_stored(&js, OUTPUT, third / 2).await;
-    servers[0].stop();
-    publish(&js, third, 64).await?;
-    wait_stored(&js, OUTPUT, 2 * third).await;
-    servers[0].restart()?;
-    publish(&js, third, 64).await?;
-    wait_stored(&js, OUTPUT, MESSAGES).await;
-    drained(&js, "replicated").await;
-
-    assert_outputs_follow_inputs(&js).await;
-    let calls = history(&[&node]);
-    let handled: std::collections::BTreeSet<u64> = calls.iter().map(|c| c.stream_seq).collect();
-    assert_eq!(handled.len() as u64, MESSAGES, "every message handled");
     Ok(())
 }
 

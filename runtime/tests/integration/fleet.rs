@@ -74,18 +74,37 @@ impl NodeProcess {
     /// the drain took.
     pub async fn terminate(&mut self) -> (ExitStatus, Duration) {
         let started = Instant::now();
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "could not signal node {}", self.id);
+        self.signal("TERM");
         let status = wait_for(&format!("node {} to exit", self.id), || {
             let exited = self.child.try_wait().expect("child status");
             async move { exited }
         })
         .await;
         (status, started.elapsed())
+    }
+
+    /// Stops the process where it is (SIGSTOP), as a long stall, a virtual machine being
+    /// moved or a laptop being closed would: it neither runs nor closes its connections.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(
+            sent.success(),
+            "could not send SIG{signal} to node {}",
+            self.id
+        );
     }
 
     /// The node's log so far, one JSON object per line.

@@ -123,6 +123,17 @@ pub async fn create_streams(
     partitions: u32,
     replicas: usize,
 ) -> anyhow::Result<()> {
+    create_streams_deduplicating(js, partitions, replicas, None).await
+}
+
+/// [`create_streams`], with `OUT` remembering message ids for `duplicate_window` (the
+/// server's default if `None`).
+pub async fn create_streams_deduplicating(
+    js: &jetstream::Context,
+    partitions: u32,
+    replicas: usize,
+    duplicate_window: Option<Duration>,
+) -> anyhow::Result<()> {
     partition::create_stream(
         js,
         &StreamRequest {
@@ -138,10 +149,43 @@ pub async fn create_streams(
         name: OUTPUT.into(),
         subjects: vec!["out.>".into()],
         num_replicas: replicas,
+        duplicate_window: duplicate_window.unwrap_or_default(),
         ..Default::default()
     })
     .await?;
     Ok(())
+}
+
+/// Publishes `count` messages `<command> <key> <seq>` to `IN` over `keys` keys, for the
+/// scripted guest, which echoes each (after carrying out `command`, e.g. `sleep 100`).
+pub async fn echoes(js: &jetstream::Context, command: &str, count: u64, keys: u64) {
+    weir::traffic::Traffic {
+        subject: "in.{key}.ev".into(),
+        payload: weir::traffic::Payload::Template(format!("{command} {{key}} {{seq}}")),
+        count,
+        keys,
+        headers: vec![],
+    }
+    .publish(js, |_| {})
+    .await
+    .expect("messages published");
+}
+
+/// Judges the output stream as users see it: every key's outputs exactly once, in the order
+/// of its messages in the input stream. (The input's order, not the publisher's: a publisher
+/// that publishes again after a server is lost may store a message after a later one.)
+pub async fn assert_outputs_follow_inputs(js: &jetstream::Context) {
+    let inputs = read(js, INPUT).await;
+    let outputs = read(js, OUTPUT).await;
+    let (expected, seen) = (seqs_per_key(&inputs), seqs_per_key(&outputs));
+    for (key, expected) in &expected {
+        assert_eq!(
+            seen.get(key),
+            Some(expected),
+            "outputs of {key} repeated, out of order or incomplete"
+        );
+    }
+    assert_eq!(outputs.len(), inputs.len(), "outputs lost or repeated");
 }
 
 /// What `node` last reported of deployment `id`, if it reported anything.
