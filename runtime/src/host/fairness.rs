@@ -13,13 +13,19 @@
 //! credit to spend later, yet a tenant that computes a little at a time (most of them) is
 //! always behind one that computes without end, and is served first.
 //!
+//! **Taking a turn back.** A call of a tenant that has had less than a tenant holding a turn
+//! takes that turn at once, rather than wait for it: the guest it is taken from owes it, and
+//! yields at its next epoch check (the epoch is advanced at once), and the turn it then gives
+//! back is gone. So for a moment one more guest may run than there are turns; but a calm call
+//! never waits for a spinning guest to reach its check, which, on a guest thread at the lowest
+//! priority, can take as long as the node's network work keeps the cores busy.
+//!
 //! **When a guest gives its turn back.** Every epoch check of a running guest (at each tick,
-//! and whenever a call queues for a turn that another tenant holds, which advances the epoch
-//! at once) asks [`CpuScheduler::should_yield`]: a guest yields when a tenant with less
-//! virtual time waits, and in any case once its poll has run for a [`SLICE`] (so that its
-//! deadline is looked at, and the runtime it runs on gets to its other tasks). So a spinning
-//! guest hands its turn to a call of a calmer tenant within microseconds, and shares it with
-//! other spinners a slice at a time.
+//! and whenever a call queues for a turn that another tenant holds, or takes one, which
+//! advances the epoch at once) asks [`CpuScheduler::should_yield`]: a guest yields when it owes
+//! a turn, when a tenant with less virtual time waits, and in any case once its poll has run for
+//! a [`SLICE`] (so that its deadline is looked at, and the runtime it runs on gets to its other
+//! tasks). So a spinning guest shares its turn with other spinners a slice at a time.
 //!
 //! **Where a call waits.** A node claims a call's first turn before the call starts
 //! ([`CpuScheduler::claim`]): a free turn, with which the call's first slice runs in place; or
@@ -103,6 +109,10 @@ struct Share {
     vtime: Virtual,
     /// Turns it holds.
     held: usize,
+    /// Turns taken from its running guests by a tenant that has had less, which they have
+    /// yet to give back: its guests yield at their next check, and the turns they give back
+    /// are gone.
+    owed: usize,
     /// Its calls waiting for a turn, first come first.
     waiting: VecDeque<oneshot::Sender<Turn>>,
     /// Guest CPU time its calls have spent.
@@ -117,6 +127,7 @@ impl Default for Share {
             weight: DEFAULT_CPU_WEIGHT,
             vtime: 0,
             held: 0,
+            owed: 0,
             waiting: VecDeque::new(),
             spent: Duration::ZERO,
             waited: Duration::ZERO,
@@ -174,6 +185,28 @@ impl Queue {
         }
     }
 
+    /// Gives `tenant` a turn held by the tenant that has had the most, if that is more than
+    /// `tenant` has had: its guest gives it back at its next check. Without this, a calm
+    /// tenant's call would wait until the guest holding the turn ran to that check, and a
+    /// guest thread, at the lowest priority, may wait for a core for a while first: the node's
+    /// network work, which the calm tenant's messages need too, runs before it.
+    fn take_from_one_that_had_more(&mut self, tenant: &Arc<str>) -> bool {
+        let mine = self.share(tenant).vtime;
+        let Some(holder) = (self.tenants.iter())
+            .filter(|(name, share)| *name != tenant && share.held > 0 && share.vtime > mine)
+            .max_by_key(|(_, share)| share.vtime)
+            .map(|(name, _)| name.clone())
+        else {
+            return false;
+        };
+        if let Some(share) = self.tenants.get_mut(&holder) {
+            share.held -= 1;
+            share.owed += 1;
+        }
+        self.share(tenant).held += 1;
+        true
+    }
+
     /// The next waiter: the first of the waiting tenant with the least virtual time.
     fn next_waiter(&mut self) -> Option<(Arc<str>, oneshot::Sender<Turn>)> {
         loop {
@@ -199,6 +232,9 @@ impl Queue {
         let Some(me) = self.tenants.get(tenant) else {
             return false;
         };
+        if me.owed > 0 {
+            return true;
+        }
         let mine = me.vtime + virtual_time(slice, me.weight);
         self.tenants
             .iter()
@@ -258,6 +294,14 @@ impl CpuScheduler {
             queue.share(tenant).held += 1;
             return Ok(Turn::new(self.clone(), tenant.clone()));
         }
+        if queue.take_from_one_that_had_more(tenant) {
+            drop(queue);
+            // The guest it was taken from yields at its next check, now.
+            if let Some(engine) = self.engine.upgrade() {
+                engine.increment_epoch();
+            }
+            return Ok(Turn::new(self.clone(), tenant.clone()));
+        }
         let (sender, receiver) = oneshot::channel();
         queue.share(tenant).waiting.push_back(sender);
         let behind_another = queue
@@ -282,10 +326,16 @@ impl CpuScheduler {
     }
 
     /// Counts what a turn of `tenant`'s was used for, and gives it back: to the next waiter, or
-    /// to the free pool.
+    /// to the free pool; or to nobody, if it was taken from the tenant already.
     fn give_back(self: &Arc<Self>, tenant: &Arc<str>, ran: Duration, waited: Duration) {
         let mut queue = self.lock();
         queue.charge(tenant, ran, waited);
+        if let Some(share) = queue.tenants.get_mut(tenant)
+            && share.owed > 0
+        {
+            share.owed -= 1;
+            return;
+        }
         queue.unhold(tenant);
         loop {
             let Some((next, waiter)) = queue.next_waiter() else {
@@ -587,7 +637,7 @@ mod tests {
         Arc::from(name)
     }
 
-    /// A free turn for `name`; there must be one.
+    /// A turn for `name`, free or taken from a tenant that has had more; there must be one.
     fn take(scheduler: &Arc<CpuScheduler>, name: &str) -> Turn {
         match scheduler.claim(&tenant(name)) {
             Claim::Turn(turn) => turn,
@@ -595,7 +645,7 @@ mod tests {
         }
     }
 
-    /// A place in `name`'s queue; there must be no free turn.
+    /// A place in `name`'s queue; there must be no turn to have.
     fn queue(scheduler: &Arc<CpuScheduler>, name: &str) -> Place {
         match scheduler.claim(&tenant(name)) {
             Claim::Turn(_) => panic!("{name} found a free turn"),
@@ -634,7 +684,8 @@ mod tests {
     fn a_freed_turn_goes_to_the_waiting_tenant_that_has_had_the_least() {
         let scheduler = scheduler(1);
         run(&scheduler, "busy", Duration::from_secs(5));
-        let held = take(&scheduler, "busy");
+        // Held by a tenant that has had no more than anybody, so nobody takes it.
+        let held = take(&scheduler, "holder");
         // The busy tenant queues three calls before the quiet one queues its first.
         let mut places: Vec<(&str, Place)> = ["busy", "busy", "busy", "quiet"]
             .into_iter()
@@ -675,11 +726,31 @@ mod tests {
             !scheduler.should_yield("spinner", just_begun),
             "its own next call waits for the slice"
         );
-        let _calm = queue(&scheduler, "calm");
+        let _calm = take(&scheduler, "calm");
         assert!(
             scheduler.should_yield("spinner", just_begun),
-            "a tenant that has had less is served at once"
+            "a tenant that has had less took its turn"
         );
+    }
+
+    #[test]
+    fn a_turn_taken_from_a_running_guest_is_gone_when_that_guest_yields() {
+        let scheduler = scheduler(1);
+        run(&scheduler, "spinner", Duration::from_secs(1));
+        let spinning = take(&scheduler, "spinner");
+        let calm = take(&scheduler, "calm");
+        spinning.finish(Duration::from_micros(30));
+        let mut again = queue(&scheduler, "spinner");
+        assert!(
+            handed(&mut again).is_none(),
+            "the calm tenant holds the only turn"
+        );
+        assert!(!scheduler.should_yield("calm", Duration::from_micros(1)));
+        drop(calm);
+        let Some(_turn) = handed(&mut again) else {
+            panic!("the calm tenant's turn was not handed on");
+        };
+        let _none_free = queue(&scheduler, "spinner");
     }
 
     #[test]
@@ -702,15 +773,12 @@ mod tests {
         spinning.finish(Duration::from_secs(60));
         let _spinning = take(&scheduler, "spinner");
         // The sleeper comes back: it is ahead, but only by the credit.
-        let mut back = queue(&scheduler, "sleeper");
+        let back = take(&scheduler, "sleeper");
         assert!(scheduler.should_yield("spinner", Duration::from_micros(1)));
         drop(_spinning);
-        let Some(turn) = handed(&mut back) else {
-            panic!("the sleeper was not served first");
-        };
-        turn.finish(WAKE_CREDIT * 2);
+        back.finish(WAKE_CREDIT * 2);
         let _sleeper = take(&scheduler, "sleeper");
-        let _spinner = queue(&scheduler, "spinner");
+        let _spinner = take(&scheduler, "spinner");
         assert!(
             scheduler.should_yield("sleeper", Duration::from_micros(1)),
             "past the credit, the sleeper is no longer ahead"
@@ -730,7 +798,7 @@ mod tests {
         drop(light);
         drop(heavy);
         let _light = take(&scheduler, "light");
-        let _heavy = queue(&scheduler, "heavy");
+        let _heavy = take(&scheduler, "heavy");
         assert!(scheduler.should_yield("light", Duration::from_micros(1)));
     }
 
