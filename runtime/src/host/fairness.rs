@@ -203,7 +203,11 @@ impl Queue {
             share.held -= 1;
             share.owed += 1;
         }
-        self.share(tenant).held += 1;
+        // Its share as `share` made it above: asking again, with the holder's turn gone, could
+        // move where it starts from.
+        if let Some(share) = self.tenants.get_mut(tenant) {
+            share.held += 1;
+        }
         true
     }
 

@@ -112,7 +112,7 @@ pub(crate) struct PartitionWorker {
     state: Option<Arc<PartitionState>>,
     pin: Pin,
     /// When the worker last heard from the server, which says whether it must ask before it
-    /// stores anything (see [`lease`]); one per subscription.
+    /// stores anything (see [`lease`]).
     lease: Arc<Lease>,
     /// The first message after a new pin may be one a previous holder attempted.
     taken_over: bool,
@@ -419,7 +419,6 @@ impl PartitionWorker {
     /// partition go.
     async fn pump(&mut self, mut pulling: Pulling) -> Next {
         self.pin.forget();
-        self.lease = Lease::new(&self.js.client(), self.pin_timeout);
         // Another node may have written the state since this worker last held the partition.
         if let Some(state) = &self.state {
             state.unload();
