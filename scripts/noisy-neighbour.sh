@@ -3,7 +3,7 @@
 # tenant's throughput on a node without --config, with a --config of two tenants, and beside a
 # tenant whose handler runs an endless loop on every partition of its own stream, REPEAT times,
 # with each tenant's guest CPU. Needs `make guests build` first.
-# Usage: N=30000 REPEAT=5 scripts/noisy-neighbour.sh
+# Usage: N=100000 REPEAT=5 scripts/noisy-neighbour.sh
 #
 # With NODES=2 it runs two nodes of its own beside a private nats-server instead, and also counts
 # what would be false failovers: membership lapses, and pins released as if a node had crashed
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 NODES=${NODES:-1}
 if [ "$NODES" -eq 1 ]; then
   exec "${WEIR:-./target/release/weir}" bench --modes wasm --handlers "${HANDLERS:-noop,orders}" \
-    --neighbour spin --messages "${N:-30000}" --partitions "${PARTITIONS:-16}" \
+    --neighbour spin --messages "${N:-100000}" --partitions "${PARTITIONS:-16}" \
     --repeat "${REPEAT:-5}"
 fi
 N=${N:-10000}

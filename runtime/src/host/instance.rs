@@ -82,9 +82,20 @@ pub enum HandlerFailure {
     /// The guest trapped (a panic, an `unreachable`, a stack overflow…); the detail is the trap and the guest's last words on stderr.
     #[error("trap: {0}")]
     Trap(String),
-    /// The call ran past the deployment's handler timeout.
-    #[error("deadline of {} exceeded", humantime::format_duration(*.0))]
-    Deadline(Duration),
+    /// The call ran past the deployment's handler timeout, having computed for `cpu` of it
+    /// (little, for a call that waited in a host call, or that the node's other work kept from
+    /// a core).
+    #[error(
+        "deadline of {} exceeded after {:.3}s of CPU time",
+        humantime::format_duration(*timeout),
+        cpu.as_secs_f64()
+    )]
+    Deadline {
+        /// The deployment's handler timeout.
+        timeout: Duration,
+        /// The call's CPU time until then.
+        cpu: Duration,
+    },
     /// The call used more CPU time than its tenant's quota per message.
     #[error("CPU time limit of {} per message exceeded", humantime::format_duration(*.0))]
     CpuTime(Duration),
@@ -342,7 +353,10 @@ fn conclude<T>(
     stderr: &[&str],
 ) -> Result<T, HandlerFailure> {
     match result {
-        Err(_elapsed) => Err(HandlerFailure::Deadline(timeout)),
+        Err(_elapsed) => Err(HandlerFailure::Deadline {
+            timeout,
+            cpu: state.cpu.spent(),
+        }),
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             match state.memory.refused {

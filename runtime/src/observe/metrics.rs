@@ -102,7 +102,7 @@ impl FailureKind {
     pub fn of(failure: &HandlerFailure) -> Option<Self> {
         Some(match failure {
             HandlerFailure::Trap(_) => Self::trap,
-            HandlerFailure::Deadline(_) => Self::deadline,
+            HandlerFailure::Deadline { .. } => Self::deadline,
             HandlerFailure::CpuTime(_) => Self::cpu_time,
             HandlerFailure::MemoryLimit { .. } => Self::memory,
             HandlerFailure::InitRefused(_) => Self::init,

@@ -108,7 +108,14 @@ async fn a_call_within_its_deadline_completes_and_one_past_it_is_stopped() {
         .handle(&message("sleep 5000"))
         .await
         .expect_err("a long sleep is stopped");
-    assert_eq!(failure, HandlerFailure::Deadline(Duration::from_secs(2)));
+    let HandlerFailure::Deadline { timeout, cpu } = failure else {
+        panic!("expected the deadline, got {failure:?}")
+    };
+    assert_eq!(timeout, Duration::from_secs(2));
+    assert!(
+        cpu < Duration::from_secs(1),
+        "a sleeping guest computed for {cpu:?}"
+    );
 }
 
 #[tokio::test]
@@ -122,9 +129,13 @@ async fn an_endless_loop_is_stopped_at_the_deadline() {
         .handle(&message("spin"))
         .await
         .expect_err("spin is stopped");
-    assert_eq!(
-        failure,
-        HandlerFailure::Deadline(Duration::from_millis(300))
+    let HandlerFailure::Deadline { timeout, cpu } = failure else {
+        panic!("expected the deadline, got {failure:?}")
+    };
+    assert_eq!(timeout, Duration::from_millis(300));
+    assert!(
+        cpu > Duration::ZERO,
+        "a spinning guest computed for {cpu:?}"
     );
 }
 

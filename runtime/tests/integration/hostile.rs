@@ -226,22 +226,31 @@ const PARTITIONS: u32 = 8;
 /// Messages of the well-behaved tenant.
 const CALM_MESSAGES: usize = 200;
 
-/// Each attack, and what the dead letter's last error must say (`None`: the message is handled).
-const ATTACKS: &[(&str, Option<&str>)] = &[
-    ("spin", Some("CPU time limit of 1s per message exceeded")),
-    ("recurse", Some("call stack exhausted")),
-    ("hog", Some("memory limit of 16777216 bytes exceeded")),
+/// How an endless loop ends: at its tenant's CPU time per message, or, if the node's other work
+/// kept the spinning guests from a core that long (they run only in the cores' idle time), at
+/// the deployment's deadline (10 s by default), which says how little CPU time it had.
+const SPIN_ENDS: &[&str] = &[
+    "CPU time limit of 1s per message exceeded",
+    "deadline of 10s exceeded after",
+];
+
+/// Each attack, and what the dead letter's last error must say, one of (`None`: the message is
+/// handled).
+const ATTACKS: &[(&str, Option<&[&str]>)] = &[
+    ("spin", Some(SPIN_ENDS)),
+    ("recurse", Some(&["call stack exhausted"])),
+    ("hog", Some(&["memory limit of 16777216 bytes exceeded"])),
     (
         "giant 2000000",
-        Some("limit of 1048576 output bytes per call exceeded"),
+        Some(&["limit of 1048576 output bytes per call exceeded"]),
     ),
     (
         "emit 1000000",
-        Some("limit of 100 outputs per call reached"),
+        Some(&["limit of 100 outputs per call reached"]),
     ),
     (
         "publish-to out.calm",
-        Some("outside tenant mallory's allowed outputs"),
+        Some(&["outside tenant mallory's allowed outputs"]),
     ),
     ("snoop", None),
     ("log-flood 300", None),
@@ -339,7 +348,7 @@ async fn every_attack_ends_as_documented_while_a_neighbour_keeps_processing() ->
     for partition in 0..PARTITIONS {
         let key = key_in(partition, PARTITIONS, 0);
         let seq = env.publish(&format!("hin.{key}.spin"), "spin").await?;
-        expected_dead.insert(seq, ("spin", "CPU time limit of 1s per message exceeded"));
+        expected_dead.insert(seq, ("spin", SPIN_ENDS));
     }
     let mut handled_subjects = BTreeSet::new();
     for (n, (attack, error)) in ATTACKS.iter().enumerate() {
@@ -391,14 +400,14 @@ async fn every_attack_ends_as_documented_while_a_neighbour_keeps_processing() ->
     assert_eq!(dead.len(), expected_dead.len());
     for letter in &dead {
         assert_eq!(letter.tenant, "mallory", "{letter:?}");
-        let Some((attack, error)) = expected_dead.get(&letter.stream_seq) else {
+        let Some((attack, errors)) = expected_dead.get(&letter.stream_seq) else {
             panic!(
                 "message {} should not be a dead letter: {letter:?}",
                 letter.stream_seq
             );
         };
         assert!(
-            letter.last_error.contains(error),
+            errors.iter().any(|error| letter.last_error.contains(error)),
             "{attack}: the last error does not name the limit: {}",
             letter.last_error
         );
