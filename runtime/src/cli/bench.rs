@@ -90,11 +90,28 @@ async fn metrics_text(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     Ok(response)
 }
 
-/// Each tenant's `weir_tenant_cpu_seconds_total` in a metrics page.
-fn tenant_cpu(metrics: &str) -> BTreeMap<String, f64> {
+/// What a node's metrics page says of each tenant's guests so far, in seconds.
+#[derive(Debug, Default, PartialEq)]
+struct GuestSeconds {
+    /// `weir_tenant_cpu_seconds_total`.
+    cpu: BTreeMap<String, f64>,
+    /// `weir_tenant_cpu_preempted_seconds_total`.
+    preempted: BTreeMap<String, f64>,
+}
+
+fn guest_seconds(metrics: &str) -> GuestSeconds {
+    GuestSeconds {
+        cpu: per_tenant(metrics, "weir_tenant_cpu_seconds_total"),
+        preempted: per_tenant(metrics, "weir_tenant_cpu_preempted_seconds_total"),
+    }
+}
+
+/// Each tenant's value of the counter `name` in a metrics page.
+fn per_tenant(metrics: &str, name: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("{name}{{tenant=\"");
     metrics
         .lines()
-        .filter_map(|line| line.strip_prefix("weir_tenant_cpu_seconds_total{tenant=\""))
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (tenant, value) = rest.split_once("\"} ")?;
             Some((tenant.to_owned(), value.trim().parse().ok()?))
@@ -291,6 +308,8 @@ pub struct GuestCores {
     pub measured: f64,
     /// The neighbour's.
     pub neighbour: f64,
+    /// How long the neighbour's guests held turns while kept off a core, per second.
+    pub neighbour_preempted: f64,
 }
 
 impl Mode {
@@ -673,9 +692,11 @@ fn neighbour_cost(results: &[RunResult], partitions: u32, handler: &str) -> Opti
     );
     if !cores.is_empty() {
         line.push_str(&format!(
-            "; guest CPU beside it: {handler} {:.2} core(s), the spinning tenant {:.2} (medians)",
+            "; guest CPU beside it: {handler} {:.2} core(s), the spinning tenant {:.2}, which \
+             held its turn off a core for {:.2} more (medians)",
             median_of(cores.iter().map(|c| c.measured)),
             median_of(cores.iter().map(|c| c.neighbour)),
+            median_of(cores.iter().map(|c| c.neighbour_preempted)),
         ));
     }
     Some(line)
@@ -749,9 +770,9 @@ struct Neighbourhood {
 }
 
 impl Neighbourhood {
-    /// Guest CPU each tenant's calls have spent on the node so far, in seconds.
-    async fn cpu(&self) -> anyhow::Result<BTreeMap<String, f64>> {
-        Ok(tenant_cpu(&metrics_text(self.metrics).await?))
+    /// What each tenant's guests have used on the node so far.
+    async fn guest_seconds(&self) -> anyhow::Result<GuestSeconds> {
+        Ok(guest_seconds(&metrics_text(self.metrics).await?))
     }
 }
 
@@ -1039,7 +1060,12 @@ impl Bench<'_> {
         spin.publish(&self.js, |_| {}).await?;
         let since = Instant::now();
         loop {
-            let spent = neighbourhood.cpu().await?.get(NEIGHBOUR).copied();
+            let spent = neighbourhood
+                .guest_seconds()
+                .await?
+                .cpu
+                .get(NEIGHBOUR)
+                .copied();
             if spent.is_some_and(|spent| spent >= NEIGHBOUR_SPINNING.as_secs_f64()) {
                 return Ok(());
             }
@@ -1144,6 +1170,12 @@ impl Bench<'_> {
         let cores = |tenant: &str, at: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>| {
             (at.get(tenant).unwrap_or(&0.0) - before.get(tenant).unwrap_or(&0.0)) / seconds
         };
+        let cores = |tenant, at: &GuestSeconds, before: &GuestSeconds| {
+            (
+                cores(tenant, &at.cpu, &before.cpu),
+                cores(tenant, &at.preempted, &before.preempted),
+            )
+        };
         Ok(Throughput {
             msgs_per_sec: timed as f64 / seconds,
             cpu_seconds: cpu.as_secs_f64(),
@@ -1151,8 +1183,9 @@ impl Bench<'_> {
             guest_cores: guest_cpu_at_start
                 .zip(guest_cpu)
                 .map(|(before, after)| GuestCores {
-                    measured: cores(MEASURED, &after, &before),
-                    neighbour: cores(NEIGHBOUR, &after, &before),
+                    measured: cores(MEASURED, &after, &before).0,
+                    neighbour: cores(NEIGHBOUR, &after, &before).0,
+                    neighbour_preempted: cores(NEIGHBOUR, &after, &before).1,
                 }),
         })
     }
@@ -1205,13 +1238,13 @@ struct Running {
 }
 
 impl Running {
-    /// Guest CPU each tenant has spent so far, on a node with a `--config`.
-    async fn guest_cpu(&self) -> anyhow::Result<Option<BTreeMap<String, f64>>> {
+    /// What each tenant's guests have used so far, on a node with a `--config`.
+    async fn guest_cpu(&self) -> anyhow::Result<Option<GuestSeconds>> {
         match &self.consumers {
             Consumers::Node {
                 neighbourhood: Some(neighbourhood),
                 ..
-            } => Ok(Some(neighbourhood.cpu().await?)),
+            } => Ok(Some(neighbourhood.guest_seconds().await?)),
             _ => Ok(None),
         }
     }
@@ -1465,11 +1498,14 @@ mod tests {
         let page = "HTTP/1.1 200 OK\r\n\r\n# TYPE weir_tenant_cpu_seconds counter\n\
                     weir_tenant_cpu_seconds_total{tenant=\"bench\"} 0.25\n\
                     weir_tenant_cpu_wait_seconds_total{tenant=\"bench\"} 9\n\
-                    weir_tenant_cpu_seconds_total{tenant=\"noisy\"} 1.5\n";
-        let cpu = tenant_cpu(page);
+                    weir_tenant_cpu_seconds_total{tenant=\"noisy\"} 1.5\n\
+                    weir_tenant_cpu_preempted_seconds_total{tenant=\"noisy\"} 2\n";
         assert_eq!(
-            cpu,
-            BTreeMap::from([("bench".to_owned(), 0.25), ("noisy".to_owned(), 1.5)])
+            guest_seconds(page),
+            GuestSeconds {
+                cpu: BTreeMap::from([("bench".to_owned(), 0.25), ("noisy".to_owned(), 1.5)]),
+                preempted: BTreeMap::from([("noisy".to_owned(), 2.0)]),
+            }
         );
     }
 
@@ -1488,6 +1524,7 @@ mod tests {
                 run.guest_cores = (tenancy == Tenancy::BesideSpin).then_some(GuestCores {
                     measured: 0.1,
                     neighbour: 0.5,
+                    neighbour_preempted: 0.25,
                 });
                 results.push(run);
             }
@@ -1498,7 +1535,7 @@ mod tests {
                 "16 partition(s), noop: two tenants/none 0.90 1.00 (median 0.95, worst 0.90, \
                  target 0.90); beside a spinning tenant/alone 0.50 0.90 (median 0.70, worst \
                  0.50, target 0.80); guest CPU beside it: noop 0.10 core(s), the spinning \
-                 tenant 0.50 (medians)"
+                 tenant 0.50, which held its turn off a core for 0.25 more (medians)"
             ),
             "{table}"
         );

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::fairness::{Claim, CpuScheduler};
+use super::fairness::{Claim, CpuScheduler, CpuUsage};
 
 /// The quotas a [`TenantBudget`] enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,16 +52,10 @@ impl TenantBudget {
         }
     }
 
-    /// Guest CPU time the tenant's calls (instantiation, `init`, `handle`) have spent on this
-    /// node so far, counting every poll that has ended.
-    pub fn cpu_spent(&self) -> Duration {
-        self.scheduler.usage(&self.tenant).0
-    }
-
-    /// Time the tenant's calls have waited for a guest thread on this node so far, summed
-    /// over the calls.
-    pub fn cpu_waited(&self) -> Duration {
-        self.scheduler.usage(&self.tenant).1
+    /// What the tenant's calls (instantiation, `init`, `handle`) have used of the guest
+    /// threads on this node so far, counting every poll that has ended.
+    pub fn cpu_usage(&self) -> CpuUsage {
+        self.scheduler.usage(&self.tenant)
     }
 
     /// The tenant's name.

@@ -118,10 +118,20 @@ struct Share {
     owed: usize,
     /// Its calls waiting for a turn, first come first.
     waiting: VecDeque<oneshot::Sender<Turn>>,
+    /// What its calls have used.
+    usage: CpuUsage,
+}
+
+/// What a tenant's calls have used of the guest threads on a node, as its metrics report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuUsage {
     /// Guest CPU time its calls have spent.
-    spent: Duration,
+    pub cpu: Duration,
     /// Time its calls have waited for a turn, summed over the calls.
-    waited: Duration,
+    pub waited: Duration,
+    /// Time its guests held turns without computing: the OS ran other work on their cores
+    /// (guest threads get only the cores' idle time).
+    pub preempted: Duration,
 }
 
 impl Default for Share {
@@ -132,8 +142,7 @@ impl Default for Share {
             held: 0,
             owed: 0,
             waiting: VecDeque::new(),
-            spent: Duration::ZERO,
-            waited: Duration::ZERO,
+            usage: CpuUsage::default(),
         }
     }
 }
@@ -183,8 +192,9 @@ impl Queue {
     fn charge(&mut self, tenant: &Arc<str>, used: Used, waited: Duration) {
         if let Some(share) = self.tenants.get_mut(tenant) {
             share.vtime += virtual_time(used.held, share.weight);
-            share.spent += used.cpu;
-            share.waited += waited;
+            share.usage.cpu += used.cpu;
+            share.usage.waited += waited;
+            share.usage.preempted += used.held.saturating_sub(used.cpu);
         }
     }
 
@@ -275,14 +285,12 @@ impl CpuScheduler {
             .weight = weight.max(1);
     }
 
-    /// Guest CPU time `tenant`'s calls have spent, and the time they have waited for turns.
-    pub(crate) fn usage(&self, tenant: &str) -> (Duration, Duration) {
+    /// What `tenant`'s calls have used so far, counting every poll that has ended.
+    pub(crate) fn usage(&self, tenant: &str) -> CpuUsage {
         self.lock()
             .tenants
             .get(tenant)
-            .map_or((Duration::ZERO, Duration::ZERO), |share| {
-                (share.spent, share.waited)
-            })
+            .map_or(CpuUsage::default(), |share| share.usage)
     }
 
     /// A call's first turn: a free one, or else a place in `tenant`'s queue.
@@ -581,7 +589,7 @@ impl GuestThreads {
 /// it finds one, and a core running a thread at nice 19 is not idle, while one running only
 /// `SCHED_IDLE` threads counts as idle, and the thread woken there preempts the guest at once.
 /// Beside a tenant spinning on 16 partitions, the calm `orders` tenant kept 0.77–0.83 of its
-/// throughput alone with its guest threads at nice 10, and 0.94–1.02 under `SCHED_IDLE`, while
+/// throughput alone with its guest threads at nice 10, and 0.94–1.07 under `SCHED_IDLE`, while
 /// the spinner went on with the cores' idle time (BENCHMARKS.md, "A spinning neighbour"). Where
 /// `SCHED_IDLE` cannot be had, nice 19.
 const FALLBACK_NICENESS: i32 = 19;
@@ -886,9 +894,13 @@ mod tests {
         run(&scheduler, "a", Duration::from_millis(1));
         assert_eq!(
             scheduler.usage("a"),
-            (Duration::from_millis(4), Duration::from_millis(7))
+            CpuUsage {
+                cpu: Duration::from_millis(4),
+                waited: Duration::from_millis(7),
+                preempted: Duration::ZERO,
+            }
         );
-        assert_eq!(scheduler.usage("nobody"), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(scheduler.usage("nobody"), CpuUsage::default());
     }
 
     #[test]
@@ -944,7 +956,7 @@ mod tests {
         drop(held);
         assert!(futures::poll!(call.as_mut()).is_ready());
         assert!(
-            scheduler.usage("calm").1 > Duration::ZERO,
+            scheduler.usage("calm").waited > Duration::ZERO,
             "its wait was counted"
         );
     }
@@ -957,7 +969,9 @@ mod tests {
             cpu: Duration::ZERO,
         };
         take(&scheduler, "preempted").finish(preempted);
-        assert_eq!(scheduler.usage("preempted").0, Duration::ZERO);
+        let usage = scheduler.usage("preempted");
+        assert_eq!(usage.cpu, Duration::ZERO);
+        assert_eq!(usage.preempted, Duration::from_secs(1));
         let _held_again = take(&scheduler, "preempted");
         // It has held turns for longer than a tenant new to them, which takes its turn.
         let _calm = take(&scheduler, "calm");
@@ -982,7 +996,7 @@ mod tests {
         let meter = Arc::new(CpuMeter::default());
         let sleeps = async { std::thread::sleep(Duration::from_millis(50)) };
         Fair::new(sleeps, scheduler.clone(), tenant("sleepy"), meter, None).await;
-        let (cpu, _) = scheduler.usage("sleepy");
+        let cpu = scheduler.usage("sleepy").cpu;
         assert!(
             cpu < Duration::from_millis(25),
             "counted {cpu:?} of CPU time"

@@ -31,7 +31,7 @@ pub use budget::{BudgetQuota, TenantBudget};
 pub use compile_cache::CompileCache;
 pub use componentize::componentize;
 pub use engine::{Allocation, Host, POOLED_INSTANCES};
-pub use fairness::{Claim, DEFAULT_CPU_WEIGHT, GuestThreads, Place, Turn};
+pub use fairness::{Claim, CpuUsage, DEFAULT_CPU_WEIGHT, GuestThreads, Place, Turn};
 pub use instance::{Handled, HandlerFailure, HandlerInstance, InstanceContext, Output};
 pub use limits::CallLimits;
 pub use version::{ComponentError, HandlerVersion, WORLD};

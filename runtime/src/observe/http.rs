@@ -64,8 +64,7 @@ async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
         .into_iter()
         .map(|tenant| TenantReadings {
             memory_bytes: tenant.budget.memory_in_use(),
-            cpu: tenant.budget.cpu_spent(),
-            cpu_waited: tenant.budget.cpu_waited(),
+            cpu: tenant.budget.cpu_usage(),
             partitions: (tenant.quotas.max_instances as usize)
                 .saturating_sub(tenant.instances.available_permits()),
             name: tenant.name.clone(),

@@ -21,7 +21,7 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::control::DeploymentId;
 use crate::dlq::Reason;
-use crate::host::HandlerFailure;
+use crate::host::{CpuUsage, HandlerFailure};
 use crate::metrics::SharedCounters;
 
 /// One partition of one deployment.
@@ -208,6 +208,7 @@ pub struct Metrics {
     tenant_partitions: Family<TenantLabels, Gauge>,
     tenant_cpu: Family<TenantLabels, Counter<f64, AtomicU64>>,
     tenant_cpu_wait: Family<TenantLabels, Counter<f64, AtomicU64>>,
+    tenant_cpu_preempted: Family<TenantLabels, Counter<f64, AtomicU64>>,
     member_active: Gauge,
     nats_connected: Gauge,
     nats_connects: Counter,
@@ -358,6 +359,13 @@ impl Metrics {
                 r,
                 "tenant_cpu_wait",
                 "Time the tenant's calls waited for a guest thread on this node, summed over calls",
+                Some(Unit::Seconds),
+            ),
+            tenant_cpu_preempted: add(
+                r,
+                "tenant_cpu_preempted",
+                "Time the tenant's guests held a guest thread's turn while the OS ran other work \
+                 on their core",
                 Some(Unit::Seconds),
             ),
             member_active: add(
@@ -543,8 +551,9 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(partitions);
             for (counter, total) in [
-                (&self.tenant_cpu, tenant.cpu),
-                (&self.tenant_cpu_wait, tenant.cpu_waited),
+                (&self.tenant_cpu, tenant.cpu.cpu),
+                (&self.tenant_cpu_wait, tenant.cpu.waited),
+                (&self.tenant_cpu_preempted, tenant.cpu.preempted),
             ] {
                 let counter = counter.get_or_create(&labels);
                 let more = total.as_secs_f64() - counter.get();
@@ -571,8 +580,7 @@ pub(crate) struct TenantReadings {
     pub(crate) name: String,
     pub(crate) memory_bytes: u64,
     pub(crate) partitions: usize,
-    pub(crate) cpu: Duration,
-    pub(crate) cpu_waited: Duration,
+    pub(crate) cpu: CpuUsage,
 }
 
 /// One partition's series, held by its worker; dropping it removes them.
@@ -815,8 +823,11 @@ mod tests {
                 name: "acme".into(),
                 memory_bytes: 1 << 20,
                 partitions: 3,
-                cpu: Duration::from_millis(1500),
-                cpu_waited: Duration::from_millis(250),
+                cpu: CpuUsage {
+                    cpu: Duration::from_millis(1500),
+                    waited: Duration::from_millis(250),
+                    preempted: Duration::from_millis(125),
+                },
             }],
         };
         metrics.set_node(readings.clone());
@@ -829,6 +840,10 @@ mod tests {
             (
                 r#"weir_tenant_cpu_wait_seconds_total{tenant="acme"}"#,
                 "0.25",
+            ),
+            (
+                r#"weir_tenant_cpu_preempted_seconds_total{tenant="acme"}"#,
+                "0.125",
             ),
             (r#"weir_tenant_memory_bytes{tenant="acme"}"#, "1048576"),
             (r#"weir_tenant_partitions{tenant="acme"}"#, "3"),
