@@ -1156,13 +1156,13 @@ impl Bench<'_> {
         let bar = progress_bar(messages, "consuming");
         bar.set_message(running.label.clone());
         running.wait_for_acks(1, &bar).await?;
-        let guest_cpu_at_start = running.guest_cpu().await?;
+        let guest_at_start = running.guest_seconds().await?;
         let (started, cpu_at_start) = (Instant::now(), cpu_time());
         let acked_at_start = running.counters.snapshot().acked;
         reset_peak_rss();
         running.wait_for_acks(messages, &bar).await?;
         let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu_at_start);
-        let guest_cpu = running.guest_cpu().await?;
+        let guest_at_end = running.guest_seconds().await?;
         bar.finish_and_clear();
         // The messages acked by the time the clock started are left out.
         let timed = (messages - acked_at_start.min(messages)).max(1);
@@ -1170,22 +1170,16 @@ impl Bench<'_> {
         let cores = |tenant: &str, at: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>| {
             (at.get(tenant).unwrap_or(&0.0) - before.get(tenant).unwrap_or(&0.0)) / seconds
         };
-        let cores = |tenant, at: &GuestSeconds, before: &GuestSeconds| {
-            (
-                cores(tenant, &at.cpu, &before.cpu),
-                cores(tenant, &at.preempted, &before.preempted),
-            )
-        };
         Ok(Throughput {
             msgs_per_sec: timed as f64 / seconds,
             cpu_seconds: cpu.as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
-            guest_cores: guest_cpu_at_start
-                .zip(guest_cpu)
+            guest_cores: guest_at_start
+                .zip(guest_at_end)
                 .map(|(before, after)| GuestCores {
-                    measured: cores(MEASURED, &after, &before).0,
-                    neighbour: cores(NEIGHBOUR, &after, &before).0,
-                    neighbour_preempted: cores(NEIGHBOUR, &after, &before).1,
+                    measured: cores(MEASURED, &after.cpu, &before.cpu),
+                    neighbour: cores(NEIGHBOUR, &after.cpu, &before.cpu),
+                    neighbour_preempted: cores(NEIGHBOUR, &after.preempted, &before.preempted),
                 }),
         })
     }
@@ -1239,7 +1233,7 @@ struct Running {
 
 impl Running {
     /// What each tenant's guests have used so far, on a node with a `--config`.
-    async fn guest_cpu(&self) -> anyhow::Result<Option<GuestSeconds>> {
+    async fn guest_seconds(&self) -> anyhow::Result<Option<GuestSeconds>> {
         match &self.consumers {
             Consumers::Node {
                 neighbourhood: Some(neighbourhood),
