@@ -285,7 +285,9 @@ async fn bounded<T>(
         parts.cpu.clone(),
         first,
     );
-    tokio::time::timeout(limits.handler_timeout, fair).await
+    let ended = tokio::time::timeout(limits.handler_timeout, fair).await;
+    parts.budget.call_ended(parts.cpu.spent());
+    ended
 }
 
 /// Turns the end of a bounded call into a result, after logging what the guest printed.
