@@ -1,13 +1,13 @@
 //! What every instance of one tenant on a node shares: a memory quota over all of them, a rate
 //! of log lines, a CPU time per message, and a share of the node's guest CPU.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::fairness::{Claim, CpuScheduler, CpuUsage, SLICE};
+use super::fairness::{Claim, CpuScheduler, CpuUsage};
 
 /// The quotas a [`TenantBudget`] enforces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +36,6 @@ pub struct TenantBudget {
     memory_wanted: watch::Sender<()>,
     pub(crate) log: Mutex<LogBudget>,
     pub(crate) scheduler: Arc<CpuScheduler>,
-    /// Whether the tenant's last call computed for longer than a slice: its next one then
-    /// starts on the guest threads, not in place (see [`TenantBudget::computes`]).
-    computes: AtomicBool,
 }
 
 impl TenantBudget {
@@ -52,21 +49,7 @@ impl TenantBudget {
             log: Mutex::new(LogBudget::new(quota.log_lines_per_second)),
             quota,
             scheduler,
-            computes: AtomicBool::new(false),
         }
-    }
-
-    /// Whether the tenant's calls compute for more than a slice, as its last one did. Such a
-    /// call starts on the guest threads, where it would go after its first slice anyway: run in
-    /// place, that slice would be taken from the node's network work, at its priority, each
-    /// time a spinning call starts again.
-    pub fn computes(&self) -> bool {
-        self.computes.load(Ordering::Relaxed)
-    }
-
-    /// Notes the CPU time of a call that has ended.
-    pub(crate) fn call_ended(&self, cpu: Duration) {
-        self.computes.store(cpu > SLICE, Ordering::Relaxed);
     }
 
     /// What the tenant's calls (instantiation, `init`, `handle`) have used of the guest

@@ -49,10 +49,8 @@
 //! the lowest priority: a spinning guest holds a thread until its next yield point, and on a
 //! shared runtime, or at the same priority, every network step of every other partition would
 //! queue behind it. Most calls end within their first slice, and so never pay for the handoff
-//! between threads (measured: it cost more CPU time per message than the call itself). A
-//! tenant whose last call computed past its first slice has its next one start on the guest
-//! threads ([`TenantBudget::computes`](super::TenantBudget::computes)): a spinning call, started
-//! again after its deadline, would otherwise take the network runtime for a slice each time.
+//! between threads (measured: it cost more CPU time per message than the call itself); a guest
+//! that computes takes the network runtime for one slice of each call at most.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

@@ -285,9 +285,7 @@ async fn bounded<T>(
         parts.cpu.clone(),
         first,
     );
-    let ended = tokio::time::timeout(limits.handler_timeout, fair).await;
-    parts.budget.call_ended(parts.cpu.spent());
-    ended
+    tokio::time::timeout(limits.handler_timeout, fair).await
 }
 
 /// Turns the end of a bounded call into a result, after logging what the guest printed.

@@ -62,8 +62,7 @@ impl std::fmt::Display for CallFailure {
 }
 
 /// Starts an instance if there is none, then hands it the message: in place for the call's
-/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]), or
-/// there from the start if the tenant's last call computed past its first slice. When
+/// first slice, then on the node's guest threads if it needs more ([`GuestThreads::run`]). When
 /// no turn is free, the call waits for its turn in a task of its own, not in the partition's
 /// (see `host::fairness`). A built-in handler answers in place.
 ///
@@ -126,21 +125,12 @@ pub(crate) async fn call_handler(
         }
         .instrument(tracing::Span::current())
     };
-    // A tenant whose calls compute past their first slice has them all on the guest threads.
-    let in_place = !deployment.context.budget.computes();
-    let run = move |call| async move {
-        if in_place {
-            guests.run(call).await
-        } else {
-            guests.spawn(call).await
-        }
-    };
     let call = match first {
-        Claim::Turn(turn) => run(call(Some(turn))).await,
+        Claim::Turn(turn) => guests.run(call(Some(turn))).await,
         // The place was taken now, so that the guests holding the turns yield at once; the
         // call waits for its turn in a task of its own, which runs as soon as it is handed one.
         Claim::Place(place) => {
-            let waiting = async move { run(call(place.turn().await)).await };
+            let waiting = async move { guests.run(call(place.turn().await)).await };
             match tokio::spawn(waiting.in_current_span()).await {
                 Ok(ran) => ran,
                 Err(error) => Err(error),

@@ -84,26 +84,6 @@ fn message(payload: &str) -> Message {
 }
 
 #[tokio::test]
-async fn a_tenant_computes_while_its_last_call_ran_past_a_slice() {
-    let host = Host::new().expect("host");
-    let budget = budget(&host, 1 << 30);
-    let version = compile(&host);
-    let mut instance = start(&version, &budget, &[]).await.expect("starts");
-    instance.handle(&message("echo calm")).await.expect("echo");
-    assert!(!budget.computes(), "an echo is over within its slice");
-    instance
-        .handle(&message("spin"))
-        .await
-        .expect_err("spin stops");
-    assert!(budget.computes(), "a spin ran past its slice");
-    // Its next call starts on the guest threads; once one ends within a slice, calls start in
-    // place again.
-    let mut instance = start(&version, &budget, &[]).await.expect("starts");
-    instance.handle(&message("echo calm")).await.expect("echo");
-    assert!(!budget.computes());
-}
-
-#[tokio::test]
 async fn an_endless_loop_is_stopped_at_the_tenants_cpu_time_per_message() {
     let host = Host::new().expect("host");
     let budget = budget(&host, 1 << 30);
