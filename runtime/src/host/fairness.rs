@@ -583,38 +583,20 @@ impl GuestThreads {
     }
 }
 
-/// Guest threads run under Linux's `SCHED_IDLE` policy, below every thread at a normal
-/// priority: the node's network work, and a NATS server on the same machine, get a core before a
-/// guest that computes. Not merely at a high nice value: Linux wakes a thread on an idle core if
-/// it finds one, and a core running a thread at nice 19 is not idle, while one running only
-/// `SCHED_IDLE` threads counts as idle, and the thread woken there preempts the guest at once.
-/// Beside a tenant spinning on 16 partitions, the calm `orders` tenant kept 0.77–0.83 of its
-/// throughput alone with its guest threads at nice 10, and 0.94–1.07 under `SCHED_IDLE`, while
-/// the spinner went on with the cores' idle time (BENCHMARKS.md, "A spinning neighbour"). Where
-/// `SCHED_IDLE` cannot be had, nice 19.
-const FALLBACK_NICENESS: i32 = 19;
+/// Guest threads run at a lower scheduling priority (nice 10) than the rest of the node: its
+/// network work, and a NATS server on the same machine, get a core before a guest that computes.
+/// Not `SCHED_IDLE`, though it protects a calm tenant better beside a spinning one (a core running
+/// only `SCHED_IDLE` threads counts as idle, so the node's threads wake there and preempt the
+/// guest at once, where beside one at nice 10 they queue for the other core): under it a guest
+/// that legitimately computes gets only the cores' idle time, and on a busy node runs into its
+/// deadline (BENCHMARKS.md, "A spinning neighbour").
+const GUEST_NICENESS: i32 = 10;
 
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        // Sets the policy, then the nice value, which an unprivileged process started at a
-        // higher one may not lower to 0: the policy is what counts, and is read back.
-        let set = thread_priority::set_thread_priority_and_policy(
-            thread_priority::thread_native_id(),
-            ThreadPriority::Min,
-            idle,
-        );
-        if thread_priority::thread_schedule_policy().is_ok_and(|policy| policy == idle) {
-            return;
-        }
-        tracing::warn!(
-            "could not run a guest thread under SCHED_IDLE ({set:?}); lowering it to nice \
-             {FALLBACK_NICENESS} instead"
-        );
         let thread = rustix::thread::gettid();
-        if let Err(error) = rustix::process::setpriority_process(Some(thread), FALLBACK_NICENESS) {
+        if let Err(error) = rustix::process::setpriority_process(Some(thread), GUEST_NICENESS) {
             tracing::warn!("could not lower the priority of a guest thread: {error}");
         }
     }
@@ -975,19 +957,6 @@ mod tests {
         let _held_again = take(&scheduler, "preempted");
         // It has held turns for longer than a tenant new to them, which takes its turn.
         let _calm = take(&scheduler, "calm");
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn guest_threads_run_below_every_thread_at_a_normal_priority() -> anyhow::Result<()> {
-        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
-        let guests = GuestThreads::start(1)?;
-        let policy = guests
-            .spawn(async { thread_priority::thread_schedule_policy() })
-            .await?;
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        assert!(matches!(policy, Ok(policy) if policy == idle), "{policy:?}");
-        Ok(())
     }
 
     #[tokio::test]
