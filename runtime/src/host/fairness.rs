@@ -130,7 +130,7 @@ pub struct CpuUsage {
     /// Time its calls have waited for a turn, summed over the calls.
     pub waited: Duration,
     /// Time its guests held turns without computing: the OS ran other work on their cores
-    /// (guest threads get only the cores' idle time).
+    /// (guest threads run at a lower priority than the node's network work).
     pub preempted: Duration,
 }
 
@@ -437,9 +437,9 @@ impl Drop for Turn {
     }
 }
 
-/// What a call's polls have used: how long they held a turn, and the CPU time they took on the
-/// threads they ran on, counting the poll under way. Shared by the call's [`Fair`] future and
-/// the store's epoch callback.
+/// The CPU time a call's polls took on the threads they ran on, counting the poll under way, and
+/// how long that poll has held its turn. Shared by the call's [`Fair`] future and the store's
+/// epoch callback.
 ///
 /// The two differ when the OS runs something else on the guest's thread meanwhile (a guest
 /// thread runs at a low priority, and the node's network work, or a NATS server on the same
@@ -492,8 +492,9 @@ impl CpuMeter {
         *self.lock() = Meter::default();
     }
 
-    /// The call's CPU time so far. Asked from inside a poll (at an epoch check), on the thread
-    /// the poll runs on, whose CPU clock the poll under way is read from.
+    /// The call's CPU time so far. Inside a poll (at an epoch check) it is asked on the thread
+    /// the poll runs on, whose CPU clock the poll under way is read from; between polls (once
+    /// the call is over) it is the polls that have ended.
     pub(crate) fn spent(&self) -> Duration {
         let meter = self.lock();
         meter.cpu

@@ -226,9 +226,9 @@ const PARTITIONS: u32 = 8;
 /// Messages of the well-behaved tenant.
 const CALM_MESSAGES: usize = 200;
 
-/// How an endless loop ends: at its tenant's CPU time per message, or, if the node's other work
-/// kept the spinning guests from a core that long (they run only in the cores' idle time), at
-/// the deployment's deadline (10 s by default), which says how little CPU time it had.
+/// How an endless loop ends: at its tenant's CPU time per message, or, if the spinning guests
+/// could not compute that long first (they share the guest threads, below the node's other
+/// work), at the deployment's deadline (10 s by default), which says how little CPU time it had.
 const SPIN_ENDS: &[&str] = &[
     "CPU time limit of 1s per message exceeded",
     "deadline of 10s exceeded after",
